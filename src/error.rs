@@ -1,0 +1,146 @@
+//! The daemon's request errors: one small enum, mapped to a status and a body in one place.
+
+use crate::http::body::BodyError;
+use crate::http::head::HeadError;
+use std::io;
+
+/// Whose fault an error is: used by the logs (client errors are not logged as failures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The request was wrong; the answer is a 4xx.
+    Client,
+    /// The filesystem failed; the answer is a 5xx.
+    Storage,
+    /// The daemon itself cannot serve the request now (shutting down, overloaded).
+    Internal,
+}
+
+/// Everything a request can fail with. The message is sent as the body (`text/plain`).
+#[derive(Debug)]
+pub enum Error {
+    /// The request head could not be accepted (400, 414, 431, 501, 505).
+    Head(HeadError),
+    /// A chunked body was malformed (400).
+    Body(BodyError),
+    /// 400 with a one-line reason.
+    BadRequest(&'static str),
+    /// 400 with a reason built from the request.
+    BadRequestOwned(String),
+    /// 403: the request is not allowed on this upload (e.g. PATCH to a final upload).
+    Forbidden(&'static str),
+    /// 404: unknown route or upload.
+    NotFound,
+    /// 405, with the methods that are allowed.
+    MethodNotAllowed(&'static str),
+    /// 409: `Upload-Offset` does not match the stored offset.
+    OffsetMismatch {
+        /// The offset the upload is at.
+        stored: u64,
+    },
+    /// 408: the request body stopped arriving for longer than the body timeout.
+    BodyTimeout,
+    /// 400: the client closed the connection before the body was complete.
+    BodyIncomplete,
+    /// 412: `Tus-Resumable` missing or unsupported.
+    UnsupportedTusVersion,
+    /// 413 with a reason.
+    TooLarge(&'static str),
+    /// 415: PATCH without `Content-Type: application/offset+octet-stream`.
+    UnsupportedMediaType,
+    /// 423: another request holds the upload.
+    Locked,
+    /// 503: the daemon is shutting down or cannot serve now.
+    Unavailable(&'static str),
+    /// 507: the filesystem is full.
+    InsufficientStorage,
+    /// 500: a storage operation failed; `what` names the operation.
+    Storage {
+        /// The operation, e.g. "write data file".
+        what: &'static str,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// 500: an info record on disk could not be parsed.
+    CorruptInfo,
+}
+
+impl Error {
+    /// Wraps an I/O error from the named storage operation; a full disk becomes 507.
+    pub fn storage(what: &'static str, err: io::Error) -> Error {
+        match err.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => Error::InsufficientStorage,
+            _ => Error::Storage { what, err },
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::Head(e) => e.status(),
+            Error::Body(_) => 400,
+            Error::BadRequest(_) | Error::BadRequestOwned(_) => 400,
+            Error::Forbidden(_) => 403,
+            Error::NotFound => 404,
+            Error::MethodNotAllowed(_) => 405,
+            Error::OffsetMismatch { .. } => 409,
+            Error::BodyTimeout => 408,
+            Error::BodyIncomplete => 400,
+            Error::UnsupportedTusVersion => 412,
+            Error::TooLarge(_) => 413,
+            Error::UnsupportedMediaType => 415,
+            Error::Locked => 423,
+            Error::Unavailable(_) => 503,
+            Error::InsufficientStorage => 507,
+            Error::Storage { .. } | Error::CorruptInfo => 500,
+        }
+    }
+
+    /// Whose fault it is.
+    pub fn source(&self) -> Source {
+        match self {
+            Error::Storage { .. } | Error::CorruptInfo | Error::InsufficientStorage => {
+                Source::Storage
+            }
+            Error::Unavailable(_) => Source::Internal,
+            _ => Source::Client,
+        }
+    }
+
+    /// The one-line body sent to the client.
+    pub fn message(&self) -> String {
+        match self {
+            Error::Head(e) => e.reason().to_string(),
+            Error::Body(e) => e.reason().to_string(),
+            Error::BadRequest(m) | Error::Forbidden(m) | Error::TooLarge(m) => m.to_string(),
+            Error::Unavailable(m) => m.to_string(),
+            Error::BadRequestOwned(m) => m.clone(),
+            Error::NotFound => String::new(),
+            Error::MethodNotAllowed(_) => "Method not allowed".to_string(),
+            Error::OffsetMismatch { stored } => {
+                format!("Upload-Offset does not match the upload's offset {stored}")
+            }
+            Error::UnsupportedTusVersion => "Unsupported or missing Tus-Resumable".to_string(),
+            Error::BodyTimeout => "The request body stopped arriving".to_string(),
+            Error::BodyIncomplete => "The request body ended early".to_string(),
+            Error::UnsupportedMediaType => {
+                "Content-Type must be application/offset+octet-stream".to_string()
+            }
+            Error::Locked => "The upload is in use by another request".to_string(),
+            Error::InsufficientStorage => "No space left on the storage".to_string(),
+            Error::Storage { what, err } => format!("Storage error: {what}: {err}"),
+            Error::CorruptInfo => "The upload's info record is corrupt".to_string(),
+        }
+    }
+}
+
+impl From<HeadError> for Error {
+    fn from(e: HeadError) -> Self {
+        Error::Head(e)
+    }
+}
+
+impl From<BodyError> for Error {
+    fn from(e: BodyError) -> Self {
+        Error::Body(e)
+    }
+}

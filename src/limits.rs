@@ -1,0 +1,34 @@
+//! Every limit of the daemon, named in one place. Each maps to one error and one status.
+
+/// Largest request head (request line plus header fields plus the blank line), in bytes.
+/// A head that does not end within this many bytes gets 431 and the connection is closed.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header fields in one request head; one more gets 431.
+pub const MAX_HEADERS: usize = 100;
+
+/// Longest request-target (path and query), in bytes; a longer one gets 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Longest chunk-size line of a chunked body (size, extensions, CRLF); longer gets 400.
+pub const MAX_CHUNK_LINE_BYTES: usize = 4 * 1024;
+
+/// Largest trailer section of a chunked body; larger gets 400.
+pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Largest value tus integers may take (`Upload-Length`, `Upload-Offset`): 2^63-1.
+pub const MAX_TUS_INTEGER: u64 = i64::MAX as u64;
+
+/// Largest `Upload-Metadata` header value, in bytes; a larger one gets 400.
+/// 16 KiB is far above what clients send (file names and types), leaves most of the
+/// 64 KiB head for other fields, and bounds what every `.info` rewrite (one per PATCH),
+/// every HEAD reply and every hook payload carries for the life of the upload.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// Most worker threads (`-w/--workers`); each runs one io_uring runtime and listener.
+/// A larger value is a usage error, and the CPU-count default is clamped to it.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Largest value any `--*-timeout` flag accepts, in seconds: one week. Far below what
+/// would make `Instant + timeout` overflow, far above any sensible grace period.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;

@@ -1,0 +1,505 @@
+//! One connection: reads request heads, hands each request to the tus handler with a
+//! body reader, writes the answer, and loops while the connection is kept alive.
+//!
+//! Buffer ownership: `inbuf` holds bytes read from the socket that the head parser or
+//! the chunked decoder has not consumed yet (a head being received, body bytes that
+//! arrived with the head, pipelined requests). It is small and bounded by
+//! `MAX_HEAD_BYTES + HEAD_READ_BYTES`. Body bytes of Content-Length bodies are read from
+//! the socket straight into the core's body buffers; chunked bodies are read into
+//! `inbuf` and decoded into the body buffers.
+//!
+//! Timeouts: every socket read has a deadline. When it passes, the socket is shut down
+//! with `shutdown(2)` — dropping an in-flight tokio-uring read would leave it armed —
+//! and the read is awaited to completion, so its buffer comes back and no byte is lost.
+
+use super::core::Core;
+use super::handler;
+use super::listen::{local_addr, shutdown_fd};
+use crate::error::Error;
+use crate::http::body::{BodyError, ChunkedDecoder, Step};
+use crate::http::head::{parse_head, BodyKind, Method, RequestHead};
+use crate::http::response::{encode, Response, CONTINUE};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio_uring::buf::{BoundedBuf, BoundedBufMut};
+use tokio_uring::net::TcpStream;
+
+/// Bytes reserved for each socket read while receiving a head.
+pub const HEAD_READ_BYTES: usize = 8 * 1024;
+
+/// Bytes reserved for each socket read of a chunked body.
+pub const CHUNKED_READ_BYTES: usize = 64 * 1024;
+
+/// A body read returns its buffer for writing once it holds this much and the socket
+/// has nothing more right now (a slow client's bytes are stored in pieces this big).
+pub const FLUSH_BYTES: usize = 64 * 1024;
+
+/// `inbuf` capacity kept between requests; a larger one (after a big head) is shrunk.
+pub const IDLE_INBUF_BYTES: usize = 4 * 1024;
+
+/// When closing a connection whose request body was not read, discard at most this
+/// many more bytes (for at most `LINGER_TIME`) so the answer is not lost to a reset.
+pub const LINGER_BYTES: usize = 1024 * 1024;
+
+/// See `LINGER_BYTES`.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+    let fd = stream.as_raw_fd();
+    let guard = core.register(fd);
+    let mut conn = Conn {
+        local: local_addr(fd),
+        core,
+        stream,
+        peer,
+        inbuf: Vec::with_capacity(IDLE_INBUF_BYTES),
+        out: Vec::with_capacity(512),
+        served: 0,
+        idle: guard.idle.clone(),
+    };
+    conn.run().await;
+    drop(guard);
+}
+
+struct Conn {
+    core: Rc<Core>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    /// Received bytes not consumed yet (see the module docs).
+    inbuf: Vec<u8>,
+    /// The encoded answer; reused.
+    out: Vec<u8>,
+    /// Requests answered on this connection.
+    served: u64,
+    /// Shared with the core: true while waiting for the next request.
+    idle: Rc<std::cell::Cell<bool>>,
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    Closed,
+    Bad(Error),
+}
+
+impl Conn {
+    async fn run(&mut self) {
+        loop {
+            let head = match self.read_head().await {
+                HeadRead::Head(h) => h,
+                HeadRead::Closed => return,
+                HeadRead::Bad(err) => {
+                    let resp = handler::error_response(&err, false);
+                    let _ = self.send(&resp, false, true).await;
+                    self.access_log("-", "-", resp.status, 0, Instant::now());
+                    self.linger_close().await;
+                    return;
+                }
+            };
+            let started = Instant::now();
+            let ctx = handler::RequestCtx {
+                head: &head,
+                peer: self.peer,
+                local: self.local,
+            };
+            let timeout = self.core.shared.config.body_timeout;
+            let mut body = BodyIo::new(&self.stream, &mut self.inbuf, &head, timeout);
+            let reply = handler::handle(&self.core, &ctx, &mut body).await;
+            let body_done = body.finished();
+            let received = body.received;
+            let head_only = head.method == Method::Head;
+            let close =
+                !head.keep_alive || !body_done || reply.close || self.core.draining();
+            let sent = self.send(&reply.resp, head_only, close).await;
+            self.served += 1;
+            let quiet = reply.health && self.core.shared.config.disable_health_access_log;
+            if !quiet {
+                self.access_log(head.method.as_str(), &head.target, reply.resp.status, received, started);
+            }
+            if sent.is_err() {
+                return;
+            }
+            if close {
+                if !body_done {
+                    self.linger_close().await;
+                }
+                return;
+            }
+            if self.inbuf.capacity() > IDLE_INBUF_BYTES * 4 && self.inbuf.len() <= IDLE_INBUF_BYTES {
+                self.inbuf.shrink_to(IDLE_INBUF_BYTES);
+            }
+        }
+    }
+
+    /// Reads until a complete head is in `inbuf`, with the head (or idle) timeout.
+    async fn read_head(&mut self) -> HeadRead {
+        let cfg = &self.core.shared.config;
+        let (head_timeout, idle_timeout) = (cfg.head_timeout, cfg.idle_timeout);
+        loop {
+            if !self.inbuf.is_empty() {
+                match parse_head(&self.inbuf) {
+                    Ok(Some((head, n))) => {
+                        self.inbuf.drain(..n);
+                        return HeadRead::Head(head);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return HeadRead::Bad(e.into()),
+                }
+            }
+            let waiting = self.inbuf.is_empty();
+            if waiting && self.core.draining() {
+                return HeadRead::Closed;
+            }
+            let timeout = if waiting && self.served > 0 {
+                idle_timeout
+            } else {
+                head_timeout
+            };
+            if self.inbuf.capacity() - self.inbuf.len() < HEAD_READ_BYTES {
+                self.inbuf.reserve(HEAD_READ_BYTES);
+            }
+            self.idle.set(waiting);
+            let buf = std::mem::take(&mut self.inbuf);
+            let (len, cap) = (buf.len(), buf.capacity());
+            let (res, slice, timed_out) =
+                read_timeout(&self.stream, buf.slice(len..cap), timeout, libc::SHUT_RDWR).await;
+            self.inbuf = slice.into_inner();
+            self.idle.set(false);
+            match res {
+                Ok(n) if n > 0 && !timed_out => {}
+                _ => return HeadRead::Closed,
+            }
+        }
+    }
+
+    async fn send(&mut self, resp: &Response, head_only: bool, close: bool) -> io::Result<()> {
+        {
+            let date = self.core.date();
+            encode(resp, head_only, close, &date, &mut self.out);
+        }
+        let out = std::mem::take(&mut self.out);
+        let (res, out) = self.stream.write_all(out).await;
+        self.out = out;
+        res
+    }
+
+    /// Half-closes and discards what the client still sends, briefly, so that the
+    /// answer reaches it before the close (closing with unread bytes sends a reset).
+    async fn linger_close(&mut self) {
+        shutdown_fd(self.stream.as_raw_fd(), libc::SHUT_WR);
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        let mut buf = std::mem::take(&mut self.inbuf);
+        buf.clear();
+        if buf.capacity() < HEAD_READ_BYTES {
+            buf.reserve(HEAD_READ_BYTES);
+        }
+        while discarded < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let cap = buf.capacity();
+            let (res, slice, timed_out) =
+                read_timeout(&self.stream, buf.slice(0..cap), left, libc::SHUT_RDWR).await;
+            buf = slice.into_inner();
+            buf.clear();
+            match res {
+                Ok(n) if n > 0 && !timed_out => discarded += n,
+                _ => break,
+            }
+        }
+    }
+
+    fn access_log(&self, method: &str, target: &str, status: u16, bytes: u64, started: Instant) {
+        crate::info!(
+            "{method} {target} {status} {bytes}B {:.1}ms {}",
+            started.elapsed().as_secs_f64() * 1000.0,
+            self.peer
+        );
+    }
+}
+
+/// A socket read with a deadline. On timeout the socket is shut down (`how`) so the
+/// pending read completes; the third value says whether that happened.
+async fn read_timeout<T: BoundedBufMut>(
+    stream: &TcpStream,
+    buf: T,
+    timeout: Duration,
+    how: libc::c_int,
+) -> (io::Result<usize>, T, bool) {
+    let read = stream.read(buf);
+    tokio::pin!(read);
+    tokio::select! {
+        biased;
+        (res, buf) = &mut read => (res, buf, false),
+        _ = tokio::time::sleep(timeout) => {
+            shutdown_fd(stream.as_raw_fd(), how);
+            let (res, buf) = read.await;
+            (res, buf, true)
+        }
+    }
+}
+
+/// How a request body ended.
+#[derive(Debug)]
+pub enum BodyEnd {
+    /// Every byte of the body was received.
+    Complete,
+    /// The client closed the connection before the body was complete.
+    Eof,
+    /// The body stopped arriving for longer than the body timeout.
+    TimedOut,
+    /// The socket failed.
+    Failed(io::Error),
+    /// The chunked framing was malformed.
+    Malformed(BodyError),
+}
+
+enum BodyState {
+    Length { remaining: u64 },
+    Chunked {
+        decoder: ChunkedDecoder,
+        /// Bytes at the front of `inbuf` the decoder has consumed.
+        parsed: usize,
+    },
+}
+
+/// A request body being received: the handler pulls decoded bytes from it with
+/// [`BodyIo::fill`], in buffers it owns.
+pub struct BodyIo<'a> {
+    stream: &'a TcpStream,
+    inbuf: &'a mut Vec<u8>,
+    state: BodyState,
+    /// Still to answer `100 Continue` before the first read from the socket.
+    expect_continue: bool,
+    timeout: Duration,
+    /// Decoded body bytes handed out so far.
+    pub received: u64,
+    /// Set once the body has ended, for good or bad; no more bytes come after it.
+    end: Option<BodyEnd>,
+    content_length: Option<u64>,
+}
+
+impl<'a> BodyIo<'a> {
+    fn new(stream: &'a TcpStream, inbuf: &'a mut Vec<u8>, head: &RequestHead, timeout: Duration) -> Self {
+        let (state, content_length, end) = match head.body {
+            BodyKind::None => (BodyState::Length { remaining: 0 }, Some(0), Some(BodyEnd::Complete)),
+            BodyKind::Length(0) => (BodyState::Length { remaining: 0 }, Some(0), Some(BodyEnd::Complete)),
+            BodyKind::Length(n) => (BodyState::Length { remaining: n }, Some(n), None),
+            BodyKind::Chunked => (
+                BodyState::Chunked {
+                    decoder: ChunkedDecoder::new(),
+                    parsed: 0,
+                },
+                None,
+                None,
+            ),
+        };
+        BodyIo {
+            stream,
+            inbuf,
+            state,
+            expect_continue: head.expect_continue,
+            timeout,
+            received: 0,
+            end,
+            content_length,
+        }
+    }
+
+    /// The body's Content-Length (`None` when chunked).
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    /// Whether the request carries a non-empty (or chunked) body.
+    pub fn has_body(&self) -> bool {
+        self.content_length != Some(0)
+    }
+
+    /// How the body ended, once it has.
+    pub fn end(&self) -> Option<&BodyEnd> {
+        self.end.as_ref()
+    }
+
+    /// Whether the whole body has been received (so the connection can be reused).
+    pub fn finished(&self) -> bool {
+        matches!(self.end, Some(BodyEnd::Complete))
+    }
+
+    /// Trailer fields of a chunked body, once it is complete.
+    pub fn trailers(&self) -> &[(String, Vec<u8>)] {
+        match &self.state {
+            BodyState::Chunked { decoder, .. } => decoder.trailers(),
+            BodyState::Length { .. } => &[],
+        }
+    }
+
+    async fn send_continue(&mut self) -> io::Result<()> {
+        if self.expect_continue {
+            self.expect_continue = false;
+            let (res, _) = self.stream.write_all(CONTINUE).await;
+            res?;
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` (empty, owned by the caller) with up to `max` body bytes. Returns
+    /// early when the body ends, or when the buffer holds `FLUSH_BYTES` and the socket
+    /// has nothing more right now. An empty buffer means the body has ended.
+    pub async fn fill(&mut self, mut buf: Vec<u8>, max: usize) -> Vec<u8> {
+        debug_assert!(buf.is_empty());
+        let max = max.min(buf.capacity());
+        if self.end.is_some() || max == 0 {
+            return buf;
+        }
+        match self.state {
+            BodyState::Length { .. } => self.fill_length(&mut buf, max).await,
+            BodyState::Chunked { .. } => self.fill_chunked(&mut buf, max).await,
+        }
+        self.received += buf.len() as u64;
+        buf
+    }
+
+    async fn fill_length(&mut self, buf: &mut Vec<u8>, max: usize) {
+        let BodyState::Length { remaining } = &mut self.state else {
+            return;
+        };
+        // Body bytes that arrived with the head come first.
+        if !self.inbuf.is_empty() {
+            let n = (self.inbuf.len() as u64).min(*remaining).min(max as u64) as usize;
+            buf.extend_from_slice(&self.inbuf[..n]);
+            self.inbuf.drain(..n);
+            *remaining -= n as u64;
+            if *remaining == 0 {
+                self.end = Some(BodyEnd::Complete);
+                return;
+            }
+            if buf.len() == max {
+                return;
+            }
+        }
+        if let Err(e) = self.send_continue().await {
+            self.end = Some(BodyEnd::Failed(e));
+            return;
+        }
+        loop {
+            let BodyState::Length { remaining } = &mut self.state else {
+                return;
+            };
+            let want = ((max - buf.len()) as u64).min(*remaining) as usize;
+            let len = buf.len();
+            let taken = std::mem::take(buf);
+            let (res, slice, timed_out) =
+                read_timeout(self.stream, taken.slice(len..len + want), self.timeout, libc::SHUT_RD).await;
+            *buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    self.end = Some(if timed_out { BodyEnd::TimedOut } else { BodyEnd::Eof });
+                    return;
+                }
+                Ok(n) => {
+                    *remaining -= n as u64;
+                    if *remaining == 0 {
+                        self.end = Some(BodyEnd::Complete);
+                        return;
+                    }
+                    if timed_out {
+                        self.end = Some(BodyEnd::TimedOut);
+                        return;
+                    }
+                    if buf.len() == max || (n < want && buf.len() >= FLUSH_BYTES) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.end = Some(if timed_out { BodyEnd::TimedOut } else { BodyEnd::Failed(e) });
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn fill_chunked(&mut self, buf: &mut Vec<u8>, max: usize) {
+        loop {
+            // Decode what is already buffered. The decoder is fed at most as many bytes
+            // as the buffer has room for, so a data range always fits.
+            {
+                let BodyState::Chunked { decoder, parsed } = &mut self.state else {
+                    return;
+                };
+                while *parsed < self.inbuf.len() {
+                    let room = max - buf.len();
+                    if room == 0 {
+                        return;
+                    }
+                    let avail = &self.inbuf[*parsed..];
+                    let input = &avail[..avail.len().min(room)];
+                    match decoder.decode(input) {
+                        Ok((c, Step::Data { start, end })) => {
+                            buf.extend_from_slice(&input[start..end]);
+                            *parsed += c;
+                        }
+                        Ok((c, Step::NeedMore)) => {
+                            *parsed += c;
+                            if c == 0 {
+                                break;
+                            }
+                        }
+                        Ok((c, Step::Done)) => {
+                            *parsed += c;
+                            let p = *parsed;
+                            self.inbuf.drain(..p);
+                            *parsed = 0;
+                            self.end = Some(BodyEnd::Complete);
+                            return;
+                        }
+                        Err(e) => {
+                            self.end = Some(BodyEnd::Malformed(e));
+                            return;
+                        }
+                    }
+                }
+                if *parsed == self.inbuf.len() {
+                    self.inbuf.clear();
+                    *parsed = 0;
+                }
+            }
+            if buf.len() >= FLUSH_BYTES {
+                return;
+            }
+            if let Err(e) = self.send_continue().await {
+                self.end = Some(BodyEnd::Failed(e));
+                return;
+            }
+            if self.inbuf.capacity() - self.inbuf.len() < CHUNKED_READ_BYTES {
+                self.inbuf.reserve(CHUNKED_READ_BYTES);
+            }
+            let taken = std::mem::take(self.inbuf);
+            let (len, cap) = (taken.len(), taken.capacity());
+            let (res, slice, timed_out) =
+                read_timeout(self.stream, taken.slice(len..cap), self.timeout, libc::SHUT_RD).await;
+            *self.inbuf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    self.end = Some(if timed_out { BodyEnd::TimedOut } else { BodyEnd::Eof });
+                    return;
+                }
+                Ok(_) if timed_out => {
+                    // Decode what came with the shutdown, then end.
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.end = Some(if timed_out { BodyEnd::TimedOut } else { BodyEnd::Failed(e) });
+                    return;
+                }
+            }
+        }
+    }
+}

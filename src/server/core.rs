@@ -1,0 +1,270 @@
+//! One core: a tokio-uring runtime, its listener, its connections and its buffers.
+//!
+//! Everything in a [`Core`] belongs to one thread (`Rc`, `Cell`, `RefCell`): no locks,
+//! no atomics on the request path. The only state shared with other cores is the
+//! read-only [`Shared`] and the upload lock table.
+
+use super::listen::shutdown_fd;
+use super::{Phase, Shared, URING_ENTRIES};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::TcpListener as StdListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_uring::net::TcpListener;
+
+/// Size of one body buffer. Measured here (../shared/design/measured-here.md §1):
+/// 64 KiB buffers write about 1.1 GB/s, 256 KiB 1.9 GB/s, 1 MiB 3 GB/s per core.
+pub const BODY_BUF_BYTES: usize = 256 * 1024;
+
+/// Body buffers an upload holds at once: one being filled from the socket while the
+/// other is written to the file. So a receiving connection holds at most
+/// `BODY_BUFS_PER_UPLOAD * BODY_BUF_BYTES` of body buffers; an idle one holds none.
+pub const BODY_BUFS_PER_UPLOAD: usize = 2;
+
+/// Free body buffers a core keeps for reuse; more are freed.
+pub const POOLED_BODY_BUFS: usize = 64;
+
+/// How often a draining core checks whether its connections have finished.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// A registered connection, as the core sees it for shutdown.
+#[derive(Debug)]
+struct ConnEntry {
+    fd: RawFd,
+    /// True while the connection waits for a new request (it can be closed at once).
+    idle: Rc<Cell<bool>>,
+}
+
+/// Per-core state.
+pub struct Core {
+    /// Settings shared by every core.
+    pub shared: Arc<Shared>,
+    /// The current shutdown phase (`Phase::Running` while serving).
+    pub phase: Cell<Phase>,
+    /// Open connections by connection number.
+    conns: RefCell<HashMap<u64, ConnEntry>>,
+    next_conn: Cell<u64>,
+    /// Free body buffers. Invariant: each has capacity `BODY_BUF_BYTES` and length 0.
+    buffers: RefCell<Vec<Vec<u8>>>,
+    /// The `Date` header value and the second it was made for.
+    date: RefCell<(i64, Vec<u8>)>,
+}
+
+/// A connection's registration; unregisters on drop.
+pub struct ConnGuard {
+    core: Rc<Core>,
+    id: u64,
+    /// Shared with the core: set while the connection waits for a request.
+    pub idle: Rc<Cell<bool>>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.core.conns.borrow_mut().remove(&self.id);
+    }
+}
+
+impl Core {
+    fn new(shared: Arc<Shared>) -> Core {
+        Core {
+            shared,
+            phase: Cell::new(Phase::Running),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(0),
+            buffers: RefCell::new(Vec::new()),
+            date: RefCell::new((i64::MIN, Vec::new())),
+        }
+    }
+
+    /// Whether the daemon is shutting down.
+    pub fn draining(&self) -> bool {
+        self.phase.get() != Phase::Running
+    }
+
+    /// Registers a connection so shutdown can reach its socket.
+    pub fn register(self: &Rc<Self>, fd: RawFd) -> ConnGuard {
+        let id = self.next_conn.get();
+        self.next_conn.set(id + 1);
+        let idle = Rc::new(Cell::new(true));
+        self.conns.borrow_mut().insert(
+            id,
+            ConnEntry {
+                fd,
+                idle: idle.clone(),
+            },
+        );
+        ConnGuard {
+            core: self.clone(),
+            id,
+            idle,
+        }
+    }
+
+    /// Open connections on this core.
+    pub fn connections(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Takes a body buffer (capacity `BODY_BUF_BYTES`, empty) from the pool.
+    pub fn take_buffer(&self) -> Vec<u8> {
+        self.buffers
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BODY_BUF_BYTES))
+    }
+
+    /// Returns a body buffer to the pool.
+    pub fn give_buffer(&self, mut buf: Vec<u8>) {
+        let mut pool = self.buffers.borrow_mut();
+        if buf.capacity() == BODY_BUF_BYTES && pool.len() < POOLED_BODY_BUFS {
+            buf.clear();
+            pool.push(buf);
+        }
+    }
+
+    /// The current `Date` header value (IMF-fixdate), made at most once a second.
+    pub fn date(&self) -> std::cell::Ref<'_, [u8]> {
+        let now = crate::time::now_unix();
+        if self.date.borrow().0 != now {
+            let mut d = self.date.borrow_mut();
+            d.1.clear();
+            crate::time::write_http_date(now, &mut d.1);
+            d.0 = now;
+        }
+        std::cell::Ref::map(self.date.borrow(), |d| d.1.as_slice())
+    }
+
+    /// Shuts down the sockets of connections that wait for a request (`idle_only`) or
+    /// of all connections. SHUT_RD ends pending reads: a body being received ends and
+    /// its bytes are kept; the answer can still be written.
+    fn shutdown_conns(&self, idle_only: bool, how: libc::c_int) {
+        for entry in self.conns.borrow().values() {
+            if !idle_only || entry.idle.get() {
+                shutdown_fd(entry.fd, how);
+            }
+        }
+    }
+}
+
+/// The body of a core thread: sets up the ring and serves until shutdown.
+pub fn run_thread(
+    index: usize,
+    shared: Arc<Shared>,
+    listener: StdListener,
+    phase: watch::Receiver<Phase>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let mut builder = tokio_uring::builder();
+    builder.entries(URING_ENTRIES);
+    let rt = match tokio_uring::Runtime::new(&builder) {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(io_uring_failure(&e)));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = TcpListener::from_std(listener);
+        let core = Rc::new(Core::new(shared));
+        let _ = ready.send(Ok(()));
+        crate::debug!("core {index} up");
+        serve(core, listener, phase).await;
+        crate::debug!("core {index} stopped");
+    });
+}
+
+/// Explains why io_uring could not be set up.
+fn io_uring_failure(e: &std::io::Error) -> String {
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .map(|s| s.trim().to_string());
+    let cause = match (e.raw_os_error(), sysctl.as_deref()) {
+        (_, Some("1")) | (_, Some("2")) => format!(
+            "io_uring is disabled by the sysctl kernel.io_uring_disabled={} (set it to 0, or add this user to kernel.io_uring_group when it is 1)",
+            sysctl.as_deref().unwrap_or("?")
+        ),
+        (Some(libc::ENOSYS), _) => "the kernel has no io_uring (Linux 5.11 or later is needed), or a seccomp filter hides it".to_string(),
+        (Some(libc::EPERM), _) => "io_uring_setup was refused: a seccomp filter (container runtimes block io_uring by default) or a security module forbids it".to_string(),
+        (Some(libc::ENOMEM), _) => "not enough locked memory for the ring (raise RLIMIT_MEMLOCK / LimitMEMLOCK=)".to_string(),
+        _ => "io_uring_setup failed".to_string(),
+    };
+    format!("cannot set up io_uring: {cause} ({e})")
+}
+
+async fn serve(core: Rc<Core>, listener: TcpListener, mut phase: watch::Receiver<Phase>) {
+    let lfd = listener.as_raw_fd();
+    loop {
+        let accept = listener.accept();
+        tokio::pin!(accept);
+        let res = tokio::select! {
+            r = &mut accept => r,
+            _ = phase.changed() => {
+                core.phase.set(*phase.borrow());
+                // A dropped accept would stay armed in the ring: shut the listener down
+                // so the pending accept fails, and await it.
+                shutdown_fd(lfd, libc::SHUT_RDWR);
+                accept.await
+            }
+        };
+        match res {
+            Ok((stream, peer)) => {
+                if core.draining() {
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                tokio_uring::spawn(super::conn::serve(core.clone(), stream, peer));
+            }
+            Err(e) => {
+                if core.draining() {
+                    break;
+                }
+                crate::warn!("accept failed: {e}");
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    drain(&core, &mut phase).await;
+}
+
+/// Lets in-flight requests finish within the grace period, then cuts what is left.
+async fn drain(core: &Rc<Core>, phase: &mut watch::Receiver<Phase>) {
+    let grace = core.shared.config.shutdown_timeout;
+    core.shutdown_conns(true, libc::SHUT_RDWR);
+    let deadline = tokio::time::Instant::now() + grace;
+    while core.connections() > 0 && tokio::time::Instant::now() < deadline {
+        if *phase.borrow() == Phase::Force {
+            break;
+        }
+        // Connections that just finished a request close themselves (they see the
+        // phase); idle ones were shut down above.
+        core.shutdown_conns(true, libc::SHUT_RDWR);
+        tokio::time::sleep(DRAIN_POLL).await;
+        if phase.has_changed().unwrap_or(false) {
+            core.phase.set(*phase.borrow_and_update());
+        }
+    }
+    if core.connections() > 0 {
+        crate::warn!(
+            "{} connection(s) still busy after the grace period: cutting them (received bytes are kept)",
+            core.connections()
+        );
+        core.shutdown_conns(false, libc::SHUT_RD);
+        let deadline = tokio::time::Instant::now() + super::FORCE_CLOSE_WAIT;
+        while core.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        core.shutdown_conns(false, libc::SHUT_RDWR);
+        let deadline = tokio::time::Instant::now() + super::FORCE_CLOSE_WAIT;
+        while core.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+}

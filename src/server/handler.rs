@@ -1,0 +1,483 @@
+//! The tus handler: routes a request and applies the pure rules of [`crate::tus`] with
+//! the storage of [`crate::storage`]. Each method is one small async function; all the
+//! decisions they make are in `tus::rules`, which is table-tested.
+
+use super::conn::{BodyEnd, BodyIo};
+use super::core::{Core, BODY_BUF_BYTES};
+use crate::error::{Error, Source};
+use crate::http::head::{Method, RequestHead};
+use crate::http::response::Response;
+use crate::limits::MAX_TUS_INTEGER;
+use crate::storage::files::Upload;
+use crate::storage::info::UploadInfo;
+use crate::storage::layout::new_upload_id;
+use crate::storage::locks::UploadLock;
+use crate::tus::metadata::{parse_upload_metadata, Metadata};
+use crate::tus::routes::{route, Route};
+use crate::tus::rules::{
+    creation_length, is_offset_octet_stream, parse_tus_integer, patch_plan, tus_resumable_ok,
+    CreateLimits, PatchLimits, PatchPlan, PatchRequest, UploadState, TUS_VERSION,
+};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use tokio_uring::fs::File;
+use uuid::Uuid;
+
+/// What the connection needs to know about a request besides its head.
+pub struct RequestCtx<'a> {
+    /// The parsed head.
+    pub head: &'a RequestHead,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address on this connection (for `Location` without a Host header).
+    pub local: Option<SocketAddr>,
+}
+
+/// The handler's answer.
+pub struct Reply {
+    /// The response to send.
+    pub resp: Response,
+    /// Close the connection after the answer.
+    pub close: bool,
+    /// A `/health` request (left out of the access log with
+    /// `--disable-health-access-log`).
+    pub health: bool,
+}
+
+impl Reply {
+    fn new(resp: Response) -> Reply {
+        Reply {
+            resp,
+            close: false,
+            health: false,
+        }
+    }
+}
+
+/// The response for an error: status, one-line text body, `Allow` for 405.
+pub fn error_response(err: &Error, _tus: bool) -> Response {
+    let mut resp = Response::new(err.status());
+    if let Error::MethodNotAllowed(allow) = err {
+        resp.header("Allow", *allow);
+    }
+    resp.text(err.message());
+    resp
+}
+
+/// The method after `X-HTTP-Method-Override`, which rustus honours on every request.
+fn effective_method(head: &RequestHead) -> Method {
+    match head.header_str("x-http-method-override") {
+        Some(m) if !m.trim().is_empty() => Method::parse(m.trim()),
+        _ => head.method.clone(),
+    }
+}
+
+/// Handles one request. Never fails: errors become answers.
+pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodyIo<'_>) -> Reply {
+    let cfg = &core.shared.config;
+    let method = effective_method(ctx.head);
+    let route = route(ctx.head.path(), &cfg.url);
+    let result = match route {
+        Route::Health => health(core, &method).await,
+        Route::NotFound => Err(Error::NotFound),
+        Route::Collection | Route::Upload(_) => tus(core, ctx, route, &method, body).await,
+    };
+    let mut reply = result.unwrap_or_else(|err| {
+        if err.source() != Source::Client {
+            crate::error!(
+                "{} {}: {} {}",
+                method.as_str(),
+                ctx.head.target,
+                err.status(),
+                err.message()
+            );
+        }
+        Reply::new(error_response(&err, route.is_tus()))
+    });
+    if route.is_tus() {
+        // §1.1: every answer under the base path names the protocol version.
+        reply.resp.header("Tus-Resumable", TUS_VERSION);
+        reply.resp.header("Tus-Version", TUS_VERSION);
+    }
+    reply.health = route == Route::Health;
+    reply
+}
+
+async fn health(core: &Rc<Core>, method: &Method) -> Result<Reply, Error> {
+    if !matches!(method, Method::Get | Method::Head) {
+        return Err(Error::MethodNotAllowed(Route::Health.allow(false, false)));
+    }
+    match core.shared.store.probe().await {
+        Ok(()) => Ok(Reply::new(Response::new(200))),
+        Err(reason) => {
+            crate::warn!("health check failed: {reason}");
+            let mut resp = Response::new(503);
+            resp.text(reason);
+            Ok(Reply::new(resp))
+        }
+    }
+}
+
+async fn tus(
+    core: &Rc<Core>,
+    ctx: &RequestCtx<'_>,
+    route: Route,
+    method: &Method,
+    body: &mut BodyIo<'_>,
+) -> Result<Reply, Error> {
+    let ext = &core.shared.config.extensions;
+    // §1.1: OPTIONS ignores Tus-Resumable; GET is exempt so browsers can fetch.
+    if !matches!(method, Method::Options | Method::Get)
+        && !tus_resumable_ok(ctx.head.header("tus-resumable"))
+    {
+        return Err(Error::UnsupportedTusVersion);
+    }
+    match (route, method) {
+        (_, Method::Options) => Ok(options(core)),
+        (Route::Collection, Method::Post) if ext.creation => create(core, ctx, body).await,
+        (Route::Upload(id), Method::Head) => head(core, &id).await,
+        (Route::Upload(id), Method::Patch) => patch(core, ctx, &id, body).await,
+        (Route::Upload(id), Method::Delete) if ext.termination => delete(core, &id).await,
+        _ => Err(Error::MethodNotAllowed(
+            route.allow(ext.creation, ext.termination),
+        )),
+    }
+}
+
+/// §1.2: what the server supports.
+fn options(core: &Rc<Core>) -> Reply {
+    let mut resp = Response::new(200);
+    let ext = &core.shared.extensions_header;
+    if !ext.is_empty() {
+        resp.header("Tus-Extension", ext.clone());
+    }
+    if let Some(max) = core.shared.config.max_file_size {
+        resp.header("Tus-Max-Size", max.to_string());
+    }
+    Reply::new(resp)
+}
+
+/// §2.1, §2.2, §2.3: creation, with an optional body (creation-with-upload).
+async fn create(
+    core: &Rc<Core>,
+    ctx: &RequestCtx<'_>,
+    body: &mut BodyIo<'_>,
+) -> Result<Reply, Error> {
+    let cfg = &core.shared.config;
+    let head = ctx.head;
+    if head.header("upload-concat").is_some() {
+        return Err(Error::BadRequest(
+            "Upload-Concat is not supported: the concatenation extension is not available",
+        ));
+    }
+    let limits = CreateLimits {
+        defer_enabled: cfg.extensions.creation_defer_length,
+        allow_empty: cfg.allow_empty,
+        max_file_size: cfg.max_file_size,
+    };
+    let length = creation_length(
+        head.header("upload-length"),
+        head.header("upload-defer-length"),
+        &limits,
+    )?;
+    let metadata = match head.header("upload-metadata") {
+        Some(v) => parse_upload_metadata(v).map_err(|e| Error::BadRequest(e.reason()))?,
+        None => Metadata::new(),
+    };
+    // §2.2: only a body of the tus media type is stored (rustus ignores others).
+    let with_body = body.has_body()
+        && cfg.extensions.creation_with_upload
+        && is_offset_octet_stream(head.header("content-type"));
+    let limit = if with_body {
+        let room = length
+            .or(cfg.max_file_size)
+            .unwrap_or(MAX_TUS_INTEGER)
+            .min(MAX_TUS_INTEGER);
+        if let Some(cl) = body.content_length() {
+            if cl > room {
+                return Err(Error::TooLarge("Request body would pass Upload-Length"));
+            }
+            if cfg.max_body_size.is_some_and(|m| cl > m) {
+                return Err(Error::TooLarge("Request body is above the maximum body size"));
+            }
+        }
+        room.min(cfg.max_body_size.unwrap_or(u64::MAX))
+    } else {
+        0
+    };
+
+    let id = new_upload_id();
+    let _lock = UploadLock::try_acquire(id).ok_or(Error::Locked)?;
+    let mut info = UploadInfo::new(id.to_string(), length, crate::time::now_unix(), metadata);
+    let store = &core.shared.store;
+    let (file, path) = store.create_data(&mut info).await?;
+    let mut body_error = None;
+    if with_body {
+        let got = receive(core, body, &file, 0, limit).await;
+        info.offset = got.end_offset;
+        body_error = got.error;
+    }
+    let _ = file.close().await;
+    if let Err(e) = store.write_info(&info).await {
+        let _ = tokio_uring::fs::remove_file(&path).await;
+        return Err(e);
+    }
+    let location = location(ctx, &cfg.url, &info.id);
+    let mut resp = match &body_error {
+        None => Response::new(201),
+        Some(err) => error_response(err, true),
+    };
+    resp.header("Location", location);
+    resp.header("Upload-Offset", info.offset.to_string());
+    Ok(Reply {
+        close: body_error.is_some(),
+        ..Reply::new(resp)
+    })
+}
+
+/// §1.3: the offset and what else the server knows of an upload.
+async fn head(core: &Rc<Core>, id: &Uuid) -> Result<Reply, Error> {
+    let upload = core.shared.store.load(id).await?;
+    let mut resp = Response::new(200);
+    upload_headers(&upload, &mut resp);
+    resp.header("Cache-Control", "no-store");
+    Ok(Reply::new(resp))
+}
+
+fn upload_headers(upload: &Upload, resp: &mut Response) {
+    let info = &upload.info;
+    resp.header("Upload-Offset", info.offset.to_string());
+    match info.length {
+        Some(len) => resp.header("Upload-Length", len.to_string()),
+        None => resp.header("Upload-Defer-Length", "1"),
+    }
+    if !info.metadata.is_empty() {
+        resp.header("Upload-Metadata", info.metadata.to_header());
+    }
+    resp.header("Upload-Created", info.created_at.to_string());
+}
+
+/// §1.4: append bytes at the upload's offset.
+async fn patch(
+    core: &Rc<Core>,
+    ctx: &RequestCtx<'_>,
+    id: &Uuid,
+    body: &mut BodyIo<'_>,
+) -> Result<Reply, Error> {
+    let cfg = &core.shared.config;
+    let head = ctx.head;
+    if !is_offset_octet_stream(head.header("content-type")) {
+        return Err(Error::UnsupportedMediaType);
+    }
+    let offset = head
+        .header("upload-offset")
+        .and_then(parse_tus_integer)
+        .ok_or(Error::BadRequest(
+            "Upload-Offset must be a non-negative integer below 2^63",
+        ))?;
+    let new_length = match head.header("upload-length") {
+        Some(v) => Some(parse_tus_integer(v).ok_or(Error::BadRequest(
+            "Upload-Length must be a non-negative integer below 2^63",
+        ))?),
+        None => None,
+    };
+    let _lock = UploadLock::try_acquire(*id).ok_or(Error::Locked)?;
+    let store = &core.shared.store;
+    let mut upload = store.load(id).await?;
+    let request = PatchRequest {
+        offset,
+        new_length,
+        content_length: body.content_length(),
+    };
+    let state = UploadState {
+        offset: upload.offset(),
+        length: upload.info.length,
+        is_final: upload.info.is_final,
+    };
+    let limits = PatchLimits {
+        max_file_size: cfg.max_file_size,
+        max_body_size: cfg.max_body_size,
+    };
+    let (set_length, limit) = match patch_plan(&request, &state, &limits)? {
+        PatchPlan::AlreadyComplete => {
+            let mut resp = Response::new(204);
+            resp.header("Upload-Offset", upload.offset().to_string());
+            return Ok(Reply::new(resp));
+        }
+        PatchPlan::Write {
+            set_length, limit, ..
+        } => (set_length, limit),
+    };
+    let file = store.open_data(&upload.data_path).await?;
+    if let Some(len) = set_length {
+        upload.info.length = Some(len);
+        upload.info.deferred_size = false;
+        store.preallocate(&file, len).await;
+    }
+    let start = upload.offset();
+    let got = receive(core, body, &file, start, limit).await;
+    let _ = file.close().await;
+    upload.info.offset = got.end_offset;
+    if got.end_offset != start || set_length.is_some() {
+        store.write_info(&upload.info).await?;
+    }
+    let mut resp = match &got.error {
+        None => Response::new(204),
+        Some(err) => error_response(err, true),
+    };
+    resp.header("Upload-Offset", got.end_offset.to_string());
+    Ok(Reply {
+        close: got.error.is_some(),
+        ..Reply::new(resp)
+    })
+}
+
+/// §2.6: termination.
+async fn delete(core: &Rc<Core>, id: &Uuid) -> Result<Reply, Error> {
+    let _lock = UploadLock::try_acquire(*id).ok_or(Error::Locked)?;
+    let store = &core.shared.store;
+    let upload = store.read_info(id).await?;
+    store.remove(&upload).await?;
+    Ok(Reply::new(Response::new(204)))
+}
+
+/// What receiving a body achieved.
+struct Received {
+    /// The upload's offset afterwards: every byte stored, including those of a body
+    /// that was cut short.
+    end_offset: u64,
+    /// Why the body did not complete normally, if it did not.
+    error: Option<Error>,
+}
+
+/// Streams the body into `file` from offset `start`, storing at most `limit` bytes.
+/// Two body buffers ping-pong: one is written to the file while the other is filled
+/// from the socket, and exactly one write is in flight, so the file never has a hole
+/// and its size is always the count of bytes stored.
+async fn receive(
+    core: &Rc<Core>,
+    body: &mut BodyIo<'_>,
+    file: &File,
+    start: u64,
+    limit: u64,
+) -> Received {
+    let end = start.saturating_add(limit);
+    // Ask for one byte more than the room left, to notice a chunked body that runs on.
+    let want = |pos: u64| (end - pos).saturating_add(1).min(BODY_BUF_BYTES as u64) as usize;
+    let mut pos = start;
+    let mut error = None;
+    let mut write_failed = false;
+    let mut spare = core.take_buffer();
+    let mut cur = body.fill(core.take_buffer(), want(pos)).await;
+    while !cur.is_empty() {
+        let room = end - pos;
+        if cur.len() as u64 > room {
+            cur.truncate(room as usize);
+            error = Some(Error::TooLarge("Request body would pass Upload-Length"));
+        }
+        let n = cur.len() as u64;
+        if error.is_some() || body.end().is_some() {
+            let (res, buf) = file.write_all_at(cur, pos).await;
+            cur = buf;
+            match res {
+                Ok(()) => pos += n,
+                Err(e) => {
+                    error = Some(Error::storage("write data file", e));
+                    write_failed = true;
+                }
+            }
+            break;
+        }
+        let next_want = want(pos + n);
+        let ((res, written), next) = tokio::join!(
+            file.write_all_at(cur, pos),
+            body.fill(spare, next_want)
+        );
+        spare = written;
+        spare.clear();
+        cur = next;
+        match res {
+            Ok(()) => pos += n,
+            Err(e) => {
+                error = Some(Error::storage("write data file", e));
+                write_failed = true;
+                break;
+            }
+        }
+    }
+    core.give_buffer(cur);
+    core.give_buffer(spare);
+    if write_failed {
+        // A failed write may have stored part of its buffer: the file size says.
+        if let Ok(st) = file.statx().await {
+            pos = st.stx_size.max(start);
+        }
+    }
+    if error.is_none() {
+        error = match body.end() {
+            None | Some(BodyEnd::Complete) => None,
+            Some(_) if core.draining() => Some(Error::Unavailable(
+                "The server is shutting down; resume the upload from its offset",
+            )),
+            Some(BodyEnd::Eof) | Some(BodyEnd::Failed(_)) => Some(Error::BodyIncomplete),
+            Some(BodyEnd::TimedOut) => Some(Error::BodyTimeout),
+            Some(BodyEnd::Malformed(e)) => Some(Error::Body(*e)),
+        };
+    }
+    if core.shared.config.force_fsync && pos > start {
+        if let Err(e) = file.sync_data().await {
+            error = Some(Error::storage("fdatasync data file", e));
+        }
+    }
+    Received {
+        end_offset: pos,
+        error,
+    }
+}
+
+/// The absolute URL of a new upload, from `Forwarded`, then `X-Forwarded-Proto` /
+/// `X-Forwarded-Host`, then `Host`, as rustus builds it.
+fn location(ctx: &RequestCtx<'_>, base: &str, id: &str) -> String {
+    let head = ctx.head;
+    let (mut proto, mut host) = (None, None);
+    if let Some(fwd) = head.header_str("forwarded") {
+        let first = fwd.split(',').next().unwrap_or("");
+        for pair in first.split(';') {
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            let v = v.trim().trim_matches('"');
+            match k.trim().to_ascii_lowercase().as_str() {
+                "proto" => proto = Some(v.to_string()),
+                "host" => host = Some(v.to_string()),
+                _ => {}
+            }
+        }
+    }
+    let first_item = |name: &str| {
+        head.header_str(name)
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+    };
+    let proto = proto
+        .or_else(|| first_item("x-forwarded-proto"))
+        .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
+        .map(|p| p.to_ascii_lowercase())
+        .unwrap_or_else(|| "http".to_string());
+    let host = host
+        .or_else(|| first_item("x-forwarded-host"))
+        .filter(|h| valid_host(h))
+        .or_else(|| head.header_str("host").map(str::to_string).filter(|h| valid_host(h)))
+        .or_else(|| ctx.local.map(|a| a.to_string()))
+        .unwrap_or_else(|| "localhost".to_string());
+    format!("{proto}://{host}{base}/{id}")
+}
+
+/// A host (and port) safe to put in a `Location` header.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}

@@ -1,0 +1,209 @@
+//! Where things live on disk: upload IDs, the `--dir-structure` template, data and info
+//! paths (rustus's layout).
+
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::time::civil_from_unix;
+
+/// Length of a hyphenated UUID.
+const UUID_LEN: usize = 36;
+
+/// Parses an upload ID from a URL segment: only a canonical lowercase hyphenated v4 UUID
+/// is accepted. This is the only gate between request paths and file names.
+pub fn parse_upload_id(segment: &str) -> Option<Uuid> {
+    if segment.len() != UUID_LEN {
+        return None;
+    }
+    let id = Uuid::parse_str(segment).ok()?;
+    let canonical = id.hyphenated().encode_lower(&mut Uuid::encode_buffer()) == segment;
+    (id.get_version_num() == 4 && canonical).then_some(id)
+}
+
+/// A fresh random (v4) upload ID.
+pub fn new_upload_id() -> Uuid {
+    Uuid::new_v4()
+}
+
+/// Renders rustus's `--dir-structure`: `{year}` `{month}` `{day}` `{hour}` `{minute}` in
+/// UTC from `created_at`, not zero-padded; anything else is kept literally.
+pub fn render_dir_structure(template: &str, created_at: i64) -> String {
+    if !template.contains('{') {
+        return template.to_owned();
+    }
+    let c = civil_from_unix(created_at);
+    let mut out = String::with_capacity(template.len() + 8);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = match after.find('}').map(|close| (&after[..close], close)) {
+            Some(("year", n)) => Some((c.year, n)),
+            Some(("month", n)) => Some((i64::from(c.month), n)),
+            Some(("day", n)) => Some((i64::from(c.day), n)),
+            Some(("hour", n)) => Some((i64::from(c.hour), n)),
+            Some(("minute", n)) => Some((i64::from(c.minute), n)),
+            _ => None,
+        };
+        match value {
+            Some((v, close)) => {
+                out.push_str(&v.to_string());
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `data_dir/<rendered template>/<id>`; the rendered part is trimmed of `/` at both ends
+/// and left out when empty.
+pub fn data_path(data_dir: &Path, template: &str, created_at: i64, id: &str) -> PathBuf {
+    let rendered = render_dir_structure(template, created_at);
+    let sub = rendered.trim_matches('/');
+    let mut path = data_dir.to_path_buf();
+    if !sub.is_empty() {
+        path.push(sub);
+    }
+    path.push(id);
+    path
+}
+
+/// `info_dir/<id>.info` (one flat directory, whatever the template says).
+pub fn info_path(info_dir: &Path, id: &str) -> PathBuf {
+    info_dir.join(format!("{id}.info"))
+}
+
+/// `info_dir/<id>.info.tmp`, written then renamed over the record.
+pub fn info_tmp_path(info_dir: &Path, id: &str) -> PathBuf {
+    info_dir.join(format!("{id}.info.tmp"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V4: &str = "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a01";
+
+    #[test]
+    fn id_gate() {
+        assert_eq!(
+            parse_upload_id(V4).map(|u| u.to_string()),
+            Some(V4.to_owned())
+        );
+        let rejected = [
+            "9E9DD6F5-44B5-4A4E-9A57-2C2D1F0B6A01",   // uppercase
+            "9e9dd6f5-44b5-4a4e-9a57-2C2d1f0b6a01",   // one uppercase digit
+            "6ba7b810-9dad-11d1-80b4-00c04fd430c8",   // v1
+            "00000000-0000-0000-0000-000000000000",   // nil
+            "9e9dd6f5-44b5-5a4e-9a57-2c2d1f0b6a01",   // v5
+            "{9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a01}", // braced
+            "urn:uuid:9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a01",
+            "9e9dd6f544b54a4e9a572c2d1f0b6a01",      // simple form
+            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a0",   // 35 chars
+            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a011", // 37 chars
+            " 9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a0",
+            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a0\0",
+            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a0/",
+            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a%2f",
+            "9e9dd6f5-44b54-a4e-9a57-2c2d1f0b6a01", // hyphen moved
+            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6aé",  // 36 bytes, non-ASCII
+            "..",
+            "../../../../../../../../etc/passwd",
+            "%2f",
+            "a/b",
+            "\0",
+            "",
+        ];
+        for s in rejected {
+            assert_eq!(parse_upload_id(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn new_ids_pass_the_gate() {
+        for _ in 0..100 {
+            let id = new_upload_id();
+            assert_eq!(parse_upload_id(&id.to_string()), Some(id));
+        }
+        assert_ne!(new_upload_id(), new_upload_id());
+    }
+
+    #[test]
+    fn template_table() {
+        // 2026-03-05 07:08:09 UTC
+        let t = 1_772_694_489;
+        let table = [
+            ("", ""),
+            ("uploads", "uploads"),
+            ("{year}", "2026"),
+            ("{month}", "3"),
+            ("{day}", "5"),
+            ("{hour}", "7"),
+            ("{minute}", "8"),
+            ("{second}", "{second}"),
+            ("{Year}", "{Year}"),
+            ("{year", "{year"),
+            ("year}", "year}"),
+            ("{}", "{}"),
+            ("{", "{"),
+            ("}{", "}{"),
+            ("{{year}}", "{2026}"),
+            ("{ye{year}ar}", "{ye2026ar}"),
+            ("{year}{month}", "20263"),
+            ("{year}/{month}/{day}/{hour}", "2026/3/5/7"),
+            ("/a/{year}-{month}/", "/a/2026-3/"),
+            ("{minute}/{minute}", "8/8"),
+            ("é{day}é", "é5é"),
+        ];
+        for (tpl, want) in table {
+            assert_eq!(render_dir_structure(tpl, t), want, "{tpl:?}");
+        }
+        // The spec's example: 1795801207 is 2026-11-27 17:40:07 UTC.
+        assert_eq!(
+            render_dir_structure("{year}/{month}/{day}/{hour}/{minute}", 1_795_801_207),
+            "2026/11/27/17/40"
+        );
+        assert_eq!(render_dir_structure("{year}/{month}", -1), "1969/12");
+    }
+
+    #[test]
+    fn paths() {
+        let data = Path::new("/abs/data");
+        let t = 1_795_801_207;
+        assert_eq!(
+            data_path(data, "", t, V4),
+            PathBuf::from(format!("/abs/data/{V4}"))
+        );
+        assert_eq!(
+            data_path(data, "{year}/{month}/{day}/{hour}", t, V4),
+            PathBuf::from(format!("/abs/data/2026/11/27/17/{V4}"))
+        );
+        assert_eq!(
+            data_path(data, "/{year}/", t, V4),
+            PathBuf::from(format!("/abs/data/2026/{V4}"))
+        );
+        assert_eq!(
+            data_path(data, "///", t, V4),
+            PathBuf::from(format!("/abs/data/{V4}"))
+        );
+        assert_eq!(
+            data_path(Path::new("rel"), "x", t, V4),
+            PathBuf::from(format!("rel/x/{V4}"))
+        );
+        let info = Path::new("/abs/info");
+        assert_eq!(
+            info_path(info, V4),
+            PathBuf::from(format!("/abs/info/{V4}.info"))
+        );
+        assert_eq!(
+            info_tmp_path(info, V4),
+            PathBuf::from(format!("/abs/info/{V4}.info.tmp"))
+        );
+    }
+}

@@ -1,0 +1,4 @@
+//! The tus 1.0 protocol as pure functions over header values and upload state.
+pub mod metadata;
+pub mod routes;
+pub mod rules;

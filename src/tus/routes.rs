@@ -1,0 +1,95 @@
+//! Which resource a request path names. Upload IDs are validated here, before any
+//! file path is ever built from them.
+
+use crate::storage::layout::parse_upload_id;
+use uuid::Uuid;
+
+/// A routed request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `<base>` or `<base>/`: OPTIONS and POST (creation).
+    Collection,
+    /// `<base>/<id>` or `<base>/<id>/` with a valid upload ID.
+    Upload(Uuid),
+    /// `/health`, always at the root.
+    Health,
+    /// Anything else, including malformed IDs.
+    NotFound,
+}
+
+impl Route {
+    /// The methods allowed on this route, for 405's `Allow` (given what is enabled).
+    pub fn allow(self, creation: bool, termination: bool) -> &'static str {
+        match (self, creation, termination) {
+            (Route::Collection, true, _) => "OPTIONS, POST",
+            (Route::Collection, false, _) => "OPTIONS",
+            (Route::Upload(_), _, true) => "OPTIONS, HEAD, PATCH, DELETE",
+            (Route::Upload(_), _, false) => "OPTIONS, HEAD, PATCH",
+            (Route::Health, _, _) => "GET, HEAD",
+            (Route::NotFound, _, _) => "",
+        }
+    }
+
+    /// Whether the route is under the tus base path (its answers carry `Tus-Resumable`).
+    pub fn is_tus(self) -> bool {
+        matches!(self, Route::Collection | Route::Upload(_))
+    }
+}
+
+/// Routes `path` (the request-target without its query) against the base path `base`,
+/// which is either empty (tus at the root) or `/segment[/segment...]` without a trailing
+/// slash.
+pub fn route(path: &str, base: &str) -> Route {
+    if path == "/health" || path == "/health/" {
+        return Route::Health;
+    }
+    let Some(rest) = path.strip_prefix(base) else {
+        return Route::NotFound;
+    };
+    // `rest` is what follows the base: "", "/", "/<id>" or "/<id>/".
+    if rest.is_empty() || rest == "/" {
+        return Route::Collection;
+    }
+    let Some(rest) = rest.strip_prefix('/') else {
+        return Route::NotFound; // "/filesX"
+    };
+    let segment = rest.strip_suffix('/').unwrap_or(rest);
+    match parse_upload_id(segment) {
+        Some(id) => Route::Upload(id),
+        None => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1";
+
+    #[test]
+    fn table() {
+        let id = parse_upload_id(ID).unwrap();
+        let cases: &[(&str, &str, Route)] = &[
+            ("/files", "/files", Route::Collection),
+            ("/files/", "/files", Route::Collection),
+            ("/files/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1", "/files", Route::Upload(id)),
+            ("/files/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1/", "/files", Route::Upload(id)),
+            ("/files//9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1", "/files", Route::NotFound),
+            ("/files/9E9DD6F5-44B5-4C1C-A0A6-43E1D9C7A0B1", "/files", Route::NotFound),
+            ("/files/../etc/passwd", "/files", Route::NotFound),
+            ("/files/..%2f..%2fetc", "/files", Route::NotFound),
+            ("/files/a/b", "/files", Route::NotFound),
+            ("/filesX", "/files", Route::NotFound),
+            ("/nope", "/files", Route::NotFound),
+            ("//files", "/files", Route::NotFound),
+            ("/health", "/files", Route::Health),
+            ("/health", "", Route::Health),
+            ("/", "", Route::Collection),
+            ("/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1", "", Route::Upload(id)),
+            ("/a/b/", "/a/b", Route::Collection),
+        ];
+        for (path, base, want) in cases {
+            assert_eq!(route(path, base), *want, "{path} under {base:?}");
+        }
+    }
+}
