@@ -123,7 +123,9 @@ pub fn write(level: LogLevel, args: fmt::Arguments<'_>) {
     let _ = fmt::write(&mut line, args);
     let lost = DROPPED.swap(0, Ordering::Relaxed);
     if lost > 0 {
-        line.push_str(&format!(" ({lost} earlier log lines dropped: stderr too slow)"));
+        line.push_str(&format!(
+            " ({lost} earlier log lines dropped: stderr too slow)"
+        ));
     }
     line.push('\n');
     match SENDER.get() {

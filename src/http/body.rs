@@ -554,7 +554,10 @@ mod tests {
     const NEXT_REQUEST: &[u8] = b"GET /next HTTP/1.1\r\n\r\n";
 
     /// Valid streams, each with the data and trailers it must decode to.
-    fn valid_streams() -> Vec<(Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>)> {
+    /// (stream, expected data, expected trailers)
+    type Case = (Vec<u8>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    fn valid_streams() -> Vec<Case> {
         let mut streams = Vec::new();
 
         streams.push((

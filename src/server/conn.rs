@@ -112,13 +112,18 @@ impl Conn {
             let body_done = body.finished();
             let received = body.received;
             let head_only = head.method == Method::Head;
-            let close =
-                !head.keep_alive || !body_done || reply.close || self.core.draining();
+            let close = !head.keep_alive || !body_done || reply.close || self.core.draining();
             let sent = self.send(&reply.resp, head_only, close).await;
             self.served += 1;
             let quiet = reply.health && self.core.shared.config.disable_health_access_log;
             if !quiet {
-                self.access_log(head.method.as_str(), &head.target, reply.resp.status, received, started);
+                self.access_log(
+                    head.method.as_str(),
+                    &head.target,
+                    reply.resp.status,
+                    received,
+                    started,
+                );
             }
             if sent.is_err() {
                 return;
@@ -129,7 +134,8 @@ impl Conn {
                 }
                 return;
             }
-            if self.inbuf.capacity() > IDLE_INBUF_BYTES * 4 && self.inbuf.len() <= IDLE_INBUF_BYTES {
+            if self.inbuf.capacity() > IDLE_INBUF_BYTES * 4 && self.inbuf.len() <= IDLE_INBUF_BYTES
+            {
                 self.inbuf.shrink_to(IDLE_INBUF_BYTES);
             }
         }
@@ -261,7 +267,9 @@ pub enum BodyEnd {
 }
 
 enum BodyState {
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     Chunked {
         decoder: ChunkedDecoder,
         /// Bytes at the front of `inbuf` the decoder has consumed.
@@ -282,14 +290,29 @@ pub struct BodyIo<'a> {
     pub received: u64,
     /// Set once the body has ended, for good or bad; no more bytes come after it.
     end: Option<BodyEnd>,
+    /// The body timeout fired and the socket was shut down for reading.
+    timed_out: bool,
     content_length: Option<u64>,
 }
 
 impl<'a> BodyIo<'a> {
-    fn new(stream: &'a TcpStream, inbuf: &'a mut Vec<u8>, head: &RequestHead, timeout: Duration) -> Self {
+    fn new(
+        stream: &'a TcpStream,
+        inbuf: &'a mut Vec<u8>,
+        head: &RequestHead,
+        timeout: Duration,
+    ) -> Self {
         let (state, content_length, end) = match head.body {
-            BodyKind::None => (BodyState::Length { remaining: 0 }, Some(0), Some(BodyEnd::Complete)),
-            BodyKind::Length(0) => (BodyState::Length { remaining: 0 }, Some(0), Some(BodyEnd::Complete)),
+            BodyKind::None => (
+                BodyState::Length { remaining: 0 },
+                Some(0),
+                Some(BodyEnd::Complete),
+            ),
+            BodyKind::Length(0) => (
+                BodyState::Length { remaining: 0 },
+                Some(0),
+                Some(BodyEnd::Complete),
+            ),
             BodyKind::Length(n) => (BodyState::Length { remaining: n }, Some(n), None),
             BodyKind::Chunked => (
                 BodyState::Chunked {
@@ -308,6 +331,7 @@ impl<'a> BodyIo<'a> {
             timeout,
             received: 0,
             end,
+            timed_out: false,
             content_length,
         }
     }
@@ -395,12 +419,21 @@ impl<'a> BodyIo<'a> {
             let want = ((max - buf.len()) as u64).min(*remaining) as usize;
             let len = buf.len();
             let taken = std::mem::take(buf);
-            let (res, slice, timed_out) =
-                read_timeout(self.stream, taken.slice(len..len + want), self.timeout, libc::SHUT_RD).await;
+            let (res, slice, timed_out) = read_timeout(
+                self.stream,
+                taken.slice(len..len + want),
+                self.timeout,
+                libc::SHUT_RD,
+            )
+            .await;
             *buf = slice.into_inner();
             match res {
                 Ok(0) => {
-                    self.end = Some(if timed_out { BodyEnd::TimedOut } else { BodyEnd::Eof });
+                    self.end = Some(if timed_out {
+                        BodyEnd::TimedOut
+                    } else {
+                        BodyEnd::Eof
+                    });
                     return;
                 }
                 Ok(n) => {
@@ -418,7 +451,11 @@ impl<'a> BodyIo<'a> {
                     }
                 }
                 Err(e) => {
-                    self.end = Some(if timed_out { BodyEnd::TimedOut } else { BodyEnd::Failed(e) });
+                    self.end = Some(if timed_out {
+                        BodyEnd::TimedOut
+                    } else {
+                        BodyEnd::Failed(e)
+                    });
                     return;
                 }
             }
@@ -482,21 +519,32 @@ impl<'a> BodyIo<'a> {
             }
             let taken = std::mem::take(self.inbuf);
             let (len, cap) = (taken.len(), taken.capacity());
-            let (res, slice, timed_out) =
-                read_timeout(self.stream, taken.slice(len..cap), self.timeout, libc::SHUT_RD).await;
+            let (res, slice, timed_out) = read_timeout(
+                self.stream,
+                taken.slice(len..cap),
+                self.timeout,
+                libc::SHUT_RD,
+            )
+            .await;
             *self.inbuf = slice.into_inner();
+            self.timed_out |= timed_out;
             match res {
                 Ok(0) => {
-                    self.end = Some(if timed_out { BodyEnd::TimedOut } else { BodyEnd::Eof });
+                    self.end = Some(if self.timed_out {
+                        BodyEnd::TimedOut
+                    } else {
+                        BodyEnd::Eof
+                    });
                     return;
                 }
-                Ok(_) if timed_out => {
-                    // Decode what came with the shutdown, then end.
-                    continue;
-                }
+                // After a timeout, decode what came with the shutdown; the next read ends.
                 Ok(_) => {}
                 Err(e) => {
-                    self.end = Some(if timed_out { BodyEnd::TimedOut } else { BodyEnd::Failed(e) });
+                    self.end = Some(if timed_out {
+                        BodyEnd::TimedOut
+                    } else {
+                        BodyEnd::Failed(e)
+                    });
                     return;
                 }
             }

@@ -198,7 +198,9 @@ async fn create(
                 return Err(Error::TooLarge("Request body would pass Upload-Length"));
             }
             if cfg.max_body_size.is_some_and(|m| cl > m) {
-                return Err(Error::TooLarge("Request body is above the maximum body size"));
+                return Err(Error::TooLarge(
+                    "Request body is above the maximum body size",
+                ));
             }
         }
         room.min(cfg.max_body_size.unwrap_or(u64::MAX))
@@ -389,10 +391,8 @@ async fn receive(
             break;
         }
         let next_want = want(pos + n);
-        let ((res, written), next) = tokio::join!(
-            file.write_all_at(cur, pos),
-            body.fill(spare, next_want)
-        );
+        let ((res, written), next) =
+            tokio::join!(file.write_all_at(cur, pos), body.fill(spare, next_want));
         spare = written;
         spare.clear();
         cur = next;
@@ -467,7 +467,11 @@ fn location(ctx: &RequestCtx<'_>, base: &str, id: &str) -> String {
     let host = host
         .or_else(|| first_item("x-forwarded-host"))
         .filter(|h| valid_host(h))
-        .or_else(|| head.header_str("host").map(str::to_string).filter(|h| valid_host(h)))
+        .or_else(|| {
+            head.header_str("host")
+                .map(str::to_string)
+                .filter(|h| valid_host(h))
+        })
         .or_else(|| ctx.local.map(|a| a.to_string()))
         .unwrap_or_else(|| "localhost".to_string());
     format!("{proto}://{host}{base}/{id}")
@@ -477,7 +481,6 @@ fn location(ctx: &RequestCtx<'_>, base: &str, id: &str) -> String {
 fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 255
-        && h
-            .bytes()
+        && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
 }

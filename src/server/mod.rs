@@ -115,7 +115,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     let listeners = listen::bind_all(config.listen, config.workers)
         .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
-    let local = listeners[0].local_addr().map_err(|e| StartError(e.to_string()))?;
+    let local = listeners[0]
+        .local_addr()
+        .map_err(|e| StartError(e.to_string()))?;
 
     // Signals are taken synchronously by this thread; block them before spawning so
     // that every core thread inherits the mask and none is interrupted.

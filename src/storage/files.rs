@@ -101,7 +101,12 @@ impl FileStore {
         }
         let data_path = match &info.path {
             Some(p) => PathBuf::from(p),
-            None => layout::data_path(&self.data_dir, &self.dir_structure, info.created_at, &id_str),
+            None => layout::data_path(
+                &self.data_dir,
+                &self.dir_structure,
+                info.created_at,
+                &id_str,
+            ),
         };
         Ok(Upload { info, data_path })
     }
@@ -134,7 +139,12 @@ impl FileStore {
     /// length when known, and sets `info.path`. The directory from `--dir-structure`
     /// is created only when the first open finds it missing.
     pub async fn create_data(&self, info: &mut UploadInfo) -> Result<(File, PathBuf), Error> {
-        let path = layout::data_path(&self.data_dir, &self.dir_structure, info.created_at, &info.id);
+        let path = layout::data_path(
+            &self.data_dir,
+            &self.dir_structure,
+            info.created_at,
+            &info.id,
+        );
         let file = match create_exclusive(&path).await {
             Ok(f) => f,
             Err(e) if is_not_found(&e) => {
@@ -159,7 +169,9 @@ impl FileStore {
                         let _ = file.close().await;
                         let _ = tokio_uring::fs::remove_file(&path).await;
                         return Err(match e.raw_os_error() {
-                            Some(libc::EFBIG) => Error::TooLarge("Upload-Length is above what the filesystem can hold"),
+                            Some(libc::EFBIG) => Error::TooLarge(
+                                "Upload-Length is above what the filesystem can hold",
+                            ),
                             _ => Error::storage("preallocate data file", e),
                         });
                     }
@@ -309,7 +321,10 @@ async fn probe_dir(dir: &Path) -> io::Result<()> {
         .await
     {
         Ok(f) => f.close().await,
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) || e.raw_os_error() == Some(libc::EISDIR) => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP)
+                || e.raw_os_error() == Some(libc::EISDIR) =>
+        {
             // No O_TMPFILE on this filesystem: create and remove a named probe file.
             let p = dir.join(format!(".tusring-probe-{}", uuid::Uuid::new_v4()));
             let f = create_exclusive(&p).await?;

@@ -35,7 +35,7 @@ impl UploadLock {
     pub fn try_acquire(id: Uuid) -> Option<UploadLock> {
         let id = id.as_u128();
         let mut set = shard(id).lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(id).then_some(UploadLock { id })
+        set.insert(id).then(|| UploadLock { id })
     }
 }
 

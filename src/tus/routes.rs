@@ -72,10 +72,26 @@ mod tests {
         let cases: &[(&str, &str, Route)] = &[
             ("/files", "/files", Route::Collection),
             ("/files/", "/files", Route::Collection),
-            ("/files/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1", "/files", Route::Upload(id)),
-            ("/files/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1/", "/files", Route::Upload(id)),
-            ("/files//9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1", "/files", Route::NotFound),
-            ("/files/9E9DD6F5-44B5-4C1C-A0A6-43E1D9C7A0B1", "/files", Route::NotFound),
+            (
+                "/files/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1",
+                "/files",
+                Route::Upload(id),
+            ),
+            (
+                "/files/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1/",
+                "/files",
+                Route::Upload(id),
+            ),
+            (
+                "/files//9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1",
+                "/files",
+                Route::NotFound,
+            ),
+            (
+                "/files/9E9DD6F5-44B5-4C1C-A0A6-43E1D9C7A0B1",
+                "/files",
+                Route::NotFound,
+            ),
             ("/files/../etc/passwd", "/files", Route::NotFound),
             ("/files/..%2f..%2fetc", "/files", Route::NotFound),
             ("/files/a/b", "/files", Route::NotFound),
@@ -85,7 +101,11 @@ mod tests {
             ("/health", "/files", Route::Health),
             ("/health", "", Route::Health),
             ("/", "", Route::Collection),
-            ("/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1", "", Route::Upload(id)),
+            (
+                "/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1",
+                "",
+                Route::Upload(id),
+            ),
             ("/a/b/", "/a/b", Route::Collection),
         ];
         for (path, base, want) in cases {

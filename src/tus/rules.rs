@@ -22,9 +22,7 @@ pub fn parse_tus_integer(value: &[u8]) -> Option<u64> {
         // 19 digits hold every value up to 2^63-1; longer strings overflow or pad.
         return leading_zero_padded(value);
     }
-    let n = value
-        .iter()
-        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     (n <= MAX_TUS_INTEGER).then_some(n)
 }
 
@@ -51,7 +49,9 @@ pub fn is_offset_octet_stream(content_type: Option<&[u8]>) -> bool {
         return false;
     };
     let media = ct.split(|&b| b == b';').next().unwrap_or(b"");
-    media.trim_ascii().eq_ignore_ascii_case(OFFSET_OCTET_STREAM.as_bytes())
+    media
+        .trim_ascii()
+        .eq_ignore_ascii_case(OFFSET_OCTET_STREAM.as_bytes())
 }
 
 /// What the server is configured to accept at creation.
@@ -92,10 +92,14 @@ pub fn creation_length(
                 "Upload-Length must be a non-negative integer below 2^63",
             ))?;
             if n == 0 && !limits.allow_empty {
-                return Err(Error::BadRequest("Upload-Length should be greater than zero"));
+                return Err(Error::BadRequest(
+                    "Upload-Length should be greater than zero",
+                ));
             }
             if limits.max_file_size.is_some_and(|max| n > max) {
-                return Err(Error::TooLarge("Upload-Length is above the maximum file size"));
+                return Err(Error::TooLarge(
+                    "Upload-Length is above the maximum file size",
+                ));
             }
             Ok(Some(n))
         }
@@ -180,7 +184,9 @@ pub fn patch_plan(
                 ));
             }
             if limits.max_file_size.is_some_and(|max| new > max) {
-                return Err(Error::TooLarge("Upload-Length is above the maximum file size"));
+                return Err(Error::TooLarge(
+                    "Upload-Length is above the maximum file size",
+                ));
             }
             set_length = Some(new);
             Some(new)
@@ -193,7 +199,9 @@ pub fn patch_plan(
     }
     if let (Some(cl), Some(max)) = (req.content_length, limits.max_body_size) {
         if cl > max {
-            return Err(Error::TooLarge("Request body is above the maximum body size"));
+            return Err(Error::TooLarge(
+                "Request body is above the maximum body size",
+            ));
         }
     }
     // The room left: to the length, or for a deferred upload to --max-file-size / 2^63-1.
@@ -240,15 +248,26 @@ mod tests {
             (b"abc", None),
         ];
         for (v, want) in cases {
-            assert_eq!(parse_tus_integer(v), *want, "{:?}", String::from_utf8_lossy(v));
+            assert_eq!(
+                parse_tus_integer(v),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
         }
     }
 
     #[test]
     fn content_types() {
-        assert!(is_offset_octet_stream(Some(b"application/offset+octet-stream")));
-        assert!(is_offset_octet_stream(Some(b"Application/Offset+Octet-Stream")));
-        assert!(is_offset_octet_stream(Some(b"application/offset+octet-stream; charset=x")));
+        assert!(is_offset_octet_stream(Some(
+            b"application/offset+octet-stream"
+        )));
+        assert!(is_offset_octet_stream(Some(
+            b"Application/Offset+Octet-Stream"
+        )));
+        assert!(is_offset_octet_stream(Some(
+            b"application/offset+octet-stream; charset=x"
+        )));
         assert!(!is_offset_octet_stream(Some(b"application/octet-stream")));
         assert!(!is_offset_octet_stream(Some(b"")));
         assert!(!is_offset_octet_stream(None));
@@ -281,7 +300,12 @@ mod tests {
             defer_enabled: false,
             ..on
         };
-        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, CreateLimits, Result<Option<u64>, u16>);
+        type Case<'a> = (
+            Option<&'a [u8]>,
+            Option<&'a [u8]>,
+            CreateLimits,
+            Result<Option<u64>, u16>,
+        );
         let cases: &[Case] = &[
             (Some(b"10"), None, on, Ok(Some(10))),
             (Some(b"100"), None, on, Ok(Some(100))),
@@ -298,7 +322,11 @@ mod tests {
             (None, None, on, Err(400)),
         ];
         for (i, (len, defer, limits, want)) in cases.iter().enumerate() {
-            assert_eq!(status(creation_length(*len, *defer, limits)), *want, "case {i}");
+            assert_eq!(
+                status(creation_length(*len, *defer, limits)),
+                *want,
+                "case {i}"
+            );
         }
     }
 
@@ -333,21 +361,42 @@ mod tests {
             })
         };
         // Success, exact fit, and the offset rules.
-        assert_eq!(plan(0, None, Some(5), (0, Some(10), false), none), write(None, 10, Some(10)));
-        assert_eq!(plan(5, None, Some(5), (5, Some(10), false), none), write(None, 5, Some(10)));
+        assert_eq!(
+            plan(0, None, Some(5), (0, Some(10), false), none),
+            write(None, 10, Some(10))
+        );
+        assert_eq!(
+            plan(5, None, Some(5), (5, Some(10), false), none),
+            write(None, 5, Some(10))
+        );
         assert_eq!(plan(4, None, Some(5), (5, Some(10), false), none), Err(409));
         assert_eq!(plan(6, None, Some(1), (5, Some(10), false), none), Err(409));
         // Overrun with a known length: 413 before reading. Chunked: limit to the room.
         assert_eq!(plan(5, None, Some(6), (5, Some(10), false), none), Err(413));
-        assert_eq!(plan(5, None, None, (5, Some(10), false), none), write(None, 5, Some(10)));
+        assert_eq!(
+            plan(5, None, None, (5, Some(10), false), none),
+            write(None, 5, Some(10))
+        );
         // Final uploads: 403 even at a matching offset.
         assert_eq!(plan(0, None, Some(1), (0, Some(10), true), none), Err(403));
         // Complete: 204 unchanged, body unread; a wrong offset is still 409.
-        assert_eq!(plan(10, None, Some(3), (10, Some(10), false), none), Ok(PatchPlan::AlreadyComplete));
-        assert_eq!(plan(9, None, Some(3), (10, Some(10), false), none), Err(409));
+        assert_eq!(
+            plan(10, None, Some(3), (10, Some(10), false), none),
+            Ok(PatchPlan::AlreadyComplete)
+        );
+        assert_eq!(
+            plan(9, None, Some(3), (10, Some(10), false), none),
+            Err(409)
+        );
         // Deferred length: set once, not below the offset, not above the maximum.
-        assert_eq!(plan(0, Some(8), Some(3), (0, None, false), none), write(Some(8), 8, Some(8)));
-        assert_eq!(plan(4, Some(4), Some(0), (4, None, false), none), write(Some(4), 0, Some(4)));
+        assert_eq!(
+            plan(0, Some(8), Some(3), (0, None, false), none),
+            write(Some(8), 8, Some(8))
+        );
+        assert_eq!(
+            plan(4, Some(4), Some(0), (4, None, false), none),
+            write(Some(4), 0, Some(4))
+        );
         assert_eq!(plan(5, Some(4), None, (5, None, false), none), Err(400));
         assert_eq!(plan(0, Some(8), None, (0, Some(8), false), none), Err(400));
         let max = PatchLimits {
@@ -356,9 +405,15 @@ mod tests {
         };
         assert_eq!(plan(0, Some(101), None, (0, None, false), max), Err(413));
         // Deferred without a length: room up to --max-file-size, body up to -m.
-        assert_eq!(plan(90, None, None, (90, None, false), max), write(None, 10, None));
+        assert_eq!(
+            plan(90, None, None, (90, None, false), max),
+            write(None, 10, None)
+        );
         assert_eq!(plan(0, None, Some(17), (0, Some(50), false), max), Err(413));
-        assert_eq!(plan(0, None, None, (0, Some(50), false), max), write(None, 16, Some(50)));
+        assert_eq!(
+            plan(0, None, None, (0, Some(50), false), max),
+            write(None, 16, Some(50))
+        );
         assert_eq!(
             plan(0, None, None, (0, None, false), none),
             write(None, MAX_TUS_INTEGER, None)

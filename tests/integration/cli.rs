@@ -43,7 +43,10 @@ fn help_lists_flags_and_exits_0() {
         "--body-timeout",
         "--shutdown-timeout",
     ] {
-        assert!(text.contains(flag), "--help does not mention {flag}:\n{text}");
+        assert!(
+            text.contains(flag),
+            "--help does not mention {flag}:\n{text}"
+        );
     }
 }
 

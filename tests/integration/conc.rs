@@ -110,7 +110,7 @@ fn cut_short(close: fn(&mut Conn)) {
     let off = d.wait_offset(&id, SENT as u64, Duration::from_secs(5));
     assert_eq!(off, SENT as u64, "HEAD after the client stopped mid-body");
     assert_bytes_eq(&d.read_data(&id), &data[..SENT], "stored prefix");
-    let p = d.patch(&id, SENT as u64, &data[SENT..]);
+    let p = d.patch_resume(&id, SENT as u64, &data[SENT..]);
     assert_eq!(p.status, 204, "resume: {p:?}");
     assert_eq!(p.upload_offset(), LEN as u64);
     assert_bytes_eq(&d.read_data(&id), &data, "resumed upload");
@@ -124,4 +124,68 @@ fn client_half_close_mid_body_keeps_received_bytes() {
 #[test]
 fn client_drop_mid_body_keeps_received_bytes() {
     cut_short(|_| {});
+}
+
+#[test]
+fn chunked_patch_cut_at_a_chunk_boundary_keeps_the_chunks() {
+    let tmp = TempDir::new("cut-chunked");
+    let d = Daemon::start(&tmp, &[]);
+    const LEN: usize = 512 * 1024;
+    const SENT: usize = 200 * 1000;
+    let data = random_bytes(43, LEN);
+    let id = d.create(LEN as u64);
+    let mut c = d.conn();
+    c.send_head(
+        &patch_req(&id, 0, b"")
+            .h("Transfer-Encoding", "chunked")
+            .raw_framing(),
+    );
+    let wire = chunked(&data[..SENT], 1000);
+    // Everything but the terminating `0\r\n\r\n`: the body is not finished.
+    c.send_raw(&wire[..wire.len() - 5]).unwrap();
+    c.shutdown_write();
+    drop(c);
+    let off = d.wait_offset(&id, SENT as u64, Duration::from_secs(5));
+    assert_eq!(
+        off, SENT as u64,
+        "HEAD after a chunked body stopped between chunks"
+    );
+    assert_bytes_eq(&d.read_data(&id), &data[..SENT], "stored prefix");
+    let p = d.patch_resume(&id, SENT as u64, &data[SENT..]);
+    assert_eq!(p.status, 204, "resume: {p:?}");
+    assert_bytes_eq(&d.read_data(&id), &data, "resumed upload");
+}
+
+#[test]
+fn parallel_uploads_to_different_files() {
+    let tmp = TempDir::new("parallel");
+    let d = Daemon::start(&tmp, &[]);
+    const N: usize = 8;
+    const LEN: usize = 2 << 20;
+    let ids: Vec<String> = (0..N).map(|_| d.create(LEN as u64)).collect();
+    let port = d.port;
+    let handles: Vec<_> = ids
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, id)| {
+            thread::spawn(move || {
+                let data = random_bytes(700 + i as u64, LEN);
+                let mut c = Conn::connect(port);
+                // Four PATCHes of 512 KiB each on one keep-alive connection.
+                for (k, part) in data.chunks(LEN / 4).enumerate() {
+                    let off = (k * LEN / 4) as u64;
+                    let r = c.request(&patch_req(&id, off, part));
+                    assert_eq!(r.status, 204, "upload {i} part {k}: {r:?}");
+                    assert_eq!(r.upload_offset(), off + part.len() as u64);
+                }
+                data
+            })
+        })
+        .collect();
+    for (id, h) in ids.iter().zip(handles) {
+        let data = h.join().expect("uploader thread");
+        assert_eq!(d.offset(id), LEN as u64);
+        assert_bytes_eq(&d.read_data(id), &data, "parallel upload");
+    }
 }

@@ -27,7 +27,10 @@ fn kill9_during_patch_then_resume_after_restart() {
     assert_eq!(h.status, 200, "HEAD after restart: {h:?}");
     assert_eq!(h.upload_length(), Some(LEN as u64));
     let off = h.upload_offset() as usize;
-    assert!(off <= SENT, "offset {off} is more than the {SENT} bytes sent");
+    assert!(
+        off <= SENT,
+        "offset {off} is more than the {SENT} bytes sent"
+    );
     let on_disk = d.read_data(&id);
     assert!(
         on_disk.len() >= off,
@@ -63,7 +66,11 @@ fn sigterm_exits_zero_and_keeps_in_flight_bytes() {
         .wait_exit(Duration::from_secs(6))
         .unwrap_or_else(|| panic!("no exit within 6 s of SIGTERM:\n{}", d.stderr_text()));
     let took = start.elapsed();
-    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status:?}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status:?}"
+    );
     assert!(
         took < Duration::from_millis(3500),
         "SIGTERM took {took:?}, over the 2 s shutdown grace"
@@ -73,7 +80,11 @@ fn sigterm_exits_zero_and_keeps_in_flight_bytes() {
     d.restart();
     let h = d.head(&id);
     assert_eq!(h.status, 200, "{h:?}");
-    assert_eq!(h.upload_offset(), SENT as u64, "in-flight bytes kept over SIGTERM");
+    assert_eq!(
+        h.upload_offset(),
+        SENT as u64,
+        "in-flight bytes kept over SIGTERM"
+    );
     assert_bytes_eq(&d.read_data(&id), &data[..SENT], "stored prefix");
     let p = d.patch(&id, SENT as u64, &data[SENT..]);
     assert_eq!(p.status, 204, "{p:?}");
@@ -95,5 +106,8 @@ fn sigterm_when_idle_exits_promptly() {
         .expect("exit after SIGTERM");
     assert_eq!(status.code(), Some(0), "{status:?}");
     let took = start.elapsed();
-    assert!(took < Duration::from_millis(2500), "idle shutdown took {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "idle shutdown took {took:?}"
+    );
 }

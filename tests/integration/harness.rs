@@ -445,6 +445,21 @@ impl Daemon {
         r
     }
 
+    /// A PATCH that resumes after an interrupted one. The interrupted request may still be
+    /// winding down (its bytes already visible) for a moment, so a 423 is retried for up to
+    /// 3 s, as a real client would; any other status is returned at once.
+    pub fn patch_resume(&self, id: &str, offset: u64, body: &[u8]) -> Response {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let r = self.patch(id, offset, body);
+            if r.status != 423 || Instant::now() >= deadline {
+                return r;
+            }
+            eprintln!("note: resume PATCH of {id} at {offset} got 423; retrying");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn delete(&self, id: &str) -> Response {
         let r = self.send(&Req::new("DELETE", &format!("/files/{id}")).tus());
         r.assert_tus();
@@ -486,10 +501,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let text = self.stderr_text();
-            if let Some(l) = text
-                .lines()
-                .find(|l| needles.iter().all(|n| l.contains(n)))
-            {
+            if let Some(l) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
                 return Some(l.to_string());
             }
             if Instant::now() >= deadline {
@@ -619,7 +631,9 @@ impl Req {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+        self.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(name))
     }
 
     /// The request head (through the blank line).
@@ -755,8 +769,16 @@ pub fn upload_id(r: &Response) -> String {
     let loc = r
         .header("Location")
         .unwrap_or_else(|| panic!("no Location in {r:?}"));
-    let id = loc.trim_end_matches('/').rsplit('/').next().unwrap().to_string();
-    assert!(is_uuid_v4(&id), "id {id:?} from Location {loc:?} is not a UUID v4");
+    let id = loc
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        is_uuid_v4(&id),
+        "id {id:?} from Location {loc:?} is not a UUID v4"
+    );
     id
 }
 
@@ -926,7 +948,10 @@ impl Conn {
                 break i;
             }
             if self.buf.len() > 1 << 20 {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "response head too large"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "response head too large",
+                ));
             }
             if self.fill()? == 0 {
                 return Err(io::Error::new(
@@ -945,7 +970,10 @@ impl Conn {
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or("").to_string();
         let status: u16 = parts.next().unwrap_or("").parse().map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}"))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
         })?;
         let reason = parts.next().unwrap_or("").to_string();
         if !version.starts_with("HTTP/1.") {
@@ -1008,7 +1036,10 @@ impl Conn {
                 return Ok(line[..i].to_vec());
             }
             if self.fill()? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof in chunked body"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "eof in chunked body",
+                ));
             }
         }
     }

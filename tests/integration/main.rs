@@ -1,1 +1,15 @@
+//! tusring's black-box integration tests: each test starts its own daemon (the real
+//! binary, on 127.0.0.1 port 0, in its own temporary directory) and talks raw HTTP/1.1 to
+//! it, or drives a real tus client against it.
+//!
+//! Run with `cargo test --test integration` (or `scripts/test.sh`, which also installs the
+//! real clients and makes the interop tests mandatory).
 
+mod harness;
+
+mod cli;
+mod conc;
+mod core;
+mod crash;
+mod http1;
+mod interop;
