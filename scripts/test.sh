@@ -90,6 +90,6 @@ export TUSRING_PYTHON="$VENV/bin/python"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 # Every integration test bounds itself; this is a safety net against a hung unit test, so
 # that a hang fails the run instead of eating CI's time.
-timeout --kill-after=30 "${TUSRING_TEST_TIMEOUT:-1800}" cargo test "$@"
+timeout --kill-after=30 "${TUSRING_TEST_TIMEOUT:-1800}" cargo test --no-fail-fast "$@"
 
 step "all tests passed"

@@ -79,7 +79,7 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodyIo<'_>
     let route = route(ctx.head.path(), &cfg.url);
     let result = match route {
         Route::Health => health(core, &method).await,
-        Route::NotFound => Err(Error::NotFound),
+        Route::NotFound | Route::BadId => Err(Error::NotFound),
         Route::Collection | Route::Upload(_) => tus(core, ctx, route, &method, body).await,
     };
     let mut reply = result.unwrap_or_else(|err| {

@@ -11,6 +11,9 @@ pub enum Route {
     Collection,
     /// `<base>/<id>` or `<base>/<id>/` with a valid upload ID.
     Upload(Uuid),
+    /// Under the base path but not a valid upload ID (`<base>/not-a-uuid`): 404, with
+    /// the tus headers every answer under the base path carries.
+    BadId,
     /// `/health`, always at the root.
     Health,
     /// Anything else, including malformed IDs.
@@ -26,13 +29,13 @@ impl Route {
             (Route::Upload(_), _, true) => "OPTIONS, HEAD, PATCH, DELETE",
             (Route::Upload(_), _, false) => "OPTIONS, HEAD, PATCH",
             (Route::Health, _, _) => "GET, HEAD",
-            (Route::NotFound, _, _) => "",
+            (Route::NotFound | Route::BadId, _, _) => "",
         }
     }
 
     /// Whether the route is under the tus base path (its answers carry `Tus-Resumable`).
     pub fn is_tus(self) -> bool {
-        matches!(self, Route::Collection | Route::Upload(_))
+        matches!(self, Route::Collection | Route::Upload(_) | Route::BadId)
     }
 }
 
@@ -56,7 +59,7 @@ pub fn route(path: &str, base: &str) -> Route {
     let segment = rest.strip_suffix('/').unwrap_or(rest);
     match parse_upload_id(segment) {
         Some(id) => Route::Upload(id),
-        None => Route::NotFound,
+        None => Route::BadId,
     }
 }
 
@@ -85,16 +88,16 @@ mod tests {
             (
                 "/files//9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1",
                 "/files",
-                Route::NotFound,
+                Route::BadId,
             ),
             (
                 "/files/9E9DD6F5-44B5-4C1C-A0A6-43E1D9C7A0B1",
                 "/files",
-                Route::NotFound,
+                Route::BadId,
             ),
-            ("/files/../etc/passwd", "/files", Route::NotFound),
-            ("/files/..%2f..%2fetc", "/files", Route::NotFound),
-            ("/files/a/b", "/files", Route::NotFound),
+            ("/files/../etc/passwd", "/files", Route::BadId),
+            ("/files/..%2f..%2fetc", "/files", Route::BadId),
+            ("/files/a/b", "/files", Route::BadId),
             ("/filesX", "/files", Route::NotFound),
             ("/nope", "/files", Route::NotFound),
             ("//files", "/files", Route::NotFound),
