@@ -295,6 +295,14 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// `--body-timeout`: how long a request body may stop arriving.
     pub body_timeout: Duration,
+    /// `--disable-splice`: bodies always take the buffered path.
+    pub disable_splice: bool,
+    /// `--body-buffer-size`: bytes of each body buffer of the buffered path.
+    pub body_buffer_size: usize,
+    /// `--pipe-size`: capacity asked for each connection's splice pipe.
+    pub pipe_size: usize,
+    /// `--uring-entries`: submission queue entries per core.
+    pub uring_entries: u32,
 }
 
 /// Parses the command line `args` (without `argv[0]`), the environment (`env` looks a
@@ -392,6 +400,10 @@ enum Key {
     HeadTimeout,
     IdleTimeout,
     BodyTimeout,
+    DisableSplice,
+    BodyBufferSize,
+    PipeSize,
+    UringEntries,
 }
 
 /// What a setting is when neither flag nor variable gives it.
@@ -427,6 +439,7 @@ const SERVER: &str = "Server";
 const PROTOCOL: &str = "Protocol";
 const STORAGE: &str = "Storage";
 const TIMEOUTS: &str = "Timeouts (seconds; decimals allowed)";
+const DATA_PATH: &str = "Data path";
 
 /// rustus's default extension list.
 const DEFAULT_EXTENSIONS: &str =
@@ -686,6 +699,50 @@ const FLAGS: &[Flag] = &[
         value: Some("SECS"),
         fallback: Fallback::Value("30"),
         help: "How long a request body may stall before the request fails",
+    },
+    Flag {
+        key: Key::DisableSplice,
+        section: DATA_PATH,
+        long: "disable-splice",
+        alias: None,
+        short: None,
+        env: "RUSTUS_DISABLE_SPLICE",
+        value: None,
+        fallback: Fallback::Value("false"),
+        help: "Never splice bodies (zero-copy); always use the buffered path",
+    },
+    Flag {
+        key: Key::BodyBufferSize,
+        section: DATA_PATH,
+        long: "body-buffer-size",
+        alias: None,
+        short: None,
+        env: "RUSTUS_BODY_BUFFER_SIZE",
+        value: Some("SIZE"),
+        fallback: Fallback::Value("256K"),
+        help: "Buffered path: each of an upload's two body buffers (4K-64M)",
+    },
+    Flag {
+        key: Key::PipeSize,
+        section: DATA_PATH,
+        long: "pipe-size",
+        alias: None,
+        short: None,
+        env: "RUSTUS_PIPE_SIZE",
+        value: Some("SIZE"),
+        fallback: Fallback::Value("1M"),
+        help: "Splice path: capacity asked for each connection's pipe (4K-64M)",
+    },
+    Flag {
+        key: Key::UringEntries,
+        section: DATA_PATH,
+        long: "uring-entries",
+        alias: None,
+        short: None,
+        env: "RUSTUS_URING_ENTRIES",
+        value: Some("N"),
+        fallback: Fallback::Value("4096"),
+        help: "io_uring submission entries per core (power of two, 64-32768)",
     },
 ];
 
@@ -1096,8 +1153,35 @@ impl Config {
             head_timeout: raw.one(Key::HeadTimeout, parse_secs)?,
             idle_timeout: raw.one(Key::IdleTimeout, parse_secs)?,
             body_timeout: raw.one(Key::BodyTimeout, parse_secs)?,
+            disable_splice: raw.switch(Key::DisableSplice)?,
+            body_buffer_size: raw.one(Key::BodyBufferSize, |s| {
+                parse_size_within(s, 4 << 10, 64 << 20)
+            })?,
+            pipe_size: raw.one(Key::PipeSize, |s| parse_size_within(s, 4 << 10, 64 << 20))?,
+            uring_entries: raw.one(Key::UringEntries, parse_uring_entries)?,
         })
     }
+}
+
+/// A size between `min` and `max` bytes.
+fn parse_size_within(text: &str, min: u64, max: u64) -> Result<usize, String> {
+    let n = parse_size(text)?;
+    if n < min || n > max {
+        return Err(format!("must be between {min} and {max} bytes"));
+    }
+    Ok(n as usize)
+}
+
+/// Ring entries: a power of two the kernel accepts without clamping.
+fn parse_uring_entries(text: &str) -> Result<u32, String> {
+    let n: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| "not a whole number".to_owned())?;
+    if !(64..=32768).contains(&n) || !n.is_power_of_two() {
+        return Err("must be a power of two from 64 to 32768".to_owned());
+    }
+    Ok(n)
 }
 
 /// Comma list items, trimmed, empty ones dropped.
@@ -1619,6 +1703,43 @@ mod tests {
     }
 
     #[test]
+    fn data_path_flags() {
+        let c = cfg(&[
+            "--disable-splice",
+            "--body-buffer-size",
+            "1M",
+            "--pipe-size=64K",
+        ]);
+        assert!(c.disable_splice);
+        assert_eq!(c.body_buffer_size, 1 << 20);
+        assert_eq!(c.pipe_size, 64 << 10);
+        assert_eq!(c.uring_entries, 4096);
+        let d = cfg(&[]);
+        assert!(!d.disable_splice);
+        assert_eq!(d.body_buffer_size, 256 << 10);
+        assert_eq!(d.pipe_size, 1 << 20);
+        let e = config_of(
+            &[],
+            &[
+                ("RUSTUS_DISABLE_SPLICE", "true"),
+                ("RUSTUS_URING_ENTRIES", "256"),
+            ],
+            None,
+        );
+        assert!(e.disable_splice);
+        assert_eq!(e.uring_entries, 256);
+        for bad in [
+            &["--body-buffer-size", "1"][..],
+            &["--pipe-size", "1G"],
+            &["--uring-entries", "1000"],
+            &["--uring-entries", "32"],
+        ] {
+            let e = err(bad);
+            assert!(e.message.contains(bad[0]), "{bad:?}: {}", e.message);
+        }
+    }
+
+    #[test]
     fn table_has_one_row_per_key_and_unique_names() {
         let keys = [
             Key::Host,
@@ -1644,6 +1765,10 @@ mod tests {
             Key::HeadTimeout,
             Key::IdleTimeout,
             Key::BodyTimeout,
+            Key::DisableSplice,
+            Key::BodyBufferSize,
+            Key::PipeSize,
+            Key::UringEntries,
         ];
         assert_eq!(keys.len(), FLAGS.len());
         for key in keys {
@@ -1799,6 +1924,15 @@ mod tests {
             ("--head-timeout=4", "4", |c| format!("{:?}", c.head_timeout)),
             ("--idle-timeout=5", "5", |c| format!("{:?}", c.idle_timeout)),
             ("--body-timeout=6", "6", |c| format!("{:?}", c.body_timeout)),
+            ("--body-buffer-size=8K", "8K", |c| {
+                format!("{}K", c.body_buffer_size >> 10)
+            }),
+            ("--pipe-size=8K", "8K", |c| {
+                format!("{}K", c.pipe_size >> 10)
+            }),
+            ("--uring-entries=128", "128", |c| {
+                c.uring_entries.to_string()
+            }),
         ];
         assert_eq!(
             cases.len(),
@@ -1862,6 +1996,7 @@ mod tests {
                 c.disable_health_access_log
             }),
             ("--force-fsync", |c| c.force_fsync),
+            ("--disable-splice", |c| c.disable_splice),
         ];
         assert_eq!(
             switches.len(),

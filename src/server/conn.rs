@@ -15,16 +15,18 @@
 use super::core::Core;
 use super::handler;
 use super::listen::{local_addr, shutdown_fd};
+use super::splice::{is_unsupported, poll_readable, splice, Pipe};
 use crate::error::Error;
 use crate::http::body::{BodyError, ChunkedDecoder, Step};
 use crate::http::head::{parse_head, BodyKind, Method, RequestHead};
 use crate::http::response::{encode, Response, CONTINUE};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio_uring::buf::{BoundedBuf, BoundedBufMut};
+use tokio_uring::fs::File;
 use tokio_uring::net::TcpStream;
 
 /// Bytes reserved for each socket read while receiving a head.
@@ -60,6 +62,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         out: Vec::with_capacity(512),
         served: 0,
         idle: guard.idle.clone(),
+        pipe: None,
     };
     conn.run().await;
     drop(guard);
@@ -78,6 +81,8 @@ struct Conn {
     served: u64,
     /// Shared with the core: true while waiting for the next request.
     idle: Rc<std::cell::Cell<bool>>,
+    /// The pipe bodies are spliced through (see `splice`); made on first use.
+    pipe: Option<Pipe>,
 }
 
 enum HeadRead {
@@ -107,7 +112,14 @@ impl Conn {
                 local: self.local,
             };
             let timeout = self.core.shared.config.body_timeout;
-            let mut body = BodyIo::new(&self.stream, &mut self.inbuf, &head, timeout);
+            let mut body = BodyIo::new(
+                &self.stream,
+                &mut self.inbuf,
+                &mut self.pipe,
+                self.core.shared.config.pipe_size,
+                &head,
+                timeout,
+            );
             let reply = handler::handle(&self.core, &ctx, &mut body).await;
             let body_done = body.finished();
             let received = body.received;
@@ -238,15 +250,28 @@ async fn read_timeout<T: BoundedBufMut>(
     timeout: Duration,
     how: libc::c_int,
 ) -> (io::Result<usize>, T, bool) {
-    let read = stream.read(buf);
-    tokio::pin!(read);
+    let ((res, buf), timed_out) =
+        with_deadline(stream.read(buf), stream.as_raw_fd(), timeout, how).await;
+    (res, buf, timed_out)
+}
+
+/// Runs a socket operation with a deadline. When the deadline passes, the socket is
+/// shut down (`how`), which completes the pending operation, and the operation is
+/// still awaited to its end: nothing is dropped in flight. The flag says whether the
+/// deadline passed.
+async fn with_deadline<F: std::future::Future>(
+    op: F,
+    fd: std::os::fd::RawFd,
+    timeout: Duration,
+    how: libc::c_int,
+) -> (F::Output, bool) {
+    tokio::pin!(op);
     tokio::select! {
         biased;
-        (res, buf) = &mut read => (res, buf, false),
+        out = &mut op => (out, false),
         _ = tokio::time::sleep(timeout) => {
-            shutdown_fd(stream.as_raw_fd(), how);
-            let (res, buf) = read.await;
-            (res, buf, true)
+            shutdown_fd(fd, how);
+            (op.await, true)
         }
     }
 }
@@ -282,6 +307,9 @@ enum BodyState {
 pub struct BodyIo<'a> {
     stream: &'a TcpStream,
     inbuf: &'a mut Vec<u8>,
+    /// The connection's pipe for splicing, made on first use and kept for the next
+    /// bodies.
+    pipe: &'a mut Option<Pipe>,
     state: BodyState,
     /// Still to answer `100 Continue` before the first read from the socket.
     expect_continue: bool,
@@ -292,6 +320,8 @@ pub struct BodyIo<'a> {
     end: Option<BodyEnd>,
     /// The body timeout fired and the socket was shut down for reading.
     timed_out: bool,
+    /// Capacity asked for a new pipe (`--pipe-size`).
+    pipe_size: usize,
     content_length: Option<u64>,
 }
 
@@ -299,6 +329,8 @@ impl<'a> BodyIo<'a> {
     fn new(
         stream: &'a TcpStream,
         inbuf: &'a mut Vec<u8>,
+        pipe: &'a mut Option<Pipe>,
+        pipe_size: usize,
         head: &RequestHead,
         timeout: Duration,
     ) -> Self {
@@ -326,12 +358,14 @@ impl<'a> BodyIo<'a> {
         BodyIo {
             stream,
             inbuf,
+            pipe,
             state,
             expect_continue: head.expect_continue,
             timeout,
             received: 0,
             end,
             timed_out: false,
+            pipe_size,
             content_length,
         }
     }
@@ -462,6 +496,120 @@ impl<'a> BodyIo<'a> {
         }
     }
 
+    /// Whether the body can be spliced: it has a Content-Length and nothing of it has
+    /// been taken yet.
+    pub fn can_splice(&self) -> bool {
+        matches!(self.state, BodyState::Length { .. }) && self.end.is_none() && self.received == 0
+    }
+
+    /// Moves the rest of a Content-Length body into `file` at `pos` without copying it
+    /// through user space: bytes that came with the head are written first, then the
+    /// socket is spliced into the connection's pipe and the pipe into the file, one
+    /// pipe-full at a time. The body must fit where it goes (the caller checked the
+    /// Content-Length against the room left).
+    pub async fn splice_into(&mut self, file: &File, mut pos: u64) -> Spliced {
+        let BodyState::Length { remaining } = self.state else {
+            return Spliced::fallback(pos);
+        };
+        let mut remaining = remaining;
+        if self.pipe.is_none() {
+            match Pipe::new(self.pipe_size) {
+                Ok(p) => *self.pipe = Some(p),
+                Err(e) => {
+                    crate::debug!("no pipe for splicing ({e}); buffered path");
+                    return Spliced::fallback(pos);
+                }
+            }
+        }
+        // Body bytes that arrived with the head.
+        if !self.inbuf.is_empty() {
+            let n = (self.inbuf.len() as u64).min(remaining) as usize;
+            let buf = std::mem::take(self.inbuf);
+            let (res, slice) = file.write_all_at(buf.slice(0..n), pos).await;
+            *self.inbuf = slice.into_inner();
+            if let Err(e) = res {
+                return Spliced::failed(pos, e);
+            }
+            self.inbuf.drain(..n);
+            pos += n as u64;
+            remaining -= n as u64;
+            self.received += n as u64;
+            self.state = BodyState::Length { remaining };
+        }
+        if remaining == 0 {
+            self.end = Some(BodyEnd::Complete);
+            return Spliced::done(pos);
+        }
+        if let Err(e) = self.send_continue().await {
+            self.end = Some(BodyEnd::Failed(e));
+            return Spliced::done(pos);
+        }
+        let Some(pipe) = self.pipe.as_ref() else {
+            return Spliced::fallback(pos);
+        };
+        let sock = self.stream.as_raw_fd();
+        let fd = file.as_raw_fd();
+        let mut need_poll = true;
+        while remaining > 0 {
+            let want = remaining.min(pipe.capacity as u64) as u32;
+            // Wait for input in the ring (not in a kernel thread), then splice what is
+            // there; a full pipe-load means more is probably waiting, so skip the poll.
+            let (moved, timed_out) = with_deadline(
+                async {
+                    if need_poll {
+                        poll_readable(sock).await?;
+                    }
+                    splice(sock, -1, pipe.write_fd(), -1, want).await
+                },
+                sock,
+                self.timeout,
+                libc::SHUT_RD,
+            )
+            .await;
+            let n = match moved {
+                Ok(0) => {
+                    self.end = Some(if timed_out {
+                        BodyEnd::TimedOut
+                    } else {
+                        BodyEnd::Eof
+                    });
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if is_unsupported(&e) => {
+                    return Spliced::fallback(pos);
+                }
+                Err(e) => {
+                    self.end = Some(if timed_out {
+                        BodyEnd::TimedOut
+                    } else {
+                        BodyEnd::Failed(e)
+                    });
+                    break;
+                }
+            };
+            need_poll = n < want;
+            remaining -= u64::from(n);
+            self.received += u64::from(n);
+            self.state = BodyState::Length { remaining };
+            if let Err(e) = drain_pipe(pipe, file, fd, &mut pos, n).await {
+                return Spliced::failed(pos, e);
+            }
+            if timed_out {
+                self.end = Some(if remaining == 0 {
+                    BodyEnd::Complete
+                } else {
+                    BodyEnd::TimedOut
+                });
+                return Spliced::done(pos);
+            }
+        }
+        if remaining == 0 {
+            self.end = Some(BodyEnd::Complete);
+        }
+        Spliced::done(pos)
+    }
+
     async fn fill_chunked(&mut self, buf: &mut Vec<u8>, max: usize) {
         loop {
             // Decode what is already buffered. The decoder is fed at most as many bytes
@@ -548,6 +696,77 @@ impl<'a> BodyIo<'a> {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Moves `n` bytes that are in the pipe into the file at `*pos`. If the filesystem
+/// cannot take a splice, the bytes are read out of the pipe and written normally, so
+/// none is lost; any other failure empties the pipe (keeping its invariant) and is
+/// returned.
+async fn drain_pipe(pipe: &Pipe, file: &File, fd: RawFd, pos: &mut u64, n: u32) -> io::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        match splice(pipe.read_fd(), -1, fd, *pos as i64, left).await {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "splice into file moved nothing",
+                ))
+            }
+            Ok(m) => {
+                *pos += u64::from(m);
+                left -= m;
+            }
+            Err(e) => {
+                let mut rescued = vec![0u8; left as usize];
+                let got = pipe.read_buffered(&mut rescued)?;
+                rescued.truncate(got);
+                if !is_unsupported(&e) {
+                    return Err(e);
+                }
+                let (res, _) = file.write_all_at(rescued, *pos).await;
+                res?;
+                *pos += u64::from(left);
+                left = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What splicing a body achieved.
+#[derive(Debug)]
+pub struct Spliced {
+    /// The file offset after the last byte written.
+    pub pos: u64,
+    /// Splicing was not possible: nothing was lost, the caller continues the body on the
+    /// buffered path from `pos`.
+    pub fallback: bool,
+    /// Writing to the file failed (the body is abandoned).
+    pub write_error: Option<io::Error>,
+}
+
+impl Spliced {
+    fn done(pos: u64) -> Spliced {
+        Spliced {
+            pos,
+            fallback: false,
+            write_error: None,
+        }
+    }
+    fn fallback(pos: u64) -> Spliced {
+        Spliced {
+            pos,
+            fallback: true,
+            write_error: None,
+        }
+    }
+    fn failed(pos: u64, e: io::Error) -> Spliced {
+        Spliced {
+            pos,
+            fallback: false,
+            write_error: Some(e),
         }
     }
 }

@@ -5,25 +5,24 @@
 //! read-only [`Shared`] and the upload lock table.
 
 use super::listen::shutdown_fd;
-use super::{Phase, Shared, URING_ENTRIES};
+use super::{Phase, Shared};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_uring::net::TcpListener;
 
-/// Size of one body buffer. Measured here (../shared/design/measured-here.md §1):
-/// 64 KiB buffers write about 1.1 GB/s, 256 KiB 1.9 GB/s, 1 MiB 3 GB/s per core.
-pub const BODY_BUF_BYTES: usize = 256 * 1024;
-
-/// Body buffers an upload holds at once: one being filled from the socket while the
-/// other is written to the file. So a receiving connection holds at most
-/// `BODY_BUFS_PER_UPLOAD * BODY_BUF_BYTES` of body buffers; an idle one holds none.
+/// Body buffers an upload holds at once on the buffered path: one being filled from the
+/// socket while the other is written to the file. So a receiving connection holds at
+/// most `BODY_BUFS_PER_UPLOAD * --body-buffer-size` of body buffers (256 KiB each by
+/// default: measured here, 64 KiB buffers write about 1.1 GB/s, 256 KiB 1.9 GB/s, 1 MiB
+/// 3 GB/s per core); an idle or splicing one holds none.
 pub const BODY_BUFS_PER_UPLOAD: usize = 2;
 
 /// Free body buffers a core keeps for reuse; more are freed.
@@ -31,6 +30,20 @@ pub const POOLED_BODY_BUFS: usize = 64;
 
 /// How often a draining core checks whether its connections have finished.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// How often each core bumps its heartbeat counter (the systemd watchdog reads it).
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_millis(250);
+
+/// Open connections in the whole process, for the main thread's `STATUS=` line.
+/// Invariant: incremented by [`Core::register`] and decremented when its [`ConnGuard`]
+/// drops, so it equals the number of live guards (the sum of every core's
+/// [`Core::connections`]). Relaxed: it is a statistic, read without ordering.
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Open connections in the whole process (every core's registered connections).
+pub fn open_connections() -> usize {
+    OPEN_CONNECTIONS.load(Ordering::Relaxed)
+}
 
 /// A registered connection, as the core sees it for shutdown.
 #[derive(Debug)]
@@ -49,10 +62,13 @@ pub struct Core {
     /// Open connections by connection number.
     conns: RefCell<HashMap<u64, ConnEntry>>,
     next_conn: Cell<u64>,
-    /// Free body buffers. Invariant: each has capacity `BODY_BUF_BYTES` and length 0.
+    /// Free body buffers. Invariant: each has capacity `buf_bytes()` and length 0.
     buffers: RefCell<Vec<Vec<u8>>>,
     /// The `Date` header value and the second it was made for.
     date: RefCell<(i64, Vec<u8>)>,
+    /// Bodies may be spliced: on unless disabled by configuration, and turned off for
+    /// good on this core when the kernel or filesystem refuses a splice.
+    splice: Cell<bool>,
 }
 
 /// A connection's registration; unregisters on drop.
@@ -66,18 +82,37 @@ pub struct ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.core.conns.borrow_mut().remove(&self.id);
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Core {
     fn new(shared: Arc<Shared>) -> Core {
         Core {
-            shared,
             phase: Cell::new(Phase::Running),
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
             buffers: RefCell::new(Vec::new()),
             date: RefCell::new((i64::MIN, Vec::new())),
+            splice: Cell::new(shared.splice),
+            shared,
+        }
+    }
+
+    /// Bytes of one body buffer (`--body-buffer-size`).
+    pub fn buf_bytes(&self) -> usize {
+        self.shared.config.body_buffer_size
+    }
+
+    /// Whether bodies may be spliced (zero-copy) on this core.
+    pub fn splice_enabled(&self) -> bool {
+        self.splice.get()
+    }
+
+    /// Turns splicing off on this core after the kernel or filesystem refused it.
+    pub fn disable_splice(&self) {
+        if self.splice.replace(false) {
+            crate::warn!("splice is not available here; bodies use the buffered path");
         }
     }
 
@@ -91,6 +126,7 @@ impl Core {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
         let idle = Rc::new(Cell::new(true));
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         self.conns.borrow_mut().insert(
             id,
             ConnEntry {
@@ -115,13 +151,13 @@ impl Core {
         self.buffers
             .borrow_mut()
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BODY_BUF_BYTES))
+            .unwrap_or_else(|| Vec::with_capacity(self.buf_bytes()))
     }
 
     /// Returns a body buffer to the pool.
     pub fn give_buffer(&self, mut buf: Vec<u8>) {
         let mut pool = self.buffers.borrow_mut();
-        if buf.capacity() == BODY_BUF_BYTES && pool.len() < POOLED_BODY_BUFS {
+        if buf.capacity() == self.buf_bytes() && pool.len() < POOLED_BODY_BUFS {
             buf.clear();
             pool.push(buf);
         }
@@ -151,16 +187,18 @@ impl Core {
     }
 }
 
-/// The body of a core thread: sets up the ring and serves until shutdown.
+/// The body of a core thread: sets up the ring and serves until shutdown. `beat` is
+/// this core's heartbeat counter, read by the main thread for the systemd watchdog.
 pub fn run_thread(
     index: usize,
     shared: Arc<Shared>,
     listener: StdListener,
     phase: watch::Receiver<Phase>,
     ready: mpsc::Sender<Result<(), String>>,
+    beat: Arc<AtomicU64>,
 ) {
     let mut builder = tokio_uring::builder();
-    builder.entries(URING_ENTRIES);
+    builder.entries(shared.config.uring_entries);
     let rt = match tokio_uring::Runtime::new(&builder) {
         Ok(rt) => rt,
         Err(e) => {
@@ -171,11 +209,22 @@ pub fn run_thread(
     rt.block_on(async move {
         let listener = TcpListener::from_std(listener);
         let core = Rc::new(Core::new(shared));
+        tokio_uring::spawn(heartbeat(beat));
         let _ = ready.send(Ok(()));
         crate::debug!("core {index} up");
         serve(core, listener, phase).await;
         crate::debug!("core {index} stopped");
     });
+}
+
+/// Bumps `beat` every [`HEARTBEAT_PERIOD`] for as long as the core's runtime runs. A core
+/// stuck in a busy loop or a blocking call stops bumping it, and the main thread then
+/// withholds the systemd watchdog ping (`WATCHDOG=1`), so systemd restarts the daemon.
+async fn heartbeat(beat: Arc<AtomicU64>) {
+    loop {
+        beat.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(HEARTBEAT_PERIOD).await;
+    }
 }
 
 /// Explains why io_uring could not be set up.
@@ -205,6 +254,12 @@ async fn serve(core: Rc<Core>, listener: TcpListener, mut phase: watch::Receiver
             r = &mut accept => r,
             _ = phase.changed() => {
                 core.phase.set(*phase.borrow());
+                if super::listen::listener_is_inherited() {
+                    // systemd's socket (socket activation): shutting it down would stop
+                    // it listening for systemd and the next start too. Drop the accept
+                    // instead; the ring's teardown cancels it when the core ends.
+                    break;
+                }
                 // A dropped accept would stay armed in the ring: shut the listener down
                 // so the pending accept fails, and await it.
                 shutdown_fd(lfd, libc::SHUT_RDWR);

@@ -3,7 +3,7 @@
 //! decisions they make are in `tus::rules`, which is table-tested.
 
 use super::conn::{BodyEnd, BodyIo};
-use super::core::{Core, BODY_BUF_BYTES};
+use super::core::Core;
 use crate::error::{Error, Source};
 use crate::http::head::{Method, RequestHead};
 use crate::http::response::Response;
@@ -352,10 +352,10 @@ struct Received {
     error: Option<Error>,
 }
 
-/// Streams the body into `file` from offset `start`, storing at most `limit` bytes.
-/// Two body buffers ping-pong: one is written to the file while the other is filled
-/// from the socket, and exactly one write is in flight, so the file never has a hole
-/// and its size is always the count of bytes stored.
+/// Streams the body into `file` from offset `start`, storing at most `limit` bytes:
+/// spliced (zero-copy) when it can be, else through the buffered path. Either way
+/// exactly one write is in flight, so the file never has a hole and its size is always
+/// the count of bytes stored.
 async fn receive(
     core: &Rc<Core>,
     body: &mut BodyIo<'_>,
@@ -364,55 +364,36 @@ async fn receive(
     limit: u64,
 ) -> Received {
     let end = start.saturating_add(limit);
-    // Ask for one byte more than the room left, to notice a chunked body that runs on.
-    let want = |pos: u64| (end - pos).saturating_add(1).min(BODY_BUF_BYTES as u64) as usize;
-    let mut pos = start;
-    let mut error = None;
-    let mut write_failed = false;
-    let mut spare = core.take_buffer();
-    let mut cur = body.fill(core.take_buffer(), want(pos)).await;
-    while !cur.is_empty() {
-        let room = end - pos;
-        if cur.len() as u64 > room {
-            cur.truncate(room as usize);
-            error = Some(Error::TooLarge("Request body would pass Upload-Length"));
-        }
-        let n = cur.len() as u64;
-        if error.is_some() || body.end().is_some() {
-            let (res, buf) = file.write_all_at(cur, pos).await;
-            cur = buf;
-            match res {
-                Ok(()) => pos += n,
-                Err(e) => {
-                    error = Some(Error::storage("write data file", e));
-                    write_failed = true;
-                }
-            }
-            break;
-        }
-        let next_want = want(pos + n);
-        let ((res, written), next) =
-            tokio::join!(file.write_all_at(cur, pos), body.fill(spare, next_want));
-        spare = written;
-        spare.clear();
-        cur = next;
-        match res {
-            Ok(()) => pos += n,
-            Err(e) => {
-                error = Some(Error::storage("write data file", e));
-                write_failed = true;
-                break;
-            }
+    let mut out = Stored {
+        pos: start,
+        error: None,
+        write_failed: false,
+    };
+    // Zero-copy when nothing needs to see the bytes and the whole body fits (a
+    // Content-Length body always does: its overrun was refused before reading).
+    if core.splice_enabled()
+        && body.can_splice()
+        && body.content_length().is_some_and(|cl| cl <= limit)
+    {
+        let spliced = body.splice_into(file, start).await;
+        out.pos = spliced.pos;
+        if let Some(e) = spliced.write_error {
+            out.error = Some(Error::storage("write data file", e));
+            out.write_failed = true;
+        } else if spliced.fallback {
+            core.disable_splice();
         }
     }
-    core.give_buffer(cur);
-    core.give_buffer(spare);
-    if write_failed {
+    if out.error.is_none() && body.end().is_none() {
+        receive_buffered(core, body, file, end, &mut out).await;
+    }
+    if out.write_failed {
         // A failed write may have stored part of its buffer: the file size says.
         if let Ok(st) = file.statx().await {
-            pos = st.stx_size.max(start);
+            out.pos = st.stx_size.max(start);
         }
     }
+    let mut error = out.error;
     if error.is_none() {
         error = match body.end() {
             None | Some(BodyEnd::Complete) => None,
@@ -424,15 +405,78 @@ async fn receive(
             Some(BodyEnd::Malformed(e)) => Some(Error::Body(*e)),
         };
     }
-    if core.shared.config.force_fsync && pos > start {
+    if core.shared.config.force_fsync && out.pos > start {
         if let Err(e) = file.sync_data().await {
             error = Some(Error::storage("fdatasync data file", e));
         }
     }
     Received {
-        end_offset: pos,
+        end_offset: out.pos,
         error,
     }
+}
+
+/// Progress of a body into its file.
+struct Stored {
+    /// File offset after the last byte written.
+    pos: u64,
+    /// Why storing stopped early, if it did.
+    error: Option<Error>,
+    /// A file write failed: `pos` must be re-read from the file's size.
+    write_failed: bool,
+}
+
+/// The buffered path: two body buffers ping-pong, one written to the file while the
+/// other is filled from the socket. Stores up to file offset `end`; a body that runs
+/// past it (only a chunked one can) is cut there and answered 413.
+async fn receive_buffered(
+    core: &Rc<Core>,
+    body: &mut BodyIo<'_>,
+    file: &File,
+    end: u64,
+    out: &mut Stored,
+) {
+    // Ask for one byte more than the room left, to notice a chunked body that runs on.
+    let cap = core.buf_bytes() as u64;
+    let want = |pos: u64| (end - pos).saturating_add(1).min(cap) as usize;
+    let mut spare = core.take_buffer();
+    let mut cur = body.fill(core.take_buffer(), want(out.pos)).await;
+    while !cur.is_empty() {
+        let room = end - out.pos;
+        if cur.len() as u64 > room {
+            cur.truncate(room as usize);
+            out.error = Some(Error::TooLarge("Request body would pass Upload-Length"));
+        }
+        let n = cur.len() as u64;
+        if out.error.is_some() || body.end().is_some() {
+            let (res, buf) = file.write_all_at(cur, out.pos).await;
+            cur = buf;
+            match res {
+                Ok(()) => out.pos += n,
+                Err(e) => {
+                    out.error = Some(Error::storage("write data file", e));
+                    out.write_failed = true;
+                }
+            }
+            break;
+        }
+        let next_want = want(out.pos + n);
+        let ((res, written), next) =
+            tokio::join!(file.write_all_at(cur, out.pos), body.fill(spare, next_want));
+        spare = written;
+        spare.clear();
+        cur = next;
+        match res {
+            Ok(()) => out.pos += n,
+            Err(e) => {
+                out.error = Some(Error::storage("write data file", e));
+                out.write_failed = true;
+                break;
+            }
+        }
+    }
+    core.give_buffer(cur);
+    core.give_buffer(spare);
 }
 
 /// The absolute URL of a new upload, from `Forwarded`, then `X-Forwarded-Proto` /

@@ -3,7 +3,8 @@
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Pending connections each listener's accept queue holds (`listen(2)` backlog).
@@ -102,6 +103,99 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     }
 }
 
+/// Set once the cores listen on a socket inherited from systemd rather than their own.
+static INHERITED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the listeners are systemd's socket (socket activation). Such a socket must not
+/// be `shutdown(2)` at the end: systemd keeps listening on it for the next start.
+pub fn listener_is_inherited() -> bool {
+    INHERITED.load(Ordering::Relaxed)
+}
+
+/// The first descriptor systemd passes to a socket-activated service (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: RawFd = 3;
+
+/// Socket activation: when systemd passed listening sockets to this process
+/// (`$LISTEN_PID` is our pid and `$LISTEN_FDS` >= 1), the first of them (fd 3) and
+/// `count - 1` duplicates of it, one per core; `None` when nothing was passed. Every
+/// passed descriptor is made close-on-exec, so hook processes do not inherit them.
+/// The cores share the one socket (and its accept queue, sized by the `.socket` unit's
+/// `Backlog=`) instead of an `SO_REUSEPORT` group.
+pub fn inherited_listeners(count: usize) -> Option<io::Result<Vec<TcpListener>>> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    let n = passed_fds(pid.as_deref(), fds.as_deref(), std::process::id())?;
+    for fd in LISTEN_FDS_START..LISTEN_FDS_START.saturating_add(n) {
+        // SAFETY: fcntl on descriptor numbers systemd said it passed; at worst EBADF.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    if n > 1 {
+        crate::warn!("systemd passed {n} sockets (LISTEN_FDS); only the first (fd 3) is used");
+    }
+    let adopted = adopt_listener(LISTEN_FDS_START, count);
+    if adopted.is_ok() {
+        INHERITED.store(true, Ordering::Relaxed);
+    }
+    Some(adopted)
+}
+
+/// The number of sockets passed to `own_pid` according to `$LISTEN_PID`/`$LISTEN_FDS`.
+fn passed_fds(pid: Option<&str>, fds: Option<&str>, own_pid: u32) -> Option<RawFd> {
+    if pid?.trim().parse::<u32>().ok()? != own_pid {
+        return None;
+    }
+    match fds?.trim().parse::<RawFd>().ok()? {
+        n if n >= 1 => Some(n),
+        _ => None,
+    }
+}
+
+fn getsockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut v: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writes for the duration of the call.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(v)
+}
+
+/// Takes ownership of `fd`, checks that it is a listening TCP socket, and returns it
+/// plus `count - 1` duplicates (each close-on-exec).
+fn adopt_listener(fd: RawFd, count: usize) -> io::Result<Vec<TcpListener>> {
+    let not_tcp = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("fd {fd} passed by systemd is not a listening TCP socket (the .socket unit needs ListenStream=)"),
+        )
+    };
+    if getsockopt_int(fd, libc::SO_TYPE)? != libc::SOCK_STREAM
+        || getsockopt_int(fd, libc::SO_ACCEPTCONN)? != 1
+    {
+        return Err(not_tcp());
+    }
+    // SAFETY: systemd handed this descriptor to this process for it to own; it was
+    // checked above to be an open socket, and nothing else in the process uses it.
+    let first = TcpListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if !matches!(first.local_addr(), Ok(a) if a.is_ipv4() || a.is_ipv6()) {
+        return Err(not_tcp());
+    }
+    let mut out = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        out.push(first.try_clone()?);
+    }
+    out.insert(0, first);
+    Ok(out)
+}
+
 /// `shutdown(2)` on a raw socket. Used to end reads that io_uring would otherwise keep
 /// pending (dropping a tokio-uring read does not cancel it): after SHUT_RD a pending
 /// recv completes with 0, and a pending accept on a listener fails.
@@ -115,8 +209,10 @@ pub fn shutdown_fd(fd: std::os::fd::RawFd, how: libc::c_int) {
 /// The signals that stop the daemon.
 pub struct Signals(libc::sigset_t);
 
-/// Blocks SIGTERM and SIGINT in the calling thread (threads spawned later inherit the
-/// mask), so they are only ever taken by [`wait_signal`].
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread (threads spawned later inherit
+/// the mask), so they are only ever taken by [`wait_signal`]. SIGHUP is taken only to be
+/// ignored (logs go to stderr: there is no log file to reopen), so a stray one does not
+/// kill the daemon.
 pub fn block_shutdown_signals() -> Signals {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
     let mut set: libc::sigset_t = unsafe { mem::zeroed() };
@@ -125,6 +221,7 @@ pub fn block_shutdown_signals() -> Signals {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
     Signals(set)
@@ -141,6 +238,7 @@ pub fn wait_signal(signals: &Signals, timeout: Duration) -> Option<&'static str>
     match sig {
         libc::SIGTERM => Some("SIGTERM"),
         libc::SIGINT => Some("SIGINT"),
+        libc::SIGHUP => Some("SIGHUP"),
         _ => None,
     }
 }
@@ -177,5 +275,48 @@ pub fn local_addr(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
             Some(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    #[test]
+    fn listen_variables() {
+        assert_eq!(passed_fds(None, None, 7), None);
+        assert_eq!(passed_fds(Some("7"), Some("1"), 7), Some(1));
+        assert_eq!(passed_fds(Some("7"), Some("2"), 7), Some(2));
+        assert_eq!(passed_fds(Some("8"), Some("1"), 7), None);
+        assert_eq!(passed_fds(Some("7"), Some("0"), 7), None);
+        assert_eq!(passed_fds(Some("7"), None, 7), None);
+        assert_eq!(passed_fds(Some("x"), Some("1"), 7), None);
+    }
+
+    #[test]
+    fn adopts_a_listener_and_duplicates_it_per_core() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let fd = l.into_raw_fd();
+        let ls = adopt_listener(fd, 3).expect("adopt");
+        assert_eq!(ls.len(), 3);
+        for l in &ls {
+            assert_eq!(l.local_addr().unwrap(), addr);
+        }
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        let (_, peer) = ls[2].accept().expect("accept through a duplicate");
+        assert!(peer.ip().is_loopback());
+    }
+
+    #[test]
+    fn refuses_a_socket_that_does_not_listen() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = s.into_raw_fd();
+        assert!(adopt_listener(fd, 1).is_err());
+        // SAFETY: adopt_listener refused before taking ownership; the fd is still ours.
+        unsafe {
+            libc::close(fd);
+        }
     }
 }

@@ -10,22 +10,26 @@ pub mod conn;
 pub mod core;
 pub mod handler;
 pub mod listen;
+pub mod notify;
+pub mod splice;
 
 use crate::config::Config;
 use crate::storage::files::FileStore;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Submission-queue entries of each core's ring (the completion queue is twice this).
-/// Each connection has at most three operations in flight (a read, a file write and a
-/// timer-driven shutdown), so this covers thousands of connections per core; the
-/// kernel's NODROP feature keeps overflowing completions rather than losing them.
-pub const URING_ENTRIES: u32 = 4096;
-
 /// How long after the grace period the cores get to finish the requests whose sockets
 /// were shut down (their bytes are written and their info records saved).
 pub const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the main thread refreshes systemd's `STATUS=` line (when it changed).
+pub const STATUS_PERIOD: Duration = Duration::from_secs(2);
+
+/// A core whose heartbeat has not moved for this long (or the watchdog interval, if
+/// longer) is taken as stuck: the main thread stops sending `WATCHDOG=1`.
+pub const CORE_STALL: Duration = Duration::from_secs(1);
 
 /// Shutdown phases, sent to every core over a watch channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,6 +51,8 @@ pub struct Shared {
     pub store: FileStore,
     /// The `Tus-Extension` value: what is enabled and implemented, in rustus's order.
     pub extensions_header: String,
+    /// Bodies may be spliced socket → pipe → file (zero-copy).
+    pub splice: bool,
 }
 
 /// Why the daemon could not start (exit code 1).
@@ -106,6 +112,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
             config.info_dir.display()
         ))
     })?;
+    // Before READY=1 can be sent: the directories must take a write now, not only at
+    // the first upload (a read-only mount, a sandbox without ReadWritePaths=).
+    store
+        .probe_blocking()
+        .map_err(|e| StartError(format!("write probe failed: {e}")))?;
+    let notifier = notify::Notifier::from_env();
     let missing = unimplemented_extensions(&config);
     if !missing.is_empty() {
         crate::warn!(
@@ -113,8 +125,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
             missing.join(", ")
         );
     }
-    let listeners = listen::bind_all(config.listen, config.workers)
-        .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let listeners = match listen::inherited_listeners(config.workers) {
+        Some(inherited) => {
+            let l = inherited
+                .map_err(|e| StartError(format!("cannot use the socket passed by systemd: {e}")))?;
+            crate::info!("socket activation: serving the socket passed by systemd (--host and --port are not used)");
+            l
+        }
+        None => listen::bind_all(config.listen, config.workers)
+            .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?,
+    };
     let local = listeners[0]
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
@@ -125,19 +145,23 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let shared = Arc::new(Shared {
         extensions_header: extensions_header(&config),
+        splice: !config.disable_splice,
         config,
         store,
     });
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::new();
+    let mut beats = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         let phase = phase_rx.clone();
         let ready = ready_tx.clone();
+        let beat = Arc::new(AtomicU64::new(0));
+        beats.push(beat.clone());
         let handle = std::thread::Builder::new()
             .name(format!("tusring-core-{i}"))
-            .spawn(move || core::run_thread(i, shared, listener, phase, ready))
+            .spawn(move || core::run_thread(i, shared, listener, phase, ready, beat))
             .map_err(|e| StartError(format!("cannot start core thread: {e}")))?;
         threads.push(handle);
     }
@@ -158,6 +182,28 @@ pub fn run(config: Config) -> Result<(), StartError> {
         shared.store.data_dir.display(),
         shared.store.info_dir.display()
     );
+    // Every core's ring is up, every listener bound, the directories took a write.
+    let cores = threads.len();
+    let mut status = status_line(local, cores);
+    notifier.ready(&status);
+    let watchdog = notify::watchdog_interval().filter(|_| notifier.enabled());
+    let mut next_ping = Instant::now();
+    let mut next_status = Instant::now() + STATUS_PERIOD;
+    let mut liveness = Liveness::new(&beats);
+
+    let cfg = &shared.config;
+    if shared.splice {
+        crate::info!(
+            "data path: splice (socket -> pipe -> file, pipes of {} bytes); buffered fallback with 2 x {} byte buffers",
+            cfg.pipe_size,
+            cfg.body_buffer_size
+        );
+    } else {
+        crate::info!(
+            "data path: buffered (2 x {} byte buffers per upload; splice disabled)",
+            cfg.body_buffer_size
+        );
+    }
 
     // Wait for SIGTERM/SIGINT; a second one forces the shutdown.
     let grace = shared.config.shutdown_timeout;
@@ -167,7 +213,50 @@ pub fn run(config: Config) -> Result<(), StartError> {
         if threads.iter().all(|t| t.is_finished()) {
             break;
         }
-        if let Some(sig) = listen::wait_signal(&signals, Duration::from_millis(100)) {
+        let now = Instant::now();
+        if let Some(interval) = watchdog {
+            if now >= next_ping {
+                // Ping only while every core still runs its tasks.
+                match liveness.stalled(&beats, &threads, interval.max(CORE_STALL)) {
+                    None => notifier.watchdog(),
+                    Some(i) => crate::warn!(
+                        "core {i} has not run for {:.1} s: withholding the systemd watchdog ping",
+                        interval.max(CORE_STALL).as_secs_f64()
+                    ),
+                }
+                next_ping = now + notify::ping_period(interval);
+            }
+        }
+        if now >= next_status {
+            let fresh = if phase == Phase::Running {
+                status_line(local, cores)
+            } else {
+                format!(
+                    "stopping: {} connection(s) still open",
+                    core::open_connections()
+                )
+            };
+            if fresh != status {
+                notifier.status(&fresh);
+                status = fresh;
+            }
+            next_status = now + STATUS_PERIOD;
+        }
+        let mut wait = Duration::from_millis(100);
+        if watchdog.is_some() {
+            wait = wait.min(next_ping.saturating_duration_since(now));
+        }
+        if let Some(sig) = listen::wait_signal(&signals, wait) {
+            if sig == "SIGHUP" {
+                crate::info!("signal SIGHUP ignored (logs go to stderr; nothing to reload)");
+                continue;
+            }
+            if phase == Phase::Running {
+                notifier.stopping(&format!(
+                    "stopping: draining {} connection(s)",
+                    core::open_connections()
+                ));
+            }
             phase = if phase == Phase::Running {
                 crate::info!(
                     "signal {sig}: stopping accepting, letting in-flight requests finish (up to {:.1} s)",
@@ -193,4 +282,54 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     crate::info!("tusring stopped");
     Ok(())
+}
+
+/// The `STATUS=` line while serving.
+fn status_line(local: std::net::SocketAddr, cores: usize) -> String {
+    format!(
+        "serving on {local}: {cores} core(s), {} connection(s), {} upload(s) in progress",
+        core::open_connections(),
+        crate::storage::locks::held()
+    )
+}
+
+/// When each core's heartbeat (bumped by the core every `core::HEARTBEAT_PERIOD`) last
+/// moved, as seen by the main thread.
+struct Liveness {
+    seen: Vec<(u64, Instant)>,
+}
+
+impl Liveness {
+    fn new(beats: &[Arc<AtomicU64>]) -> Liveness {
+        let now = Instant::now();
+        Liveness {
+            seen: beats
+                .iter()
+                .map(|b| (b.load(Ordering::Relaxed), now))
+                .collect(),
+        }
+    }
+
+    /// The first core still running whose heartbeat has not moved for `limit`.
+    fn stalled(
+        &mut self,
+        beats: &[Arc<AtomicU64>],
+        threads: &[std::thread::JoinHandle<()>],
+        limit: Duration,
+    ) -> Option<usize> {
+        let now = Instant::now();
+        let mut stuck = None;
+        for (i, (beat, seen)) in beats.iter().zip(self.seen.iter_mut()).enumerate() {
+            let v = beat.load(Ordering::Relaxed);
+            if v != seen.0 {
+                *seen = (v, now);
+            } else if stuck.is_none()
+                && now.duration_since(seen.1) > limit
+                && !threads.get(i).is_some_and(|t| t.is_finished())
+            {
+                stuck = Some(i);
+            }
+        }
+        stuck
+    }
 }

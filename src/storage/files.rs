@@ -267,6 +267,43 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Startup write probe, before the daemon tells systemd it is ready: creates, writes
+    /// and removes a file in the data and the info directory with blocking `std::fs`
+    /// calls (no core runs yet). The error names the directory and, for a read-only
+    /// file system, the likely cause (a sandbox such as `ProtectSystem=strict`).
+    pub fn probe_blocking(&self) -> Result<(), String> {
+        for (what, dir) in [("data", &self.data_dir), ("info", &self.info_dir)] {
+            probe_dir_blocking(dir).map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::EROFS) {
+                    " (a read-only file system: under systemd's ProtectSystem=strict, add the directory to ReadWritePaths=)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{what} directory {} is not writable: {e}{hint}",
+                    dir.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn probe_dir_blocking(dir: &Path) -> io::Result<()> {
+    use std::io::Write;
+    let p = dir.join(format!(".tusring-probe-{}", uuid::Uuid::new_v4()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .and_then(|mut f| f.write_all(b"tusring write probe\n"));
+    let removed = std::fs::remove_file(&p);
+    written?;
+    removed
+}
+
 async fn create_exclusive(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
@@ -332,5 +369,23 @@ async fn probe_dir(dir: &Path) -> io::Result<()> {
             tokio_uring::fs::remove_file(&p).await
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_blocking_leaves_nothing_behind_and_names_the_directory() {
+        let root = std::env::temp_dir().join(format!("tusring-probe-{}", Uuid::new_v4()));
+        let store = FileStore::open(&root.join("d"), &root.join("i"), "", false).expect("open");
+        store.probe_blocking().expect("writable");
+        assert_eq!(std::fs::read_dir(&store.data_dir).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(&store.info_dir).unwrap().count(), 0);
+        std::fs::remove_dir(&store.info_dir).unwrap();
+        let err = store.probe_blocking().expect_err("info dir gone");
+        assert!(err.starts_with("info directory "), "{err}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

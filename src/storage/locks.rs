@@ -10,6 +10,7 @@
 //! thread never waits on it for longer than a few hundred nanoseconds.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -18,6 +19,17 @@ const SHARDS: usize = 64;
 
 /// Invariant: an ID is in its shard's set exactly while one [`UploadLock`] for it exists.
 static TABLE: [Mutex<BTreeSet<u128>>; SHARDS] = [const { Mutex::new(BTreeSet::new()) }; SHARDS];
+
+/// Locks held in the whole process: the uploads a request is writing (PATCH, a creation)
+/// or deleting right now. Invariant: incremented when an ID enters the table and
+/// decremented when it leaves, so it equals the number of live [`UploadLock`]s. Relaxed:
+/// a statistic for the `STATUS=` line, read without ordering.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Uploads a request is writing or deleting right now (the locks held).
+pub fn held() -> usize {
+    HELD.load(Ordering::Relaxed)
+}
 
 fn shard(id: u128) -> &'static Mutex<BTreeSet<u128>> {
     // UUID v4 bits are random: the low bits spread evenly.
@@ -35,14 +47,19 @@ impl UploadLock {
     pub fn try_acquire(id: Uuid) -> Option<UploadLock> {
         let id = id.as_u128();
         let mut set = shard(id).lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(id).then(|| UploadLock { id })
+        set.insert(id).then(|| {
+            HELD.fetch_add(1, Ordering::Relaxed);
+            UploadLock { id }
+        })
     }
 }
 
 impl Drop for UploadLock {
     fn drop(&mut self) {
         let mut set = shard(self.id).lock().unwrap_or_else(|p| p.into_inner());
-        set.remove(&self.id);
+        if set.remove(&self.id) {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -54,6 +71,7 @@ mod tests {
     fn exclusive_until_dropped() {
         let id = Uuid::new_v4();
         let a = UploadLock::try_acquire(id).expect("free");
+        assert!(held() >= 1);
         assert!(UploadLock::try_acquire(id).is_none());
         let other = UploadLock::try_acquire(Uuid::new_v4());
         assert!(other.is_some());

@@ -11,5 +11,6 @@ mod cli;
 mod conc;
 mod core;
 mod crash;
+mod datapath;
 mod http1;
 mod interop;

@@ -4,6 +4,7 @@
 mod data;
 mod http;
 mod modes;
+mod sink;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ USAGE:
   tusload hold   --url URL --uploads M --size N [--interval D] [--piece N]
                  [--server-pid PID] [--ids-file F]
   tusload verify --ids-file F [--url URL] [--data-dir DIR]
+  tusload sink   --listen ADDR --dir DIR [--pipe-size N] [--pin CPU]
+  tusload touch  --size N
 
 MODES:
   big     POST Upload-Length N, then PATCH the N bytes in one request (--chunk 0) or in
@@ -40,6 +43,16 @@ MODES:
   verify  For each line of --ids-file: HEAD, expect Upload-Offset == length (and
           Upload-Length, if sent). With --data-dir, also finds the file named <id> under
           DIR (recursively) and compares its bytes with the content that was sent.
+  sink    The bare splice receiver, the loopback baseline: what one core takes in with
+          no protocol work. One thread, blocking sockets, one connection at a time
+          (keep-alive): finds the end of each head and its Content-Length and moves
+          the body socket -> pipe -> file with plain splice(2) into a new file in DIR,
+          then answers 204. Speaks just enough tus for `big`, `small --conns 1` and
+          `verify`: POST with Upload-Length -> 201, Location <path>/<n> (file DIR/<n>);
+          PATCH -> body at Upload-Offset, 204; HEAD -> 200 with Upload-Offset. Logs
+          `listening on http://ADDR` to stderr (port 0 picks one); runs until killed.
+  touch   Writes every page of an N-byte buffer and frees it (before a timed run, so
+          that the measurement does not pay for memory the VM handed back to its host).
 
 OPTIONS:
   --url URL         tus creation URL, e.g. http://127.0.0.1:1081/files (plain http).
@@ -62,6 +75,10 @@ OPTIONS:
   --data-dir DIR    verify: the server's data directory
   --seed S          content seed [1] (verify takes it from the ids file header)
   --timeout D       connect / read / write timeout [60s]
+  --listen ADDR     sink: address to listen on, e.g. 127.0.0.1:0 [127.0.0.1:0]
+  --dir DIR         sink: directory for the received bodies (created if missing)
+  --pipe-size N     sink: pipe capacity (F_SETPIPE_SZ) [1M]
+  --pin CPU         sink: pin the receiver to this CPU
   -h, --help        this text
 
 CONTENT:
@@ -72,6 +89,8 @@ CONTENT:
 Every request carries Tus-Resumable: 1.0.0. A Location may be absolute or relative; only
 its path is used, on the host:port of --url. Connections closed by the server
 (Connection: close) are reopened and counted as reconnects.
+big, small and hold end with `client cpu  S s (user U, sys Y)`, the CPU time tusload
+itself used, so a benchmark can tell how much of the machine the client took.
 Exit status: 0 ok; 1 connection, protocol, status or verify errors; 2 usage.
 ";
 
@@ -81,6 +100,8 @@ pub enum Mode {
     Small,
     Hold,
     Verify,
+    Sink,
+    Touch,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +125,10 @@ pub struct Opts {
     pub data_dir: Option<PathBuf>,
     pub seed: u64,
     pub timeout: Duration,
+    pub listen: Option<String>,
+    pub dir: Option<PathBuf>,
+    pub pipe_size: usize,
+    pub pin: Option<usize>,
 }
 
 impl Opts {
@@ -128,6 +153,10 @@ impl Opts {
             data_dir: None,
             seed: 1,
             timeout: Duration::from_secs(60),
+            listen: None,
+            dir: None,
+            pipe_size: 1 << 20,
+            pin: None,
         }
     }
 }
@@ -147,7 +176,13 @@ fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli,
             Some("small") => Mode::Small,
             Some("hold") => Mode::Hold,
             Some("verify") => Mode::Verify,
-            _ => return Err(format!("unknown mode {v:?} (big, small, hold, verify)")),
+            Some("sink") => Mode::Sink,
+            Some("touch") => Mode::Touch,
+            _ => {
+                return Err(format!(
+                    "unknown mode {v:?} (big, small, hold, verify, sink, touch)"
+                ))
+            }
         },
         Some(other) => return Err(format!("expected a mode first, got {}", other.unexpected())),
     };
@@ -193,14 +228,26 @@ fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli,
                 o.seed = v.parse().map_err(|_| bad(format!("bad seed {v:?}")))?
             }
             "--timeout" => o.timeout = parse_duration(&val()?).map_err(bad)?,
+            "--listen" => o.listen = Some(val()?),
+            "--dir" => o.dir = Some(PathBuf::from(val()?)),
+            "--pipe-size" => {
+                o.pipe_size = parse_size(&val()?).map_err(bad)?.clamp(4096, 1 << 30) as usize
+            }
+            "--pin" => {
+                let v = val()?;
+                o.pin = Some(v.parse().map_err(|_| bad(format!("bad CPU {v:?}")))?)
+            }
             _ => return Err(format!("unknown option {name} (see --help)")),
         }
     }
-    if o.mode != Mode::Verify && o.url.is_none() {
+    if matches!(o.mode, Mode::Big | Mode::Small | Mode::Hold) && o.url.is_none() {
         return Err("--url is required".into());
     }
-    if matches!(o.mode, Mode::Big | Mode::Small | Mode::Hold) && o.size.is_none() {
+    if matches!(o.mode, Mode::Big | Mode::Small | Mode::Hold | Mode::Touch) && o.size.is_none() {
         return Err("--size is required".into());
+    }
+    if o.mode == Mode::Sink && o.dir.is_none() {
+        return Err("sink: --dir is required".into());
     }
     if o.mode == Mode::Verify && o.ids_file.is_none() {
         return Err("--ids-file is required".into());
@@ -331,6 +378,43 @@ impl ErrLog {
     }
 }
 
+/// Writes one byte in every page of a `size`-byte buffer, then frees it.
+fn touch(size: u64) -> Result<(), String> {
+    let t0 = std::time::Instant::now();
+    let len = usize::try_from(size).map_err(|_| "--size too large".to_owned())?;
+    let mut v: Vec<u8> = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|e| format!("cannot allocate {}: {e}", fmt_bytes(size)))?;
+    // Spare capacity is written through raw pointers one byte per page; nothing reads it.
+    let p = v.as_mut_ptr();
+    for i in (0..len).step_by(4096) {
+        // SAFETY: i < len <= capacity, so the write is inside the allocation.
+        unsafe { p.add(i).write_volatile(1) };
+    }
+    drop(v);
+    println!(
+        "touch: {} in {:.2} s",
+        fmt_bytes(size),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `client cpu` line: this process's user and system CPU time.
+fn print_cpu() {
+    // SAFETY: getrusage fills the zeroed struct we pass; RUSAGE_SELF is always valid.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return;
+        }
+        ru
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let (u, s) = (secs(ru.ru_utime), secs(ru.ru_stime));
+    println!("  client cpu    {:.3} s (user {u:.3}, sys {s:.3})", u + s);
+}
+
 fn main() -> ExitCode {
     let opts = match parse_args(std::env::args_os().skip(1)) {
         Ok(Cli::Run(o)) => *o,
@@ -348,7 +432,12 @@ fn main() -> ExitCode {
         Mode::Small => modes::small(&opts),
         Mode::Hold => modes::hold(&opts),
         Mode::Verify => modes::verify(&opts),
+        Mode::Sink => sink::sink(&opts),
+        Mode::Touch => touch(opts.size.unwrap_or(0)),
     };
+    if matches!(opts.mode, Mode::Big | Mode::Small | Mode::Hold) {
+        print_cpu();
+    }
     ERRORS.print();
     match result {
         Err(e) => {
