@@ -62,6 +62,82 @@ pub enum Error {
     },
     /// 500: an info record on disk could not be parsed.
     CorruptInfo,
+    /// A pre-hook refused the request or could not be asked; see [`HookError`].
+    Hook(HookError),
+}
+
+/// Why a pre-hook (`pre-create`, `pre-terminate`) did not let a request through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookError {
+    /// 400: an executable hook exited with a non-zero status, or was killed.
+    Exit,
+    /// 400: the directory hook `<dir>/<event>` does not exist.
+    MissingFile(&'static str),
+    /// 500: an executable hook could not be started.
+    Spawn,
+    /// An HTTP hook answered with a status other than 2xx: relayed to the client as it
+    /// is (status, body, and the hook's content type or `text/plain; charset=utf-8`).
+    Rejected {
+        /// The hook's status (300-599).
+        status: u16,
+        /// The hook's body, at most 64 KiB of it.
+        body: Vec<u8>,
+        /// The hook's `Content-Type`, if it sent one.
+        content_type: Option<String>,
+    },
+    /// 504: the hook did not answer in time (or an executable hook ran past its
+    /// timeout and was killed); the event name.
+    Timeout(&'static str),
+    /// 502: the HTTP hook could not be reached; the event name.
+    Unreachable(&'static str),
+    /// 503 with `Retry-After`: the hook queue is full.
+    QueueFull,
+    /// 503: the hook workers are gone (the daemon is stopping).
+    Unavailable,
+}
+
+impl HookError {
+    /// The HTTP status the client gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            HookError::Exit | HookError::MissingFile(_) => 400,
+            HookError::Spawn => 500,
+            HookError::Rejected { status, .. } => *status,
+            HookError::Timeout(_) => 504,
+            HookError::Unreachable(_) => 502,
+            HookError::QueueFull | HookError::Unavailable => 503,
+        }
+    }
+
+    /// The one-line body (for `Rejected`, the hook's body, lossily as text).
+    pub fn message(&self) -> String {
+        match self {
+            // rustus's bodies, word for word.
+            HookError::Exit => {
+                "Hook invocation failed. Reason: Returned wrong status code".to_string()
+            }
+            HookError::MissingFile(event) => {
+                format!("Hook invocation failed. Reason: Hook file {event} not found.")
+            }
+            HookError::Spawn => {
+                "Hook invocation failed. Reason: the hook could not be started".to_string()
+            }
+            HookError::Rejected { body, .. } => String::from_utf8_lossy(body).into_owned(),
+            HookError::Timeout(event) => format!("The {event} hook did not answer in time"),
+            HookError::Unreachable(event) => format!("The {event} hook could not be reached"),
+            HookError::QueueFull => "Too many hook events are waiting; retry later".to_string(),
+            HookError::Unavailable => "The hooks are not available now; retry later".to_string(),
+        }
+    }
+
+    /// A verdict of the hook itself (the client's request was refused), rather than a
+    /// failure to ask it.
+    pub fn is_verdict(&self) -> bool {
+        matches!(
+            self,
+            HookError::Exit | HookError::MissingFile(_) | HookError::Rejected { .. }
+        )
+    }
 }
 
 impl Error {
@@ -92,6 +168,7 @@ impl Error {
             Error::Unavailable(_) => 503,
             Error::InsufficientStorage => 507,
             Error::Storage { .. } | Error::CorruptInfo => 500,
+            Error::Hook(h) => h.status(),
         }
     }
 
@@ -102,6 +179,7 @@ impl Error {
                 Source::Storage
             }
             Error::Unavailable(_) => Source::Internal,
+            Error::Hook(h) if !h.is_verdict() => Source::Internal,
             _ => Source::Client,
         }
     }
@@ -129,6 +207,7 @@ impl Error {
             Error::InsufficientStorage => "No space left on the storage".to_string(),
             Error::Storage { what, err } => format!("Storage error: {what}: {err}"),
             Error::CorruptInfo => "The upload's info record is corrupt".to_string(),
+            Error::Hook(h) => h.message(),
         }
     }
 }
@@ -142,5 +221,11 @@ impl From<HeadError> for Error {
 impl From<BodyError> for Error {
     fn from(e: BodyError) -> Self {
         Error::Body(e)
+    }
+}
+
+impl From<HookError> for Error {
+    fn from(e: HookError) -> Self {
+        Error::Hook(e)
     }
 }

@@ -124,7 +124,8 @@ pub struct Resp {
     pub upload_offset: Option<u64>,
     pub upload_length: Option<u64>,
     pub has_location: bool,
-    /// `Transfer-Encoding` was present (body not read; the connection is dropped).
+    /// `Transfer-Encoding` was present: the body is read as chunked and discarded
+    /// (@tus/server answers a POST with a chunked body).
     pub transfer_encoding: bool,
 }
 
@@ -324,7 +325,7 @@ pub fn read_response<R: Read>(
         let bodiless = head_request || resp.status == 204 || resp.status == 304;
         if !bodiless {
             if resp.transfer_encoding {
-                resp.close = true;
+                discard_chunked(r, rb)?;
             } else if let Some(n) = resp.content_length {
                 discard(r, rb, n)?;
             } else {
@@ -357,6 +358,61 @@ fn discard<R: Read>(r: &mut R, rb: &mut RecvBuf, mut left: u64) -> Result<(), Ht
         left -= n as u64;
     }
     Ok(())
+}
+
+/// Makes `rb` hold a complete CRLF-terminated line at `rb.start`; returns its length
+/// without the CRLF.
+fn fill_line<R: Read>(r: &mut R, rb: &mut RecvBuf) -> Result<usize, HttpError> {
+    let mut scan = rb.start;
+    loop {
+        if let Some(i) = rb.data[scan..rb.end].windows(2).position(|w| w == b"\r\n") {
+            return Ok(scan + i - rb.start);
+        }
+        scan = rb.end.saturating_sub(1).max(rb.start);
+        if rb.start > 0 {
+            rb.data.copy_within(rb.start..rb.end, 0);
+            scan -= rb.start;
+            rb.end -= rb.start;
+            rb.start = 0;
+        }
+        if rb.end == rb.data.len() {
+            return proto("chunked response: line longer than the read buffer");
+        }
+        let n = read_some(r, &mut rb.data[rb.end..]).map_err(HttpError::Io)?;
+        if n == 0 {
+            return Err(HttpError::Eof { partial: true });
+        }
+        rb.end += n;
+    }
+}
+
+/// Reads and drops a chunked response body, trailers included.
+fn discard_chunked<R: Read>(r: &mut R, rb: &mut RecvBuf) -> Result<(), HttpError> {
+    loop {
+        let len = fill_line(r, rb)?;
+        let line = &rb.data[rb.start..rb.start + len];
+        let digits = trim(line.split(|&b| b == b';').next().unwrap_or(b""));
+        let size = std::str::from_utf8(digits)
+            .ok()
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|d| u64::from_str_radix(d, 16).ok())
+            .ok_or_else(|| HttpError::Proto("chunked response: bad chunk size".into()))?;
+        rb.start += len + 2;
+        if size == 0 {
+            loop {
+                let len = fill_line(r, rb)?;
+                rb.start += len + 2;
+                if len == 0 {
+                    return Ok(());
+                }
+            }
+        }
+        discard(r, rb, size)?;
+        if fill_line(r, rb)? != 0 {
+            return proto("chunked response: no CRLF after a chunk");
+        }
+        rb.start += 2;
+    }
 }
 
 /// A request body.
@@ -649,7 +705,35 @@ mod tests {
             256,
             &[false],
         );
-        assert!(got[0].0.close && got[0].0.transfer_encoding);
+        assert!(!got[0].0.close && got[0].0.transfer_encoding);
+    }
+
+    #[test]
+    fn chunked_bodies_are_discarded() {
+        let input = b"HTTP/1.1 201 Created\r\nLocation: /files/abc\r\n\
+            Transfer-Encoding: chunked\r\n\r\n20\r\n787fe332ba286c62e2a31dd1c103126d\r\n\
+            3;ext=1\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n\
+            HTTP/1.1 204 No Content\r\nUpload-Offset: 7\r\n\r\n";
+        for step in [1, 2, 5, 64, 4096] {
+            for cap in [128, 4096] {
+                let got = read_all(input, step, cap, &[false, false]);
+                assert_eq!(got[0].0.status, 201, "step {step} cap {cap}");
+                assert!(got[0].0.transfer_encoding && !got[0].0.close);
+                assert_eq!(got[0].1, "/files/abc");
+                assert_eq!(got[1].0.status, 204);
+                assert_eq!(got[1].0.upload_offset, Some(7));
+            }
+        }
+        let mut rb = RecvBuf::new(64);
+        let mut loc = String::new();
+        let mut bad = Chunky {
+            data: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            step: 3,
+        };
+        assert!(matches!(
+            read_response(&mut bad, &mut rb, false, &mut loc),
+            Err(HttpError::Proto(_))
+        ));
     }
 
     #[test]

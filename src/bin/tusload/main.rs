@@ -17,11 +17,11 @@ tusload - load generator for tus 1.0 servers (raw HTTP/1.1, keep-alive connectio
 
 USAGE:
   tusload big    --url URL --size N [--chunk 0|N] [--repeat R] [--write-size N]
-                 [--ids-file F]
+                 [--csv] [--ids-file F]
   tusload small  --url URL --size N [--conns C] [--duration D] [--warmup D] [--csv]
                  [--keep-ids --ids-file F]
   tusload hold   --url URL --uploads M --size N [--interval D] [--piece N]
-                 [--server-pid PID] [--ids-file F]
+                 [--server-pid PID] [--csv] [--ids-file F]
   tusload verify --ids-file F [--url URL] [--data-dir DIR]
   tusload sink   --listen ADDR --dir DIR [--pipe-size N] [--pin CPU]
   tusload touch  --size N
@@ -64,7 +64,10 @@ OPTIONS:
   --conns C         small: connections (threads) [16]
   --duration D      small: measured time; D like 10s, 500ms, 2m, 1.5s [10s]
   --warmup D        small: unmeasured time before it [1s]
-  --csv             small: also print mode,conns,size,uploads_per_s,p50_us,p99_us,errors
+  --csv             also print machine-readable lines: small: small,conns,size,
+                    uploads_per_s,p50_us,p99_us,errors; big (one per upload): big,size,
+                    secs,MB_per_s; hold: hold,uploads,size,rss_before,rss_peak,intact,
+                    failed (RSS in bytes, 0 without --server-pid)
   --keep-ids        small: remember every upload (required for --ids-file in small)
   --uploads M       hold: concurrent uploads / connections / threads [100]
   --interval D      hold: time between pieces [100ms]

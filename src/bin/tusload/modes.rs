@@ -196,6 +196,9 @@ pub fn big(o: &Opts) -> Result<(), String> {
                     secs,
                     mbps
                 );
+                if o.csv {
+                    println!("big,{size},{secs:.6},{mbps:.1}");
+                }
                 ids.push(IdLine {
                     url: t.url.absolute(&path),
                     length: size,
@@ -605,6 +608,12 @@ pub fn hold(o: &Opts) -> Result<(), String> {
         created - patched
     );
     println!("  head          {intact} intact, {failed} failed");
+    if o.csv {
+        println!(
+            "hold,{m},{size},{},{rss_peak},{intact},{failed}",
+            rss_before.unwrap_or(0)
+        );
+    }
     if let Some(before) = rss_before {
         let after = o.server_pid.and_then(read_rss).unwrap_or(0);
         let delta = rss_peak.saturating_sub(before);

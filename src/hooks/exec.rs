@@ -1,0 +1,387 @@
+//! Executable hooks: `--hooks-file` (argv `[path, event, json]`) and `--hooks-dir`
+//! (`<dir>/<event>`, argv `[path, json]`), run on a hook worker thread.
+//!
+//! The program is executed directly (no shell), with stdin from `/dev/null` and the
+//! daemon's environment and working directory. It runs in its own process group so that a
+//! timeout kills it together with whatever it started. Its stdout and stderr are read as
+//! they come (`poll(2)` on both pipes) and logged line by line, prefixed with the event
+//! and the upload ID; past [`MAX_LOGGED_LINES`] lines the output is still read, so the
+//! hook never blocks on a full pipe, but only counted.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Lines of one hook run that are logged; the rest are counted.
+pub const MAX_LOGGED_LINES: usize = 64;
+
+/// Longest logged line, in bytes; longer lines are cut (and marked with `…`).
+pub const MAX_LINE_BYTES: usize = 1024;
+
+/// How often a running hook is checked for having exited while its pipes stay open (a
+/// background process it started may hold them).
+const EXIT_POLL: Duration = Duration::from_millis(50);
+
+/// How an executable hook run ended, when it did not succeed.
+#[derive(Debug)]
+pub enum ExecError {
+    /// The program does not exist.
+    NotFound,
+    /// It could not be started (not executable, E2BIG, …).
+    Spawn(io::Error),
+    /// It exited with a non-zero status or was killed by a signal.
+    Status(ExitStatus),
+    /// It ran past the timeout and was killed.
+    Timeout(Duration),
+}
+
+impl std::fmt::Display for ExecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExecError::NotFound => f.write_str("the file does not exist"),
+            ExecError::Spawn(e) => write!(f, "cannot start it: {e}"),
+            ExecError::Status(st) => match (st.code(), st.signal()) {
+                (Some(code), _) => write!(f, "exit status {code}"),
+                (None, Some(sig)) => write!(f, "killed by signal {sig}"),
+                _ => write!(f, "{st}"),
+            },
+            ExecError::Timeout(t) => {
+                write!(f, "still running after {:.1} s: killed", t.as_secs_f64())
+            }
+        }
+    }
+}
+
+/// The process groups of hooks running now, so that shutdown can kill them when the
+/// grace period ends.
+#[derive(Debug, Default)]
+pub struct Running(Mutex<HashSet<i32>>);
+
+impl Running {
+    fn add(&self, pgid: i32) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(pgid);
+        }
+    }
+
+    fn remove(&self, pgid: i32) {
+        if let Ok(mut set) = self.0.lock() {
+            set.remove(&pgid);
+        }
+    }
+
+    /// SIGKILLs every running hook's process group.
+    pub fn kill_all(&self) -> usize {
+        let Ok(set) = self.0.lock() else { return 0 };
+        for &pgid in set.iter() {
+            kill_group(pgid);
+        }
+        set.len()
+    }
+}
+
+fn kill_group(pgid: i32) {
+    if pgid > 0 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is
+        // involved. The group is the hook's own (process_group(0) at spawn), and it is
+        // only signalled before the hook has been reaped, so the ID cannot be reused.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Runs `program` with `args` (argv[0] is the program path), logging its output with
+/// `tag` (`"<event> <upload id>"`), for at most `timeout`.
+pub fn run(
+    program: &Path,
+    args: &[&str],
+    timeout: Duration,
+    tag: &str,
+    running: &Running,
+) -> Result<(), ExecError> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ExecError::NotFound),
+        Err(e) => return Err(ExecError::Spawn(e)),
+    };
+    let pgid = i32::try_from(child.id()).unwrap_or(0);
+    running.add(pgid);
+    let result = supervise(&mut child, timeout, tag);
+    running.remove(pgid);
+    result
+}
+
+/// Reads the output until the child exits (or the timeout), then reaps it.
+fn supervise(child: &mut Child, timeout: Duration, tag: &str) -> Result<(), ExecError> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Stream::new(child.stdout.take(), "stdout");
+    let mut err = Stream::new(child.stderr.take(), "stderr");
+    let mut logged = 0usize;
+    let mut skipped = 0usize;
+    let mut status: Option<ExitStatus> = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            kill_group(i32::try_from(child.id()).unwrap_or(0));
+            let _ = child.wait();
+            out.flush(tag, &mut logged, &mut skipped);
+            err.flush(tag, &mut logged, &mut skipped);
+            report_skipped(tag, skipped);
+            return Err(ExecError::Timeout(timeout));
+        }
+        if out.open() || err.open() {
+            let wait = (deadline - now).min(EXIT_POLL);
+            poll_read(&mut [&mut out, &mut err], wait, tag, &mut logged, &mut skipped);
+        } else {
+            // Both pipes closed: wait for the exit itself, a little at a time.
+            std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            status = Some(st);
+        }
+        if let Some(st) = status {
+            // Exited: take what is already in the pipes, without waiting for EOF (a
+            // background process it started may keep them open).
+            if out.open() || err.open() {
+                poll_read(
+                    &mut [&mut out, &mut err],
+                    Duration::ZERO,
+                    tag,
+                    &mut logged,
+                    &mut skipped,
+                );
+            }
+            out.flush(tag, &mut logged, &mut skipped);
+            err.flush(tag, &mut logged, &mut skipped);
+            report_skipped(tag, skipped);
+            return if st.success() {
+                Ok(())
+            } else {
+                Err(ExecError::Status(st))
+            };
+        }
+    }
+}
+
+fn report_skipped(tag: &str, skipped: usize) {
+    if skipped > 0 {
+        crate::info!("hook {tag}: {skipped} more output line(s) not logged");
+    }
+}
+
+/// One of the child's output pipes and its partial line.
+struct Stream {
+    pipe: Option<Box<dyn ReadFd>>,
+    name: &'static str,
+    line: Vec<u8>,
+    /// The current line passed `MAX_LINE_BYTES` and was cut.
+    cut: bool,
+}
+
+trait ReadFd: Read {
+    fn fd(&self) -> i32;
+}
+
+impl ReadFd for ChildStdout {
+    fn fd(&self) -> i32 {
+        self.as_raw_fd()
+    }
+}
+
+impl ReadFd for ChildStderr {
+    fn fd(&self) -> i32 {
+        self.as_raw_fd()
+    }
+}
+
+impl Stream {
+    fn new<R: ReadFd + 'static>(pipe: Option<R>, name: &'static str) -> Stream {
+        Stream {
+            pipe: pipe.map(|p| Box::new(p) as Box<dyn ReadFd>),
+            name,
+            line: Vec::new(),
+            cut: false,
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.pipe.is_some()
+    }
+
+    /// Reads what is available (the fd polled readable, so one read does not block).
+    fn read_some(&mut self, tag: &str, logged: &mut usize, skipped: &mut usize) {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        match pipe.read(&mut buf) {
+            Ok(0) => {
+                self.pipe = None;
+            }
+            Ok(n) => {
+                for &b in &buf[..n] {
+                    if b == b'\n' {
+                        self.emit(tag, logged, skipped);
+                    } else if self.line.len() < MAX_LINE_BYTES {
+                        self.line.push(b);
+                    } else {
+                        self.cut = true;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.pipe = None,
+        }
+    }
+
+    fn emit(&mut self, tag: &str, logged: &mut usize, skipped: &mut usize) {
+        if *logged < MAX_LOGGED_LINES {
+            *logged += 1;
+            let text = String::from_utf8_lossy(&self.line);
+            let text = text.trim_end_matches('\r');
+            let mark = if self.cut { "…" } else { "" };
+            crate::info!("hook {tag} {}: {}{mark}", self.name, text.escape_debug());
+        } else {
+            *skipped += 1;
+        }
+        self.line.clear();
+        self.cut = false;
+    }
+
+    /// Logs a last line that had no newline.
+    fn flush(&mut self, tag: &str, logged: &mut usize, skipped: &mut usize) {
+        if !self.line.is_empty() || self.cut {
+            self.emit(tag, logged, skipped);
+        }
+        self.pipe = None;
+    }
+}
+
+/// Waits up to `wait` for either pipe to be readable (or closed), then reads each one
+/// that is.
+fn poll_read(
+    streams: &mut [&mut Stream],
+    wait: Duration,
+    tag: &str,
+    logged: &mut usize,
+    skipped: &mut usize,
+) {
+    let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
+    let mut which: Vec<usize> = Vec::with_capacity(2);
+    for (i, s) in streams.iter().enumerate() {
+        if let Some(p) = &s.pipe {
+            fds.push(libc::pollfd {
+                fd: p.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            which.push(i);
+        }
+    }
+    if fds.is_empty() {
+        return;
+    }
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fds` is a live, writable array of `fds.len()` pollfd structs, and the
+    // kernel writes only their `revents` fields.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if n <= 0 {
+        return;
+    }
+    for (pfd, &i) in fds.iter().zip(&which) {
+        if pfd.revents != 0 {
+            streams[i].read_some(tag, logged, skipped);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn tmp(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("tusring-exec-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn exit_codes_args_and_timeout() {
+        let d = tmp("codes");
+        let running = Running::default();
+        let t = Duration::from_secs(5);
+        let out = d.join("args");
+        let ok = script(&d, "ok", &format!("printf '%s\\n' \"$@\" > {}", out.display()));
+        run(&ok, &["pre-create", "{\"a\": 1}"], t, "x", &running).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "pre-create\n{\"a\": 1}\n"
+        );
+        let bad = script(&d, "bad", "echo nope >&2; exit 3");
+        match run(&bad, &[], t, "x", &running) {
+            Err(ExecError::Status(st)) => assert_eq!(st.code(), Some(3)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            run(&d.join("missing"), &[], t, "x", &running),
+            Err(ExecError::NotFound)
+        ));
+        let noexec = d.join("noexec");
+        std::fs::write(&noexec, "#!/bin/sh\n").unwrap();
+        assert!(matches!(
+            run(&noexec, &[], t, "x", &running),
+            Err(ExecError::Spawn(_))
+        ));
+        // A hook that sleeps, with a child of its own holding the pipes: killed on time.
+        let slow = script(&d, "slow", "sleep 30 & sleep 30");
+        let started = Instant::now();
+        let r = run(&slow, &[], Duration::from_millis(300), "x", &running);
+        assert!(matches!(r, Err(ExecError::Timeout(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(running.kill_all(), 0);
+        // Exits at once while a background child keeps the pipes open: not waited for.
+        let bg = script(&d, "bg", "sleep 5 & exit 0");
+        let started = Instant::now();
+        run(&bg, &[], t, "x", &running).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_flood_of_output_does_not_block() {
+        let d = tmp("flood");
+        let running = Running::default();
+        // About 8 MiB on each pipe: far beyond a pipe's buffer.
+        let flood = script(
+            &d,
+            "flood",
+            "i=0; while [ $i -lt 2000 ]; do head -c 4096 /dev/zero | tr '\\0' 'a'; echo; i=$((i+1)); done; \
+             head -c 8000000 /dev/zero >&2; exit 0",
+        );
+        let started = Instant::now();
+        run(&flood, &[], Duration::from_secs(20), "flood", &running).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

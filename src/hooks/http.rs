@@ -1,0 +1,181 @@
+//! HTTP hooks (`--hooks-http-urls`): a POST of the message to each URL, with ureq on a
+//! hook worker thread (`rustus-compat.md` §3.6).
+//!
+//! One ureq agent serves every worker, so connections to a receiver are pooled and
+//! reused. Each request carries `Content-Type: application/json`, `Hook-Name: <event>`,
+//! `Idempotency-Key: <uuid>` (one per event, the same for every URL and every retry)
+//! and each `--hooks-http-proxy-headers` header the client sent. The whole exchange,
+//! redirects included, is bounded by `--http-hook-timeout`.
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::Event;
+use crate::error::HookError;
+
+/// Largest hook answer body that is read (and relayed to the client for a pre-hook).
+pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
+
+/// Idle pooled connections are not reused after this long: receivers commonly close
+/// idle keep-alive connections after 5 s (uvicorn) and a POST on a connection the
+/// receiver is closing would fail.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
+
+/// The HTTP notifier.
+pub struct HttpHooks {
+    agent: ureq::Agent,
+    urls: Vec<String>,
+    timeout: Duration,
+}
+
+/// One request's outcome, when it is not a 2xx.
+#[derive(Debug)]
+pub enum Failure {
+    /// The receiver answered with this status, body and content type.
+    Status {
+        status: u16,
+        body: Vec<u8>,
+        content_type: Option<String>,
+    },
+    /// No answer within the timeout.
+    Timeout(String),
+    /// The receiver could not be reached (connection refused, DNS, TLS, …).
+    Unreachable(String),
+}
+
+impl Failure {
+    /// Whether sending again may succeed (transport failures, 5xx, 408, 429).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Failure::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            Failure::Timeout(_) | Failure::Unreachable(_) => true,
+        }
+    }
+
+    /// The error a pre-hook request gets for this failure.
+    pub fn into_hook_error(self, event: Event) -> HookError {
+        match self {
+            Failure::Status {
+                status,
+                body,
+                content_type,
+            } => HookError::Rejected {
+                // rustus: a code that is not a valid HTTP status becomes 500.
+                status: if (300..=599).contains(&status) {
+                    status
+                } else {
+                    500
+                },
+                body,
+                content_type,
+            },
+            Failure::Timeout(_) => HookError::Timeout(event.name()),
+            Failure::Unreachable(_) => HookError::Unreachable(event.name()),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Status { status, body, .. } => {
+                let shown: String = String::from_utf8_lossy(&body[..body.len().min(200)])
+                    .escape_debug()
+                    .collect();
+                write!(f, "answered {status}: {shown}")
+            }
+            Failure::Timeout(why) => write!(f, "timed out: {why}"),
+            Failure::Unreachable(why) => write!(f, "unreachable: {why}"),
+        }
+    }
+}
+
+impl HttpHooks {
+    /// The notifier for `urls`, each request bounded by `timeout`.
+    pub fn new(urls: Vec<String>, timeout: Duration) -> HttpHooks {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .max_idle_age(MAX_IDLE_AGE)
+            .user_agent(concat!("tusring/", env!("CARGO_PKG_VERSION")))
+            .build();
+        HttpHooks {
+            agent: config.into(),
+            urls,
+            timeout,
+        }
+    }
+
+    /// The configured URLs, in order.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// The longest one request can take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// One POST of `json` to `url`. `Ok` for any 2xx answer.
+    pub fn post(
+        &self,
+        url: &str,
+        event: Event,
+        json: &str,
+        key: &str,
+        proxied: &[(String, Vec<u8>)],
+    ) -> Result<(), Failure> {
+        let mut req = self
+            .agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header("Hook-Name", event.name())
+            .header("Idempotency-Key", key);
+        for (name, value) in proxied {
+            req = req.header(name.as_str(), value.as_slice());
+        }
+        let mut resp = match req.send(json.as_bytes()) {
+            Ok(r) => r,
+            Err(e) => return Err(transport_failure(e)),
+        };
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // Read the answer (bounded) so the connection can be reused.
+        let mut body = Vec::new();
+        let read = resp
+            .body_mut()
+            .as_reader()
+            .take(MAX_ANSWER_BYTES)
+            .read_to_end(&mut body);
+        if let Err(e) = read {
+            if (200..300).contains(&status) {
+                // The verdict is in; a broken body does not change it.
+                return Ok(());
+            }
+            crate::debug!("hook {} answer body from {url}: {e}", event.name());
+        }
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(Failure::Status {
+                status,
+                body,
+                content_type,
+            })
+        }
+    }
+}
+
+fn transport_failure(e: ureq::Error) -> Failure {
+    match e {
+        ureq::Error::Timeout(t) => Failure::Timeout(format!("{t:?}")),
+        ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            Failure::Timeout(e.to_string())
+        }
+        other => Failure::Unreachable(other.to_string()),
+    }
+}
