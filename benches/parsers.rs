@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the pure layers on the request path: the head parser, the
-//! chunked decoder, `Upload-Metadata` parsing and the `.info` record.
+//! chunked decoder, `Upload-Metadata` parsing, the `.info` record and the hook message.
 //!
 //! ```sh
 //! cargo bench --bench parsers              # full statistics
@@ -14,6 +14,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use tusring::hooks::payload::{render, RequestPart};
+use tusring::hooks::Format;
 use tusring::http::body::{ChunkedDecoder, Step};
 use tusring::http::head::parse_head;
 use tusring::storage::info::UploadInfo;
@@ -156,7 +158,8 @@ fn bench_metadata(c: &mut Criterion) {
     g.finish();
 }
 
-fn bench_info(c: &mut Criterion) {
+/// The record of a half-done upload with browser metadata.
+fn sample_info() -> UploadInfo {
     let mut metadata = Metadata::new();
     metadata.insert("filename".into(), "report-2026-q3.pdf".into());
     metadata.insert("filetype".into(), "application/pdf".into());
@@ -173,6 +176,11 @@ fn bench_info(c: &mut Criterion) {
     );
     info.offset = 52_428_800;
     info.path = Some(format!("/var/lib/tusring/data/{}", info.id));
+    info
+}
+
+fn bench_info(c: &mut Criterion) {
+    let info = sample_info();
     let json = info.to_json();
     assert_eq!(UploadInfo::from_json(&json).ok().as_ref(), Some(&info));
 
@@ -185,11 +193,46 @@ fn bench_info(c: &mut Criterion) {
     g.finish();
 }
 
+/// The message of a post-create hook for the POST of [`post_head`].
+fn bench_hook_payload(c: &mut Criterion) {
+    let head = post_head();
+    let Ok(Some((head, _))) = parse_head(&head) else {
+        panic!("post head does not parse");
+    };
+    let info = sample_info();
+    let peer = "127.0.0.1:50312".parse().expect("a socket address");
+    let request = RequestPart::new(&head, "POST", "/files", Some(&info.id), peer, false);
+    let mut g = c.benchmark_group("hook_payload");
+    g.bench_function("request_part", |b| {
+        b.iter(|| {
+            RequestPart::new(
+                black_box(&head),
+                "POST",
+                "/files",
+                Some(&info.id),
+                peer,
+                false,
+            )
+        })
+    });
+    for (name, format) in [
+        ("render_default", Format::Default),
+        ("render_tusd", Format::Tusd),
+    ] {
+        assert!(render(format, &info, &request).starts_with('{'), "{name}");
+        g.bench_function(name, |b| {
+            b.iter(|| render(format, black_box(&info), &request))
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_head,
     bench_chunked,
     bench_metadata,
-    bench_info
+    bench_info,
+    bench_hook_payload
 );
 criterion_main!(benches);

@@ -16,7 +16,7 @@
 #   --prefix DIR      installation prefix (default /usr/local)
 #   --destdir DIR     staging root for packaging or trying it out without root (default
 #                     empty: the live system)
-#   --unit-dir[=DIR]  where the units go: DIR, or $PREFIX/lib/systemd/system when given
+#   --unit-dir [DIR]  where the units go: DIR, or $PREFIX/lib/systemd/system when given
 #                     without a value (default /etc/systemd/system)
 #   --no-build        do not run `cargo build --release`; use the existing
 #                     ${CARGO_TARGET_DIR:-target}/release/tusring
@@ -53,7 +53,12 @@ while [ $# -gt 0 ]; do
     --prefix=*) PREFIX="${1#*=}"; shift ;;
     --destdir) need_value "$@"; DESTDIR="$2"; shift 2 ;;
     --destdir=*) DESTDIR="${1#*=}"; shift ;;
-    --unit-dir) UNITDIR_FROM_PREFIX=1; shift ;;
+    --unit-dir)
+        if [ $# -ge 2 ] && [ "${2#/}" != "$2" ]; then
+            UNITDIR="$2"; shift 2
+        else
+            UNITDIR_FROM_PREFIX=1; shift
+        fi ;;
     --unit-dir=*) UNITDIR="${1#*=}"; [ -n "$UNITDIR" ] || die "--unit-dir= needs a directory"; shift ;;
     --no-build) BUILD=0; shift ;;
     --binary) need_value "$@"; BINARY="$2"; BUILD=0; shift 2 ;;
@@ -70,7 +75,6 @@ case "$PREFIX" in
 *) die "--prefix must be an absolute path: $PREFIX" ;;
 esac
 PREFIX="${PREFIX%/}"
-[ -n "$PREFIX" ] || PREFIX=""
 if [ -n "$DESTDIR" ]; then
     mkdir -p "$DESTDIR"
     DESTDIR="$(cd "$DESTDIR" && pwd)"

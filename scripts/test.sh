@@ -4,10 +4,14 @@
 #   scripts/test.sh [extra cargo test args...]
 #
 # It installs, when missing or out of date:
-#   - tuspy into a venv at target/interop-venv (from tests/interop/requirements.txt);
+#   - tuspy, and fastapi + uvicorn for the hooks example, into a venv at
+#     target/interop-venv (from tests/interop/requirements.txt);
 #   - tus-js-client into tests/interop/node_modules (npm ci, from package-lock.json).
-# Then it runs `cargo build` and `cargo test` (unit, integration and doc tests) with
-# TUSRING_REQUIRE_INTEROP=1, so the real-client interop tests must run, not skip.
+# Then it runs `cargo build`, checks the systemd units with `systemd-analyze verify` (and
+# prints their `systemd-analyze security` exposure score; as root on Debian it installs
+# systemd with apt-get when systemd-analyze is missing), and runs `cargo test` (unit,
+# integration and doc tests) with TUSRING_REQUIRE_INTEROP=1, so the real-client interop
+# tests must run, not skip.
 # Re-running is fast: installs are skipped when their inputs have not changed.
 # Needs python3 and Node.js 20 with npm on the machine; on Debian, as root, it installs
 # python3-venv itself if the venv module is missing.
@@ -52,6 +56,7 @@ else
 fi
 # Fail now if the install is broken.
 "$VENV/bin/python" -c 'import importlib.metadata as m, tusclient.client; print("tuspy", m.version("tuspy"))'
+"$VENV/bin/python" -c 'import fastapi, uvicorn; print("fastapi", fastapi.__version__, "uvicorn", uvicorn.__version__)'
 
 # ---------------------------------------------------------- Node.js client (tus-js-client)
 step "node: tus-js-client in tests/interop/node_modules"
@@ -84,6 +89,34 @@ fi
 step "cargo build"
 cargo build
 
+# ------------------------------------------------------------------- the systemd units
+step "systemd: systemd-analyze verify and security of systemd/tusring.{service,socket}"
+if ! command -v systemd-analyze >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "systemd-analyze is missing; installing systemd with apt-get"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd
+    else
+        echo "systemd-analyze is required (install the systemd package)" >&2
+        exit 1
+    fi
+fi
+systemd-analyze --version | head -n 1
+UNITS="$(mktemp -d)"
+trap 'rm -rf "$UNITS"' EXIT
+# verify checks that ExecStart= exists: point it at the binary just built.
+BIN="$(cd "${CARGO_TARGET_DIR:-$ROOT/target}" && pwd)/debug/tusring"
+sed "s|^ExecStart=/usr/local/bin/tusring\$|ExecStart=$BIN|" systemd/tusring.service >"$UNITS/tusring.service"
+grep -q "^ExecStart=$BIN\$" "$UNITS/tusring.service" || { echo "ExecStart= not found in the unit" >&2; exit 1; }
+cp systemd/tusring.socket "$UNITS/"
+(cd "$UNITS" && systemd-analyze verify ./tusring.service ./tusring.socket)
+echo "systemd-analyze verify: ok"
+# The exposure score is printed, not enforced (it depends on the systemd version).
+if ! (cd "$UNITS" && systemd-analyze security --offline=true ./tusring.service) >"$UNITS/security.txt" 2>&1; then
+    echo "note: systemd-analyze security --offline=true is not available here:"
+fi
+grep -E "Overall exposure level|offline" "$UNITS/security.txt" || tail -n 3 "$UNITS/security.txt"
+
 step "cargo test (unit, integration with real clients, doc)"
 export TUSRING_REQUIRE_INTEROP=1
 export TUSRING_PYTHON="$VENV/bin/python"
@@ -91,5 +124,50 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 # Every integration test bounds itself; this is a safety net against a hung unit test, so
 # that a hang fails the run instead of eating CI's time.
 timeout --kill-after=30 "${TUSRING_TEST_TIMEOUT:-1800}" cargo test --no-fail-fast "$@"
+
+# ----------------------------------------------------------- load generator smoke run
+# tusload against a debug tusring on a free port: one 8 MiB PATCH and 1 s of 4 KiB
+# uploads over 4 connections, then `tusload verify` checks every upload's offset and its
+# bytes on disk. Self-contained: its own server, directory and cleanup.
+step "tusload smoke: big and small uploads against a debug tusring, verified on disk"
+(
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+    # On tmpfs when there is one: tens of thousands of files created and deleted on ext4
+    # slow later file creation there for minutes.
+    SMOKE_PARENT="${TMPDIR:-/tmp}"
+    [ "$(stat -f -c %T /dev/shm 2>/dev/null)" != tmpfs ] || SMOKE_PARENT=/dev/shm
+    SMOKE="$(mktemp -d "$SMOKE_PARENT/tusring-smoke.XXXXXX")"
+    SMOKE_PID=""
+    smoke_finish() {
+        if [ -n "$SMOKE_PID" ]; then
+            kill -TERM "$SMOKE_PID" 2>/dev/null || true
+            wait "$SMOKE_PID" 2>/dev/null || true
+        fi
+        rm -rf "$SMOKE"
+    }
+    trap smoke_finish EXIT
+    "$BIN/tusring" --host 127.0.0.1 --port 0 --workers 2 --data-dir "$SMOKE/data" \
+        --info-dir "$SMOKE/data" 2>"$SMOKE/server.log" &
+    SMOKE_PID=$!
+    ADDR=""
+    for _ in $(seq 1 300); do
+        ADDR="$(grep -o -m1 'listening on http://[^ ]*' "$SMOKE/server.log" | sed 's|.*http://||')" ||
+            true
+        [ -z "$ADDR" ] || break
+        kill -0 "$SMOKE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$ADDR" ]; then
+        echo "tusring did not start; its log:" >&2
+        cat "$SMOKE/server.log" >&2
+        exit 1
+    fi
+    URL="http://$ADDR/files"
+    "$BIN/tusload" big --url "$URL" --size 8M --ids-file "$SMOKE/big.ids"
+    "$BIN/tusload" small --url "$URL" --size 4K --duration 1s --warmup 0s --conns 4 --keep-ids \
+        --ids-file "$SMOKE/small.ids"
+    "$BIN/tusload" verify --ids-file "$SMOKE/big.ids" --data-dir "$SMOKE/data"
+    "$BIN/tusload" verify --ids-file "$SMOKE/small.ids" --data-dir "$SMOKE/data"
+)
 
 step "all tests passed"

@@ -47,6 +47,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::hooks::{EventSet, Format as HookFormat};
 use crate::limits::{MAX_TIMEOUT_SECS, MAX_WORKERS};
 
 // ---------------------------------------------------------------------------------------
@@ -273,6 +274,30 @@ pub struct Config {
     pub behind_proxy: bool,
     /// `--disable-health-access-log`: leave `/health` out of the access log.
     pub disable_health_access_log: bool,
+    /// `--hooks`: the events sent to the hooks (all six by default).
+    pub hooks: EventSet,
+    /// `--hooks-format`: the hook message format.
+    pub hooks_format: HookFormat,
+    /// `--hooks-file`: one executable run for every event (`<path> <event> <json>`).
+    pub hooks_file: Option<PathBuf>,
+    /// `--hooks-dir`: a directory of executables named after the events.
+    pub hooks_dir: Option<PathBuf>,
+    /// `--hooks-http-urls`: URLs (`http://` or `https://`) that get a POST per event.
+    pub hooks_http_urls: Vec<String>,
+    /// `--hooks-http-proxy-headers`: client header names copied onto hook requests.
+    pub hooks_http_proxy_headers: Vec<String>,
+    /// `--http-hook-timeout`: bound of one HTTP hook request, redirects included.
+    pub http_hook_timeout: Duration,
+    /// `--hook-timeout`: how long an executable hook may run before it is killed.
+    pub hook_timeout: Duration,
+    /// `--hooks-workers`: hook worker threads. Invariant: `1..=MAX_HOOK_WORKERS`.
+    pub hooks_workers: usize,
+    /// `--hooks-queue`: bound of each hook queue (pre-hooks, post-events).
+    pub hooks_queue: usize,
+    /// `--hooks-http-retries`: retries of a failed HTTP post-hook.
+    pub hooks_http_retries: u32,
+    /// `--hooks-http-retry-backoff`: pause before the first retry; doubles each time.
+    pub hooks_http_retry_backoff: Duration,
     /// `-s/--storage`: always `file-storage` (the only one tusring supports).
     pub storage: String,
     /// `--data-dir`: root directory of the upload data. Never empty.
@@ -377,6 +402,18 @@ fn affinity_cpus() -> Option<usize> {
 /// Which setting a row of `FLAGS` fills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Key {
+    Hooks,
+    HooksFormat,
+    HooksFile,
+    HooksDir,
+    HooksHttpUrls,
+    HooksHttpProxyHeaders,
+    HttpHookTimeout,
+    HookTimeout,
+    HooksWorkers,
+    HooksQueue,
+    HooksHttpRetries,
+    HooksHttpRetryBackoff,
     Host,
     Port,
     Workers,
@@ -439,6 +476,17 @@ const SERVER: &str = "Server";
 const PROTOCOL: &str = "Protocol";
 const STORAGE: &str = "Storage";
 const TIMEOUTS: &str = "Timeouts (seconds; decimals allowed)";
+const HOOK_FLAGS: &str = "Hooks";
+
+/// rustus's default `--hooks`: every event.
+const DEFAULT_HOOKS: &str =
+    "pre-create,post-create,post-receive,pre-terminate,post-terminate,post-finish";
+
+/// Most hook worker threads (`--hooks-workers`).
+pub const MAX_HOOK_WORKERS: usize = 1024;
+
+/// Largest `--hooks-queue`.
+pub const MAX_HOOK_QUEUE: usize = 1 << 20;
 const DATA_PATH: &str = "Data path";
 
 /// rustus's default extension list.
@@ -744,6 +792,138 @@ const FLAGS: &[Flag] = &[
         fallback: Fallback::Value("4096"),
         help: "io_uring submission entries per core (power of two, 64-32768)",
     },
+    Flag {
+        key: Key::Hooks,
+        section: HOOK_FLAGS,
+        long: "hooks",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS",
+        value: Some("EVENTS"),
+        fallback: Fallback::Value(DEFAULT_HOOKS),
+        help: "Comma list of the events sent to the hooks",
+    },
+    Flag {
+        key: Key::HooksFormat,
+        section: HOOK_FLAGS,
+        long: "hooks-format",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_FORMAT",
+        value: Some("FORMAT"),
+        fallback: Fallback::Value("default"),
+        help: "Hook message format: default, v2 or tusd",
+    },
+    Flag {
+        key: Key::HooksFile,
+        section: HOOK_FLAGS,
+        long: "hooks-file",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_FILE",
+        value: Some("PATH"),
+        fallback: Fallback::Unset("none"),
+        help: "Executable run for every event, as <path> <event> <json>",
+    },
+    Flag {
+        key: Key::HooksDir,
+        section: HOOK_FLAGS,
+        long: "hooks-dir",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_DIR",
+        value: Some("DIR"),
+        fallback: Fallback::Unset("none"),
+        help: "Directory of executables named after the events",
+    },
+    Flag {
+        key: Key::HooksHttpUrls,
+        section: HOOK_FLAGS,
+        long: "hooks-http-urls",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_HTTP_URLS",
+        value: Some("URLS"),
+        fallback: Fallback::Unset("none"),
+        help: "Comma list of URLs that get a POST of every event",
+    },
+    Flag {
+        key: Key::HooksHttpProxyHeaders,
+        section: HOOK_FLAGS,
+        long: "hooks-http-proxy-headers",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_HTTP_PROXY_HEADERS",
+        value: Some("HEADERS"),
+        fallback: Fallback::Unset("none"),
+        help: "Client headers (comma list) copied onto HTTP hook requests",
+    },
+    Flag {
+        key: Key::HttpHookTimeout,
+        section: HOOK_FLAGS,
+        long: "http-hook-timeout",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HTTP_HOOK_TIMEOUT",
+        value: Some("SECS"),
+        fallback: Fallback::Value("2"),
+        help: "Time allowed for one HTTP hook request, redirects included",
+    },
+    Flag {
+        key: Key::HookTimeout,
+        section: HOOK_FLAGS,
+        long: "hook-timeout",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOK_TIMEOUT",
+        value: Some("SECS"),
+        fallback: Fallback::Value("30"),
+        help: "Time an executable hook may run before it is killed",
+    },
+    Flag {
+        key: Key::HooksWorkers,
+        section: HOOK_FLAGS,
+        long: "hooks-workers",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_WORKERS",
+        value: Some("N"),
+        fallback: Fallback::Unset("2 per worker, 2-64"),
+        help: "Hook worker threads (1-1024)",
+    },
+    Flag {
+        key: Key::HooksQueue,
+        section: HOOK_FLAGS,
+        long: "hooks-queue",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_QUEUE",
+        value: Some("N"),
+        fallback: Fallback::Value("1024"),
+        help: "Events that may wait for a hook worker (per queue: pre, post)",
+    },
+    Flag {
+        key: Key::HooksHttpRetries,
+        section: HOOK_FLAGS,
+        long: "hooks-http-retries",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_HTTP_RETRIES",
+        value: Some("N"),
+        fallback: Fallback::Value("3"),
+        help: "Retries of a failed HTTP post-hook (0-100)",
+    },
+    Flag {
+        key: Key::HooksHttpRetryBackoff,
+        section: HOOK_FLAGS,
+        long: "hooks-http-retry-backoff",
+        alias: None,
+        short: None,
+        env: "RUSTUS_HOOKS_HTTP_RETRY_BACKOFF",
+        value: Some("SECS"),
+        fallback: Fallback::Value("0.5"),
+        help: "Pause before the first HTTP post-hook retry; doubles each retry",
+    },
 ];
 
 /// Whether an unsupported rustus flag may come later.
@@ -779,7 +959,7 @@ const fn unsupported(long: &'static str, feature: &'static str, support: Support
 const S3: &str = "S3 storage";
 const INFO: &str = "Redis info storage";
 const SENTRY: &str = "Sentry";
-const HOOKS: &str = "Hooks";
+const AMQP: &str = "AMQP hooks";
 const KAFKA: &str = "Kafka hooks";
 const NATS: &str = "NATS hooks";
 
@@ -802,34 +982,27 @@ const UNSUPPORTED: &[Unsupported] = &[
     unsupported("redis-info-expiration", INFO, Support::Never),
     unsupported("sentry-dsn", SENTRY, Support::Never),
     unsupported("sentry-sample-rate", SENTRY, Support::Never),
-    unsupported("hooks", HOOKS, Support::NotYet),
-    unsupported("hooks-format", HOOKS, Support::NotYet),
-    unsupported("hooks-file", HOOKS, Support::NotYet),
-    unsupported("hooks-dir", HOOKS, Support::NotYet),
-    unsupported("hooks-http-urls", HOOKS, Support::NotYet),
-    unsupported("hooks-http-proxy-headers", HOOKS, Support::NotYet),
-    unsupported("http-hook-timeout", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-url", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-exchange", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-exchange-kind", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-routing-key", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-queues-prefix", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-declare-exchange", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-declare-queues", HOOKS, Support::NotYet),
+    unsupported("hooks-amqp-url", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-exchange", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-exchange-kind", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-routing-key", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-queues-prefix", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-declare-exchange", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-declare-queues", AMQP, Support::NotYet),
     // rustus's real flag has underscores (a bug); its docs use dashes. Accept both.
     Unsupported {
         long: "hooks-amqp-durable-exchange",
         alias: Some("hooks_amqp_durable_exchange"),
-        feature: HOOKS,
+        feature: AMQP,
         support: Support::NotYet,
     },
-    unsupported("hooks-amqp-durable-queues", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-auto-delete", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-celery", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-connection-pool-size", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-channel-pool-size", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-idle-connection-timeout", HOOKS, Support::NotYet),
-    unsupported("hooks-amqp-idle-channels-timeout", HOOKS, Support::NotYet),
+    unsupported("hooks-amqp-durable-queues", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-auto-delete", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-celery", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-connection-pool-size", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-channel-pool-size", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-idle-connection-timeout", AMQP, Support::NotYet),
+    unsupported("hooks-amqp-idle-channels-timeout", AMQP, Support::NotYet),
     unsupported("hooks-kafka-urls", KAFKA, Support::Never),
     unsupported("hooks-kafka-client-id", KAFKA, Support::Never),
     unsupported("hooks-kafka-topic", KAFKA, Support::Never),
@@ -1063,6 +1236,17 @@ impl RawArgs {
         self.one(key, parse_bool)
     }
 
+    /// An optional path setting (`Fallback::Unset`): `None` when not given.
+    fn path(&self, key: Key) -> Result<Option<PathBuf>, ConfigError> {
+        match self.get(key) {
+            Some((flag, raw)) if raw.value.is_empty() => {
+                Err(invalid(flag, raw, "must not be empty"))
+            }
+            Some((_, raw)) => Ok(Some(PathBuf::from(&raw.value))),
+            None => Ok(None),
+        }
+    }
+
     /// A directory setting: kept as an `OsString`, so any path the OS allows works.
     fn dir(&self, key: Key) -> Result<PathBuf, ConfigError> {
         match self.get(key) {
@@ -1143,6 +1327,26 @@ impl Config {
                 .unwrap_or_default(),
             behind_proxy: raw.switch(Key::BehindProxy)?,
             disable_health_access_log: raw.switch(Key::DisableHealthAccessLog)?,
+            hooks: raw.one(Key::Hooks, EventSet::parse)?,
+            hooks_format: raw.one(Key::HooksFormat, HookFormat::parse)?,
+            hooks_file: raw.path(Key::HooksFile)?,
+            hooks_dir: raw.path(Key::HooksDir)?,
+            hooks_http_urls: raw
+                .opt(Key::HooksHttpUrls, parse_hook_urls)?
+                .unwrap_or_default(),
+            hooks_http_proxy_headers: raw
+                .opt(Key::HooksHttpProxyHeaders, parse_header_names)?
+                .unwrap_or_default(),
+            http_hook_timeout: raw.one(Key::HttpHookTimeout, parse_secs)?,
+            hook_timeout: raw.one(Key::HookTimeout, parse_secs)?,
+            hooks_workers: raw
+                .opt(Key::HooksWorkers, |s| parse_count(s, 1, MAX_HOOK_WORKERS))?
+                .unwrap_or_else(|| crate::hooks::default_workers(workers)),
+            hooks_queue: raw.one(Key::HooksQueue, |s| parse_count(s, 1, MAX_HOOK_QUEUE))?,
+            hooks_http_retries: raw.one(Key::HooksHttpRetries, |s| {
+                parse_count(s, 0, 100).map(|n| n as u32)
+            })?,
+            hooks_http_retry_backoff: raw.one(Key::HooksHttpRetryBackoff, parse_secs)?,
             storage: raw.one(Key::Storage, parse_storage)?,
             data_dir: raw.dir(Key::DataDir)?,
             dir_structure: raw.one(Key::DirStructure, check_dir_structure)?,
@@ -1189,6 +1393,56 @@ fn split_list(list: &str) -> impl Iterator<Item = &str> {
     list.split(',')
         .map(str::trim)
         .filter(|item| !item.is_empty())
+}
+
+/// A whole number between `min` and `max`.
+fn parse_count(text: &str, min: usize, max: usize) -> Result<usize, String> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected a whole number ({min}-{max})"));
+    }
+    match text.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be between {min} and {max}")),
+    }
+}
+
+/// `--hooks-http-urls`: a comma list of `http://` or `https://` URLs with a host.
+fn parse_hook_urls(list: &str) -> Result<Vec<String>, String> {
+    split_list(list)
+        .map(|url| {
+            let lower = url.to_ascii_lowercase();
+            let rest = lower
+                .strip_prefix("http://")
+                .or_else(|| lower.strip_prefix("https://"));
+            let host_ok = rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
+            if !host_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err(format!(
+                    "'{}' is not an http:// or https:// URL",
+                    shown(url)
+                ))
+            } else {
+                Ok(url.to_owned())
+            }
+        })
+        .collect()
+}
+
+/// `--hooks-http-proxy-headers`: a comma list of header names (RFC 9110 tokens).
+fn parse_header_names(list: &str) -> Result<Vec<String>, String> {
+    const TCHAR: &[u8] = b"!#$%&'*+-.^_`|~";
+    split_list(list)
+        .map(|name| {
+            if name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || TCHAR.contains(&b))
+            {
+                Ok(name.to_owned())
+            } else {
+                Err(format!("'{}' is not a header name", shown(name)))
+            }
+        })
+        .collect()
 }
 
 fn parse_bool(text: &str) -> Result<bool, String> {
@@ -1534,10 +1788,14 @@ impl Flag {
 fn help_text() -> String {
     const HELP: &str = "-h, --help";
     const VERSION: &str = "-V, --version";
+    // A usage longer than `MAX_USAGE_WIDTH` puts its help on the next line, so that
+    // one long flag name does not push every help text to the right.
+    const MAX_USAGE_WIDTH: usize = 32;
     let column = FLAGS
         .iter()
         .map(|f| f.usage().len())
         .chain([HELP.len(), VERSION.len()])
+        .filter(|&n| n <= MAX_USAGE_WIDTH)
         .max()
         .unwrap_or(0)
         + 4;
@@ -1555,13 +1813,12 @@ fn help_text() -> String {
             section = flag.section;
             let _ = writeln!(out, "\n{section}:");
         }
-        let _ = writeln!(
-            out,
-            "  {:<width$}{}",
-            flag.usage(),
-            flag.help,
-            width = column - 2
-        );
+        let usage = flag.usage();
+        if usage.len() > MAX_USAGE_WIDTH {
+            let _ = writeln!(out, "  {usage}\n{:column$}{}", "", flag.help);
+        } else {
+            let _ = writeln!(out, "  {usage:<width$}{}", flag.help, width = column - 2);
+        }
         out.push_str(&wrap(&flag.notes(), column, column, HELP_WIDTH));
     }
     let _ = writeln!(out, "\nGeneral:");
@@ -1769,6 +2026,18 @@ mod tests {
             Key::BodyBufferSize,
             Key::PipeSize,
             Key::UringEntries,
+            Key::Hooks,
+            Key::HooksFormat,
+            Key::HooksFile,
+            Key::HooksDir,
+            Key::HooksHttpUrls,
+            Key::HooksHttpProxyHeaders,
+            Key::HttpHookTimeout,
+            Key::HookTimeout,
+            Key::HooksWorkers,
+            Key::HooksQueue,
+            Key::HooksHttpRetries,
+            Key::HooksHttpRetryBackoff,
         ];
         assert_eq!(keys.len(), FLAGS.len());
         for key in keys {
@@ -1932,6 +2201,38 @@ mod tests {
             }),
             ("--uring-entries=128", "128", |c| {
                 c.uring_entries.to_string()
+            }),
+            ("--hooks=pre-create", "pre-create", |c| {
+                format!("{:?}", c.hooks)
+            }),
+            ("--hooks-format=tusd", "tusd", |c| {
+                c.hooks_format.name().to_owned()
+            }),
+            ("--hooks-file=/srv/hook", "/srv/hook", |c| {
+                format!("{:?}", c.hooks_file)
+            }),
+            ("--hooks-dir=/srv/hooks", "/srv/hooks", |c| {
+                format!("{:?}", c.hooks_dir)
+            }),
+            ("--hooks-http-urls=http://h/x", "http://h/x", |c| {
+                c.hooks_http_urls.join(",")
+            }),
+            (
+                "--hooks-http-proxy-headers=Authorization",
+                "Authorization",
+                |c| c.hooks_http_proxy_headers.join(","),
+            ),
+            ("--http-hook-timeout=7", "7", |c| {
+                format!("{:?}", c.http_hook_timeout)
+            }),
+            ("--hook-timeout=8", "8", |c| format!("{:?}", c.hook_timeout)),
+            ("--hooks-workers=7", "7", |c| c.hooks_workers.to_string()),
+            ("--hooks-queue=9", "9", |c| c.hooks_queue.to_string()),
+            ("--hooks-http-retries=0", "0", |c| {
+                c.hooks_http_retries.to_string()
+            }),
+            ("--hooks-http-retry-backoff=2", "2", |c| {
+                format!("{:?}", c.hooks_http_retry_backoff)
             }),
         ];
         assert_eq!(
@@ -2461,17 +2762,17 @@ RUSTUS_I=\"\"\r
 
     #[test]
     fn unsupported_flags_error_by_name() {
-        let e = err(&["--hooks-file", "/bin/hook"]);
-        assert_eq!(e.flag, "--hooks-file");
+        let e = err(&["--hooks-amqp-url", "amqp://x"]);
+        assert_eq!(e.flag, "--hooks-amqp-url");
         assert_eq!(
             e.message,
-            "'--hooks-file' is not supported by this build of tusring yet"
+            "'--hooks-amqp-url' is not supported by this build of tusring yet"
         );
         for flag in [
-            "--hooks",
-            "--hooks-http-urls=http://x",
+            "--hooks-amqp-exchange=x",
             "--hooks-amqp-celery",
-            "--http-hook-timeout",
+            "--hooks-amqp-declare-queues",
+            "--hooks-amqp-idle-channels-timeout",
         ] {
             assert!(
                 err(&[flag])
@@ -2515,16 +2816,17 @@ RUSTUS_I=\"\"\r
     fn env_of_unsupported_features_is_ignored() {
         let env = [
             ("RUSTUS_S3_URL", "https://s3.example"),
-            ("RUSTUS_HOOKS_FILE", "/bin/hook"),
-            ("RUSTUS_HOOKS", "pre-create"),
+            ("RUSTUS_HOOKS_AMQP_URL", "amqp://broker"),
+            ("RUSTUS_HOOKS_AMQP_CELERY", "maybe"),
             ("RUSTUS_HOOKS_AMQP_DURABLE_EXCHANGE", "true"),
             ("RUSTUS_SENTRY_DSN", "https://key@sentry.example/1"),
             ("RUSTUS_INFO_DB_DSN", "redis://localhost/0"),
             ("RUSTUS_HOOKS_KAFKA_URLS", "a:1"),
         ];
-        let dotenv = "RUSTUS_HOOKS_DIR=/hooks\nRUSTUS_HOOKS_NATS_URLS=nats://x\n";
+        let dotenv = "RUSTUS_HOOKS_AMQP_EXCHANGE=x\nRUSTUS_HOOKS_NATS_URLS=nats://x\n";
         let c = config_of(&[], &env, Some(dotenv));
         assert_eq!(c.port, 1081);
+        assert!(c.hooks_file.is_none() && c.hooks_http_urls.is_empty());
     }
 
     #[test]
@@ -2536,5 +2838,128 @@ RUSTUS_I=\"\"\r
         let long = "x".repeat(500);
         let e = err(&[&format!("--port={long}")]);
         assert!(e.message.len() < 200);
+    }
+
+    #[test]
+    fn hook_defaults() {
+        let c = cfg(&["-w", "3"]);
+        assert_eq!(c.hooks, EventSet::all());
+        assert_eq!(c.hooks_format, HookFormat::Default);
+        assert_eq!((c.hooks_file.as_ref(), c.hooks_dir.as_ref()), (None, None));
+        assert!(c.hooks_http_urls.is_empty() && c.hooks_http_proxy_headers.is_empty());
+        assert_eq!(c.http_hook_timeout, Duration::from_secs(2));
+        assert_eq!(c.hook_timeout, Duration::from_secs(30));
+        assert_eq!(c.hooks_workers, 6);
+        assert_eq!(cfg(&["-w", "1"]).hooks_workers, 2);
+        assert_eq!(cfg(&["-w", "1000"]).hooks_workers, 64);
+        assert_eq!(c.hooks_queue, 1024);
+        assert_eq!(c.hooks_http_retries, 3);
+        assert_eq!(c.hooks_http_retry_backoff, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn hook_flags() {
+        let c = cfg(&[
+            "--hooks",
+            " post-finish , pre-create,",
+            "--hooks-http-urls",
+            "http://a:8000/hooks, https://b.example/x",
+            "--hooks-http-proxy-headers",
+            "Authorization,X-Tenant-Id",
+            "--hooks-format",
+            "V2",
+        ]);
+        let events: Vec<_> = c.hooks.iter().map(crate::hooks::Event::name).collect();
+        assert_eq!(events, ["pre-create", "post-finish"]);
+        assert_eq!(
+            c.hooks_http_urls,
+            ["http://a:8000/hooks", "https://b.example/x"]
+        );
+        assert_eq!(c.hooks_http_proxy_headers, ["Authorization", "X-Tenant-Id"]);
+        assert_eq!(c.hooks_format, HookFormat::V2);
+        // An explicitly empty list on the command line turns every event off; an empty
+        // variable counts as unset (the default: all).
+        assert!(cfg(&["--hooks="]).hooks.is_empty());
+        assert_eq!(
+            config_of(&[], &[("RUSTUS_HOOKS", "")], None).hooks,
+            EventSet::all()
+        );
+        let c = config_of(
+            &[],
+            &[
+                ("RUSTUS_HOOKS", "pre-terminate"),
+                ("RUSTUS_HOOKS_FORMAT", "tusd"),
+                ("RUSTUS_HOOKS_DIR", "/etc/tusring/hooks"),
+                ("RUSTUS_HOOKS_WORKERS", "3"),
+            ],
+            Some("RUSTUS_HOOKS_QUEUE=5\nRUSTUS_HOOKS_HTTP_RETRIES=1\n"),
+        );
+        assert_eq!(c.hooks.iter().count(), 1);
+        assert_eq!(c.hooks_format, HookFormat::Tusd);
+        assert_eq!(c.hooks_dir, Some(PathBuf::from("/etc/tusring/hooks")));
+        assert_eq!((c.hooks_workers, c.hooks_queue), (3, 5));
+        assert_eq!(c.hooks_http_retries, 1);
+    }
+
+    #[test]
+    fn bad_hook_values() {
+        let e = err(&["--hooks", "pre-create,pre-finish"]);
+        assert_eq!(e.flag, "--hooks");
+        assert!(e.message.contains("unknown hook 'pre-finish'"), "{e}");
+        assert!(e.message.contains("post-terminate"), "{e}");
+        let e = error_of(&[], &[("RUSTUS_HOOKS", "everything")], None);
+        assert!(e.message.contains("RUSTUS_HOOKS (--hooks)"), "{e}");
+        let e = err(&["--hooks-format", "json"]);
+        assert_eq!(e.flag, "--hooks-format");
+        assert!(e.message.contains("default, v2, tusd"), "{e}");
+        for bad in [
+            "ftp://x/y",
+            "localhost:8000",
+            "http://",
+            "http:///x",
+            "http://a b",
+        ] {
+            let e = err(&[&format!("--hooks-http-urls=http://ok,{bad}")]);
+            assert_eq!(e.flag, "--hooks-http-urls", "{bad}");
+            assert!(
+                e.message.contains("is not an http:// or https:// URL"),
+                "{e}"
+            );
+        }
+        let e = err(&["--hooks-http-proxy-headers", "Authorization,Bad Header"]);
+        assert!(
+            e.message.contains("'Bad Header' is not a header name"),
+            "{e}"
+        );
+        assert!(err(&["--hooks-file="])
+            .message
+            .contains("must not be empty"));
+        assert!(err(&["--hooks-dir="]).message.contains("must not be empty"));
+        for (flag, bad) in [
+            ("--http-hook-timeout", "0"),
+            ("--hook-timeout", "soon"),
+            ("--hooks-http-retry-backoff", "-1"),
+            ("--hooks-workers", "0"),
+            ("--hooks-workers", "1025"),
+            ("--hooks-queue", "0"),
+            ("--hooks-queue", "x"),
+            ("--hooks-http-retries", "101"),
+            ("--hooks-http-retries", "-1"),
+        ] {
+            let e = err(&[&format!("{flag}={bad}")]);
+            assert_eq!(e.flag, flag, "{bad}");
+        }
+        let e = error_of(&[], &[("RUSTUS_HTTP_HOOK_TIMEOUT", "0")], None);
+        assert!(
+            e.message
+                .contains("RUSTUS_HTTP_HOOK_TIMEOUT (--http-hook-timeout)"),
+            "{e}"
+        );
+        let e = error_of(&[], &[], Some("RUSTUS_HOOKS_WORKERS=lots\n"));
+        assert!(
+            e.message
+                .contains("RUSTUS_HOOKS_WORKERS in .env (--hooks-workers)"),
+            "{e}"
+        );
     }
 }

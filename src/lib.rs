@@ -12,6 +12,8 @@
 //! * [`server`]: the I/O shell: one tokio-uring runtime per core, each with its own
 //!   `SO_REUSEPORT` listener, driving connections through the pure layers.
 //! * [`config`]: rustus's flags and `RUSTUS_*` variables, parsed and validated.
+//! * [`hooks`]: rustus's hooks (file, directory, HTTP) on a pool of blocking worker
+//!   threads, fed by bounded channels; core threads only enqueue and await verdicts.
 //!
 //! `DESIGN.md` at the top of the repository explains the thread model, buffer
 //! ownership, timeouts, durability and locking.
@@ -19,6 +21,7 @@
 
 pub mod config;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod log;

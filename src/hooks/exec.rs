@@ -143,7 +143,13 @@ fn supervise(child: &mut Child, timeout: Duration, tag: &str) -> Result<(), Exec
         }
         if out.open() || err.open() {
             let wait = (deadline - now).min(EXIT_POLL);
-            poll_read(&mut [&mut out, &mut err], wait, tag, &mut logged, &mut skipped);
+            poll_read(
+                &mut [&mut out, &mut err],
+                wait,
+                tag,
+                &mut logged,
+                &mut skipped,
+            );
         } else {
             // Both pipes closed: wait for the exit itself, a little at a time.
             std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
@@ -332,7 +338,11 @@ mod tests {
         let running = Running::default();
         let t = Duration::from_secs(5);
         let out = d.join("args");
-        let ok = script(&d, "ok", &format!("printf '%s\\n' \"$@\" > {}", out.display()));
+        let ok = script(
+            &d,
+            "ok",
+            &format!("printf '%s\\n' \"$@\" > {}", out.display()),
+        );
         run(&ok, &["pre-create", "{\"a\": 1}"], t, "x", &running).unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
@@ -372,12 +382,12 @@ mod tests {
     fn a_flood_of_output_does_not_block() {
         let d = tmp("flood");
         let running = Running::default();
-        // About 8 MiB on each pipe: far beyond a pipe's buffer.
+        // Megabytes on each pipe, far beyond a pipe's buffer: short lines on stdout, one
+        // endless line on stderr.
         let flood = script(
             &d,
             "flood",
-            "i=0; while [ $i -lt 2000 ]; do head -c 4096 /dev/zero | tr '\\0' 'a'; echo; i=$((i+1)); done; \
-             head -c 8000000 /dev/zero >&2; exit 0",
+            "yes . | head -n 1000000; head -c 8000000 /dev/zero >&2; exit 0",
         );
         let started = Instant::now();
         run(&flood, &[], Duration::from_secs(20), "flood", &running).unwrap();

@@ -52,6 +52,11 @@ impl Failure {
         }
     }
 
+    /// The receiver answered (with a status that is not 2xx).
+    pub fn is_status(&self) -> bool {
+        matches!(self, Failure::Status { .. })
+    }
+
     /// The error a pre-hook request gets for this failure.
     pub fn into_hook_error(self, event: Event) -> HookError {
         match self {
@@ -60,8 +65,9 @@ impl Failure {
                 body,
                 content_type,
             } => HookError::Rejected {
-                // rustus: a code that is not a valid HTTP status becomes 500.
-                status: if (300..=599).contains(&status) {
+                // rustus: a code that is not a valid HTTP status becomes 500. 304 has
+                // no body in HTTP/1.1 framing, so it is not relayed either.
+                status: if (300..=599).contains(&status) && status != 304 {
                     status
                 } else {
                     500

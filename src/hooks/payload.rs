@@ -380,7 +380,10 @@ mod tests {
         assert_eq!(u["parts"], serde_json::json!(["p1"]));
         assert_eq!(u["offset"], 3);
         let text = render(Format::Default, &up, &req);
-        assert!(text.contains(r#""metadata":{"a":"\"q\"\n","z":"1"}"#), "{text}");
+        assert!(
+            text.contains(r#""metadata":{"a":"\"q\"\n","z":"1"}"#),
+            "{text}"
+        );
         let t: serde_json::Value = serde_json::from_str(&render(Format::Tusd, &up, &req)).unwrap();
         assert_eq!(t["Upload"]["Size"], serde_json::Value::Null);
         assert_eq!(t["Upload"]["SizeIsDeferred"], true);
@@ -405,7 +408,10 @@ mod tests {
         assert_eq!(normalized_uri("/files", None, None), "/files/");
         assert_eq!(normalized_uri("", None, None), "/");
         assert_eq!(normalized_uri("", Some("i"), None), "/i/");
-        assert_eq!(normalized_uri("/a/b", Some("i"), Some("x=1")), "/a/b/i/?x=1");
+        assert_eq!(
+            normalized_uri("/a/b", Some("i"), Some("x=1")),
+            "/a/b/i/?x=1"
+        );
     }
 
     #[test]
@@ -431,6 +437,9 @@ mod tests {
             assert_eq!(remote_addr(&h, p, *proxy), *want, "{extra:?} {proxy}");
         }
         let v6: IpAddr = "::1".parse().unwrap();
-        assert_eq!(remote_addr(&head("GET / HTTP/1.1\r\n\r\n"), v6, false), "::1");
+        assert_eq!(
+            remote_addr(&head("GET / HTTP/1.1\r\n\r\n"), v6, false),
+            "::1"
+        );
     }
 }

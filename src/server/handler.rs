@@ -4,7 +4,8 @@
 
 use super::conn::{BodyEnd, BodyIo};
 use super::core::Core;
-use crate::error::{Error, Source};
+use crate::error::{Error, HookError, Source};
+use crate::hooks::{Event, Origin};
 use crate::http::head::{Method, RequestHead};
 use crate::http::response::Response;
 use crate::limits::MAX_TUS_INTEGER;
@@ -54,14 +55,40 @@ impl Reply {
     }
 }
 
-/// The response for an error: status, one-line text body, `Allow` for 405.
+/// The response for an error: status, one-line text body, `Allow` for 405,
+/// `Retry-After` for a full hook queue; an HTTP pre-hook's refusal is relayed as it
+/// is (status, body, and its content type or `text/plain; charset=utf-8`).
 pub fn error_response(err: &Error, _tus: bool) -> Response {
     let mut resp = Response::new(err.status());
-    if let Error::MethodNotAllowed(allow) = err {
-        resp.header("Allow", *allow);
+    match err {
+        Error::MethodNotAllowed(allow) => resp.header("Allow", *allow),
+        Error::Hook(HookError::Rejected {
+            body, content_type, ..
+        }) => {
+            let ct = content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain; charset=utf-8".to_string());
+            resp.header("Content-Type", ct);
+            resp.body = body.clone().into();
+            return resp;
+        }
+        Error::Hook(HookError::QueueFull) => resp.header("Retry-After", "1"),
+        _ => {}
     }
     resp.text(err.message());
     resp
+}
+
+/// Where a hook event of this request comes from (the message's request part).
+fn origin(core: &Core, ctx: &RequestCtx<'_>, method: &str, id: Option<&Uuid>) -> Origin {
+    let id = id.map(Uuid::to_string);
+    core.shared.hooks.origin(
+        ctx.head,
+        method,
+        &core.shared.config.url,
+        id.as_deref(),
+        ctx.peer,
+    )
 }
 
 /// The method after `X-HTTP-Method-Override`, which rustus honours on every request.
@@ -137,7 +164,7 @@ async fn tus(
         (Route::Collection, Method::Post) if ext.creation => create(core, ctx, body).await,
         (Route::Upload(id), Method::Head) => head(core, &id).await,
         (Route::Upload(id), Method::Patch) => patch(core, ctx, &id, body).await,
-        (Route::Upload(id), Method::Delete) if ext.termination => delete(core, &id).await,
+        (Route::Upload(id), Method::Delete) if ext.termination => delete(core, ctx, &id).await,
         _ => Err(Error::MethodNotAllowed(
             route.allow(ext.creation, ext.termination),
         )),
@@ -211,6 +238,13 @@ async fn create(
     let id = new_upload_id();
     let _lock = UploadLock::try_acquire(id).ok_or(Error::Locked)?;
     let mut info = UploadInfo::new(id.to_string(), length, crate::time::now_unix(), metadata);
+    let hooks = &core.shared.hooks;
+    // rustus-compat §3.1: after validation, before anything exists; a refusal leaves
+    // nothing behind (the body, if any, is never read).
+    if hooks.wants(Event::PreCreate) {
+        let from = origin(core, ctx, "POST", None);
+        hooks.pre(Event::PreCreate, &info, from).await?;
+    }
     let store = &core.shared.store;
     let (file, path) = store.create_data(&mut info).await?;
     let mut body_error = None;
@@ -231,6 +265,19 @@ async fn create(
     };
     resp.header("Location", location);
     resp.header("Upload-Offset", info.offset.to_string());
+    // The upload exists (even if its body was cut short): post-finish when this POST
+    // completed it (creation-with-upload of everything, an empty upload), else
+    // post-create.
+    let event = if info.is_complete() {
+        Event::PostFinish
+    } else {
+        Event::PostCreate
+    };
+    if hooks.wants(event) {
+        hooks
+            .post(event, info, origin(core, ctx, "POST", None))
+            .await;
+    }
     Ok(Reply {
         close: body_error.is_some(),
         ..Reply::new(resp)
@@ -323,6 +370,20 @@ async fn patch(
     if got.end_offset != start || set_length.is_some() {
         store.write_info(&upload.info).await?;
     }
+    // post-finish when this PATCH completed the upload, post-receive when it stored
+    // bytes (even if its body then failed: the upload moved on).
+    let event = if upload.info.is_complete() {
+        Some(Event::PostFinish)
+    } else if got.end_offset != start {
+        Some(Event::PostReceive)
+    } else {
+        None
+    };
+    let hooks = &core.shared.hooks;
+    if let Some(event) = event.filter(|e| hooks.wants(*e)) {
+        let from = origin(core, ctx, "PATCH", Some(id));
+        hooks.post(event, upload.info, from).await;
+    }
     let mut resp = match &got.error {
         None => Response::new(204),
         Some(err) => error_response(err, true),
@@ -335,11 +396,21 @@ async fn patch(
 }
 
 /// §2.6: termination.
-async fn delete(core: &Rc<Core>, id: &Uuid) -> Result<Reply, Error> {
+async fn delete(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, Error> {
     let _lock = UploadLock::try_acquire(*id).ok_or(Error::Locked)?;
     let store = &core.shared.store;
     let upload = store.read_info(id).await?;
+    let hooks = &core.shared.hooks;
+    // rustus-compat §3.1: before anything is removed; a refusal keeps the upload.
+    if hooks.wants(Event::PreTerminate) {
+        let from = origin(core, ctx, "DELETE", Some(id));
+        hooks.pre(Event::PreTerminate, &upload.info, from).await?;
+    }
     store.remove(&upload).await?;
+    if hooks.wants(Event::PostTerminate) {
+        let from = origin(core, ctx, "DELETE", Some(id));
+        hooks.post(Event::PostTerminate, upload.info, from).await;
+    }
     Ok(Reply::new(Response::new(204)))
 }
 

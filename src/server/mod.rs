@@ -14,6 +14,7 @@ pub mod notify;
 pub mod splice;
 
 use crate::config::Config;
+use crate::hooks::Hooks;
 use crate::storage::files::FileStore;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -30,6 +31,9 @@ pub const STATUS_PERIOD: Duration = Duration::from_secs(2);
 /// A core whose heartbeat has not moved for this long (or the watchdog interval, if
 /// longer) is taken as stuck: the main thread stops sending `WATCHDOG=1`.
 pub const CORE_STALL: Duration = Duration::from_secs(1);
+
+/// The least time queued hook events get after the cores have finished.
+pub const HOOKS_LAST_WAIT: Duration = Duration::from_secs(1);
 
 /// Shutdown phases, sent to every core over a watch channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -53,6 +57,8 @@ pub struct Shared {
     pub extensions_header: String,
     /// Bodies may be spliced socket → pipe → file (zero-copy).
     pub splice: bool,
+    /// The hooks: events go to their worker pool; [`Hooks::wants`] is cheap.
+    pub hooks: Hooks,
 }
 
 /// Why the daemon could not start (exit code 1).
@@ -143,7 +149,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // that every core thread inherits the mask and none is interrupted.
     let signals = listen::block_shutdown_signals();
 
+    // The hook workers start before the cores (they inherit the blocked signals);
+    // missing hook files are logged here, once.
+    let hooks = Hooks::start(&config).map_err(StartError)?;
     let shared = Arc::new(Shared {
+        hooks,
         extensions_header: extensions_header(&config),
         splice: !config.disable_splice,
         config,
@@ -217,11 +227,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         if let Some(interval) = watchdog {
             if now >= next_ping {
                 // Ping only while every core still runs its tasks.
-                match liveness.stalled(&beats, &threads, interval.max(CORE_STALL)) {
+                let limit = interval.max(CORE_STALL);
+                match liveness.stalled(&beats, &threads, limit, phase == Phase::Running) {
                     None => notifier.watchdog(),
                     Some(i) => crate::warn!(
-                        "core {i} has not run for {:.1} s: withholding the systemd watchdog ping",
-                        interval.max(CORE_STALL).as_secs_f64()
+                        "core {i} is stuck or gone (no heartbeat for {:.1} s): withholding the systemd watchdog ping",
+                        limit.as_secs_f64()
                     ),
                 }
                 next_ping = now + notify::ping_period(interval);
@@ -280,6 +291,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
             let _ = t.join();
         }
     }
+    // Events already queued are delivered within the grace period (counted from the
+    // signal), and get at least HOOKS_LAST_WAIT after the cores finished, for the events
+    // of the last requests.
+    let grace_end = deadline
+        .map(|d| d - FORCE_CLOSE_WAIT * 2)
+        .unwrap_or_else(|| Instant::now() + grace);
+    shared
+        .hooks
+        .shutdown(grace_end.max(Instant::now() + HOOKS_LAST_WAIT));
     crate::info!("tusring stopped");
     Ok(())
 }
@@ -310,12 +330,14 @@ impl Liveness {
         }
     }
 
-    /// The first core still running whose heartbeat has not moved for `limit`.
+    /// The first core whose heartbeat has not moved for `limit`. While `serving`, a core
+    /// thread that ended (a panic) counts too; during a shutdown, ended cores are done.
     fn stalled(
         &mut self,
         beats: &[Arc<AtomicU64>],
         threads: &[std::thread::JoinHandle<()>],
         limit: Duration,
+        serving: bool,
     ) -> Option<usize> {
         let now = Instant::now();
         let mut stuck = None;
@@ -325,11 +347,33 @@ impl Liveness {
                 *seen = (v, now);
             } else if stuck.is_none()
                 && now.duration_since(seen.1) > limit
-                && !threads.get(i).is_some_and(|t| t.is_finished())
+                && (serving || !threads.get(i).is_some_and(|t| t.is_finished()))
             {
                 stuck = Some(i);
             }
         }
         stuck
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_core_whose_heartbeat_stops_is_found() {
+        let beats: Vec<Arc<AtomicU64>> = (0..2).map(|_| Arc::new(AtomicU64::new(0))).collect();
+        let mut l = Liveness::new(&beats);
+        let limit = Duration::from_millis(50);
+        assert_eq!(l.stalled(&beats, &[], limit, true), None);
+        std::thread::sleep(Duration::from_millis(30));
+        beats[0].fetch_add(1, Ordering::Relaxed);
+        beats[1].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(l.stalled(&beats, &[], limit, true), None);
+        std::thread::sleep(Duration::from_millis(80));
+        beats[0].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(l.stalled(&beats, &[], limit, true), Some(1));
+        beats[1].fetch_add(1, Ordering::Relaxed);
+        assert_eq!(l.stalled(&beats, &[], limit, true), None);
     }
 }

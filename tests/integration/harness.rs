@@ -237,7 +237,19 @@ impl DaemonBuilder {
     }
 }
 
-fn clear_rustus_env(cmd: &mut Command) {
+/// Variables the test process may have (e.g. when the test run is itself a systemd
+/// service) that would change how the daemon starts: systemd's notification, watchdog
+/// and socket-activation variables. Tests that want them set them explicitly.
+pub const SYSTEMD_VARS: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+];
+
+pub fn clear_rustus_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if let Some(k) = k.to_str() {
             if k.starts_with("RUSTUS_") {
@@ -245,9 +257,12 @@ fn clear_rustus_env(cmd: &mut Command) {
             }
         }
     }
+    for k in SYSTEMD_VARS {
+        cmd.env_remove(k);
+    }
 }
 
-fn drain_lines<R: Read>(r: R, buf: Arc<Mutex<String>>, tx: Option<mpsc::Sender<String>>) {
+pub fn drain_lines<R: Read>(r: R, buf: Arc<Mutex<String>>, tx: Option<mpsc::Sender<String>>) {
     let mut reader = BufReader::new(r);
     let mut line = Vec::new();
     loop {
@@ -265,7 +280,7 @@ fn drain_lines<R: Read>(r: R, buf: Arc<Mutex<String>>, tx: Option<mpsc::Sender<S
     }
 }
 
-fn parse_listening(line: &str) -> Option<u16> {
+pub fn parse_listening(line: &str) -> Option<u16> {
     let marker = "listening on http://127.0.0.1:";
     let i = line.find(marker)?;
     let rest = &line[i + marker.len()..];

@@ -12,5 +12,7 @@ mod conc;
 mod core;
 mod crash;
 mod datapath;
+mod hooks;
 mod http1;
 mod interop;
+mod ops;
