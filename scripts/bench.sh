@@ -31,17 +31,22 @@
 #   hold    1000 concurrent uploads trickling slowly: peak RSS of the server (VmHWM),
 #           and how many uploads are intact afterwards (HEAD offset == length)
 #
-# Method (see shared design notes on this machine's pitfalls): data on tmpfs by default
-# (--data-dir to measure a disk); every measurement gets a fresh server and directory;
-# memory is touched and freed before each timed run; created files are kept until the
-# end of the run and deleted last, except the few 1 GiB files of `big`, which are deleted
-# right after their measurement so that tmpfs does not fill the memory; each measurement
-# is repeated (3 times, 2 with --quick) with the servers in a rotating order; each timed
-# run waits for the machine to be quiet (up to $BENCH_QUIET_WAIT s, default 30, 10 with
-# --quick; at most $BENCH_QUIET_BUDGET s in the whole run, default 240, 60 with --quick,
-# so that a busy machine cannot stretch the run), the CPU used by other processes during
-# it is measured, and a run where that exceeds $BENCH_OTHER_MAX cores (default 0.15) is
-# run again ($BENCH_RETRIES times, default 1), then flagged as disturbed.
+# Method (see the pitfalls of this machine in the shared design notes):
+# - data on tmpfs by default (--data-dir DIR to measure a disk instead);
+# - every measurement gets a freshly started server and its own directory;
+# - memory is touched and freed before each timed run;
+# - on a disk, created files are kept until the end of the run and deleted last (mass
+#   deletes slow later file creation on ext4 for minutes); on tmpfs, which has no such
+#   effect but holds everything in memory (a full run creates millions of files), each
+#   measurement's directory is deleted right after it, outside the timing; the 1 GiB
+#   files of `big` are deleted right after their measurement everywhere;
+# - each measurement is repeated (3 times, 2 with --quick), servers in rotating order;
+# - each timed run first waits for the machine to be quiet (up to $BENCH_QUIET_WAIT s,
+#   default 30, 10 with --quick; at most $BENCH_QUIET_BUDGET s over the whole run,
+#   default 240, 60 with --quick, so that a busy machine cannot stretch the run); the CPU
+#   other processes use during the run is measured, and a run where they used more than
+#   $BENCH_OTHER_MAX cores (default 0.15) is run again ($BENCH_RETRIES times, default 1),
+#   then flagged as disturbed.
 #
 # Output: one table (metric x server: median, [min-max] over the repeats, ratio to
 # tusring-w2's median) on stdout and in benches/results/<date>-<host>.md (with -quick
@@ -173,6 +178,7 @@ if [ -z "$DATA_PARENT" ]; then
 fi
 mkdir -p "$DATA_PARENT"
 DATA="$(mktemp -d "$DATA_PARENT/tusring-bench.XXXXXX")"
+DATA_FS="$(stat -f -c %T "$DATA")"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tusring-bench-work.XXXXXX")"
 RAW="$WORK/raw.tsv"
 : >"$RAW"
@@ -185,7 +191,7 @@ cleanup() {
         kill -TERM "$SRV_PID" 2>/dev/null || true
         wait "$SRV_PID" 2>/dev/null || true
     fi
-    # Deleting last: every file of the run goes at once, after the last measurement.
+    # Deleting last: what the run kept goes at once, after the last measurement.
     rm -rf "$DATA" "$WORK"
     exit "$rc"
 }
@@ -234,7 +240,10 @@ start_server() {
 start_server_once() {
     local name="$1" dir="$2" port
     port="$(free_port)"
-    mkdir -p "$dir"
+    if ! mkdir -p "$dir"; then
+        SRV_STUCK=1 # e.g. the data directory is full: other ports will not help
+        return 1
+    fi
     SRV_LOG="$dir.log"
     SRV_URL="http://127.0.0.1:$port/files"
     case "$name" in
@@ -319,10 +328,23 @@ record() {
 
 disturbed() { awk -v o="$M_OTHER" -v m="$OTHER_MAX" 'BEGIN { exit !(o > m) }'; }
 
+# Stops the run (cleanly) if the data directory or the memory is running out: tmpfs
+# lives in memory, and a full one would hurt everything else on the machine.
+check_room() {
+    local need=$(($1 / 1024 + 4 * 1024 * 1024)) avail mem
+    avail="$(df -Pk "$DATA" | awk 'NR == 2 {print $4}')"
+    mem="$(awk '/MemAvailable/ {print $2}' /proc/meminfo)"
+    if [ "$avail" -lt "$need" ] || { [ "$DATA_FS" = tmpfs ] && [ "$mem" -lt "$need" ]; }; then
+        log "bench.sh: less than $((need / 1024)) MiB left in $DATA ($((avail / 1024)) MiB) or in memory ($((mem / 1024)) MiB); stopping"
+        exit 1
+    fi
+}
+
 # Touches and frees $1 bytes of memory (the VM hands free memory back to its host, and
 # touching it again is slow), then waits (up to $BENCH_QUIET_WAIT s) until the machine
 # has been quiet for 0.3 s: the server is idle then, so any CPU use is others'.
 touch_memory() {
+    check_room "$1"
     "$TUSLOAD" touch --size "$1" >/dev/null
     local b0 b1 waited=0
     while [ "$waited" -lt "$QUIET_WAIT" ] && [ "$QUIET_LEFT" -gt 0 ]; do
@@ -336,6 +358,12 @@ touch_memory() {
         waited=$((waited + 1))
         QUIET_LEFT=$((QUIET_LEFT - 1))
     done
+}
+
+# Removes a measurement's directory where keeping it costs memory (tmpfs); on a disk it
+# stays until the end of the run.
+done_with() {
+    [ "$DATA_FS" != tmpfs ] || rm -rf "$1" "$1.log"
 }
 
 # rotate N ITEMS...: the items starting at index N mod count.
@@ -408,14 +436,15 @@ measure_small() {
         dir="$DATA/small$conns/$srv/r$rep-$attempt"
         out="$WORK/small$conns-$srv-$rep-$attempt.out"
         start_server "$srv" "$dir" || { NOTES+=("small: $srv did not start"); return 0; }
-        touch_memory 512M
+        touch_memory $((512 << 20))
         measured "$out" "$TUSLOAD" small --url "$SRV_URL" --size "$SMALL_SIZE" --conns "$conns" \
             --duration "$SMALL_DUR" --warmup "$SMALL_WARM" --csv || true
         stop_server
+        done_with "$dir"
         rate="$(csv_field small 4 "$out")" p99="$(csv_field small 6 "$out")"
         errors="$(csv_field small 7 "$out")"
-        if [ -z "$rate" ]; then
-            NOTES+=("small $conns: $srv failed: $(tail -n 1 "$out")")
+        if [ -z "$rate" ] || awk -v r="$rate" 'BEGIN { exit !(r == 0) }'; then
+            NOTES+=("small $conns: $srv failed: $(grep -m1 -E 'errors|tusload:' "$out" || tail -n 1 "$out")")
             return 0
         fi
         [ "${errors:-0}" = 0 ] || NOTES+=("small $conns: $srv #$rep: $errors errors ($(grep -m1 'errors' "$out" | sed 's/^ *//'))")
@@ -441,17 +470,20 @@ measure_hold() {
         dir="$DATA/hold/$srv/r$rep-$attempt"
         out="$WORK/hold-$srv-$rep-$attempt.out"
         start_server "$srv" "$dir" || { NOTES+=("hold: $srv did not start"); return 0; }
-        touch_memory 512M
+        touch_memory $((512 << 20))
         measured "$out" "$TUSLOAD" hold --url "$SRV_URL" --uploads "$HOLD_UPLOADS" \
             --size "$HOLD_SIZE" --piece "$HOLD_PIECE" --interval "$HOLD_INTERVAL" \
             --server-pid "$SRV_PID" --csv || true
         hwm="$(proc_mem "$SRV_PID" VmHWM)"
         stop_server
+        done_with "$dir"
         intact="$(csv_field hold 6 "$out")"
         if [ -z "$intact" ]; then
             NOTES+=("hold: $srv failed: $(tail -n 1 "$out")")
             return 0
         fi
+        [ "$intact" = "$HOLD_UPLOADS" ] ||
+            NOTES+=("hold: $srv #$rep: only $intact of $HOLD_UPLOADS uploads intact")
         FLAG=""
         if disturbed && [ "$attempt" -le "$RETRIES" ]; then
             log "  hold $srv #$rep: other processes used $M_OTHER cores; again"

@@ -41,6 +41,9 @@
 //!   without a reset (it lingers to avoid one);
 //! * every byte it sent parses as complete HTTP/1.1 responses (`Content-Length` framed),
 //!   and none is a 500 (a storage or internal failure: the disk here is healthy);
+//! * what is on disk is consistent: every `.info` record reads back, its data file holds
+//!   exactly `offset` bytes (at most the length), no `.info.tmp` or record-less data file
+//!   is left;
 //! * the connection is gone (`open_connections() == 0`), every upload lock is released
 //!   (`locks::held() == 0`), and the process has no more file descriptors than before
 //!   the input (no leaked file, pipe or socket);
@@ -64,6 +67,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use tusring::config::{load, Action, LogLevel};
+use tusring::storage::info::UploadInfo;
 
 /// How long the daemon may take to close a connection after the client's FIN.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(10);
@@ -119,7 +123,9 @@ fn daemons() -> &'static Daemons {
     })
 }
 
-/// A fresh directory for this process's daemons (tmpfs when there is one).
+/// A fresh directory for this process's daemons (tmpfs when there is one). The
+/// directories of earlier fuzzer processes that are gone (a crash ends the process
+/// without cleaning up) are removed first.
 fn scratch_root() -> PathBuf {
     let base = std::env::var_os("TUSRING_FUZZ_DIR")
         .map(PathBuf::from)
@@ -128,6 +134,17 @@ fn scratch_root() -> PathBuf {
             shm.is_dir().then_some(shm)
         })
         .unwrap_or_else(std::env::temp_dir);
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("tusring-fuzz-") else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let root = base.join(format!("tusring-fuzz-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("create the scratch directory");
@@ -206,14 +223,20 @@ fn start(name: &'static str, root: &Path, extra: &[&str]) -> Daemon {
 
 /// `GET /health`'s status, or `None` if the daemon does not answer.
 fn health(addr: SocketAddr) -> Option<u16> {
+    health_answer(addr).map(|(status, _)| status)
+}
+
+/// `GET /health`'s status and whole answer.
+fn health_answer(addr: SocketAddr) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     s.write_all(b"GET /health HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n")
         .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
-    let text = String::from_utf8_lossy(&out);
-    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    Some((status, text))
 }
 
 /// The bytes the daemon sent back, and whether it closed the connection normally.
@@ -362,6 +385,71 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// Checks what the daemon left on disk once it is idle: every record reads back (none is
+/// torn, no `.info.tmp` is left), its data file exists and holds exactly `offset` bytes
+/// (the offset never runs ahead of or behind the data), the offset does not pass the
+/// length, and every data file has a record.
+fn check_storage(d: &Daemon) {
+    let mut data_files: Vec<PathBuf> = std::fs::read_dir(&d.data_dir)
+        .expect("list the data directory")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for entry in std::fs::read_dir(&d.info_dir)
+        .expect("list the info directory")
+        .flatten()
+    {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            name.ends_with(".info"),
+            "daemon {}: stray file {name} in the info directory",
+            d.name
+        );
+        let bytes = std::fs::read(&path).expect("read an info record");
+        let info = match UploadInfo::from_json(&bytes) {
+            Ok(info) => info,
+            Err(e) => panic!(
+                "daemon {}: record {name} does not read back ({e}): {:?}",
+                d.name,
+                String::from_utf8_lossy(&bytes)
+            ),
+        };
+        assert_eq!(
+            format!("{}.info", info.id),
+            name,
+            "record named after another ID"
+        );
+        let data = PathBuf::from(info.path.as_deref().expect("a record without a data path"));
+        let size = std::fs::metadata(&data)
+            .unwrap_or_else(|e| panic!("daemon {}: data file of {name}: {e}", d.name))
+            .len();
+        assert_eq!(
+            size, info.offset,
+            "daemon {}: {name} says offset {} but the data file holds {size} bytes",
+            d.name, info.offset
+        );
+        if let Some(length) = info.length {
+            assert!(
+                info.offset <= length,
+                "daemon {}: {name} is past its length",
+                d.name
+            );
+        }
+        data_files.retain(|p| *p != data);
+    }
+    let leftover: Vec<String> = data_files
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "daemon {}: data files without a record: {leftover:?}",
+        d.name
+    );
+}
+
 /// What each open file descriptor is, for the leak message.
 fn describe_fds() -> String {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
@@ -466,12 +554,11 @@ fuzz_target!(|data: &[u8]| {
         "file descriptors leaked: {fds} open, {fds_before} before the input: {}",
         describe_fds()
     );
-    assert_eq!(
-        health(d.addr),
-        Some(200),
-        "daemon {} stopped answering /health",
-        d.name
-    );
+    check_storage(d);
+    match health_answer(d.addr) {
+        Some((200, _)) => {}
+        other => panic!("daemon {} stopped answering /health: {other:?}", d.name),
+    }
     wait_idle();
     wipe(d);
     if std::env::var_os("TUSRING_FUZZ_TIMING").is_some() {

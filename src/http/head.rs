@@ -231,7 +231,11 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
-        Err(httparse::Error::Version) => Err(classify_version(window)),
+        Err(httparse::Error::Version) => match classify_version(window) {
+            Some(e) => Err(e),
+            None if buf.len() > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+            None => Ok(None),
+        },
         Err(_) => Err(HeadError::Malformed),
     }
 }
@@ -275,9 +279,11 @@ fn check_target_length(window: &[u8]) -> Result<(), HeadError> {
 }
 
 /// httparse reports every unknown version as `Error::Version`. A syntactically
-/// valid `HTTP/x.y` (or a prefix of one, at the end of the buffer) gets 505; any
-/// other token is a malformed request line.
-fn classify_version(window: &[u8]) -> HeadError {
+/// valid `HTTP/x.y` gets 505; any other token is a malformed request line. A version
+/// token that the buffer ends inside, and that may still become valid, is decided only
+/// when it is complete (`None`: need more), so the answer never depends on how the bytes
+/// were split (a fuzz finding: `fuzz/regressions/head/`).
+fn classify_version(window: &[u8]) -> Option<HeadError> {
     let start = window
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
@@ -286,7 +292,7 @@ fn classify_version(window: &[u8]) -> HeadError {
     let mut parts = line.splitn(3, |&b| b == b' ');
     let (Some(_method), Some(_target), Some(rest)) = (parts.next(), parts.next(), parts.next())
     else {
-        return HeadError::Malformed;
+        return Some(HeadError::Malformed);
     };
     let end = memchr::memchr3(b' ', b'\r', b'\n', rest);
     let version = rest.get(..end.unwrap_or(rest.len())).unwrap_or_default();
@@ -303,14 +309,14 @@ fn classify_version(window: &[u8]) -> HeadError {
     ];
     let matches =
         version.len() <= shape.len() && version.iter().zip(shape.iter()).all(|(&b, ok)| ok(b));
-    // A complete version must have all 8 bytes; a shorter one only counts if the
-    // buffer simply ends there.
-    let complete = version.len() == shape.len();
-    let truncated = end.is_none() && version.len() > 5;
-    if matches && (complete || truncated) {
-        HeadError::UnsupportedVersion
+    if end.is_none() {
+        // The buffer ends inside the token: wait while it can still become valid.
+        return (!matches).then_some(HeadError::Malformed);
+    }
+    if matches && version.len() == shape.len() {
+        Some(HeadError::UnsupportedVersion)
     } else {
-        HeadError::Malformed
+        Some(HeadError::Malformed)
     }
 }
 
@@ -895,7 +901,7 @@ mod tests {
             b"GET / HTTP/1.2\r\n\r\n",
             b"GET / HTTP/0.9\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            b"GET / HTTP/3",
+            b"GET / HTTP/3.0 ",
         ] {
             let e = err(case);
             assert_eq!(
@@ -906,6 +912,33 @@ mod tests {
             );
             assert_eq!(e.status(), 505);
         }
+    }
+
+    #[test]
+    fn unterminated_version_waits_for_its_end() {
+        // Fuzz finding: the answer must not depend on where the bytes were split.
+        for prefix in [
+            &b"GET / HTTP/3"[..],
+            b"GET / HTTP/2.0",
+            b"GET / HTTP/1.2",
+            b"GET / HTTP/2",
+        ] {
+            assert_eq!(
+                parse_head(prefix),
+                Ok(None),
+                "{:?}",
+                String::from_utf8_lossy(prefix)
+            );
+        }
+        assert_eq!(
+            parse_head(b"GET / HTTP/2.0)\r\n\r\n").err(),
+            Some(HeadError::Malformed)
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/2x\r\n\r\n").err(),
+            Some(HeadError::Malformed)
+        );
+        assert_eq!(parse_head(b"GET / HTTPX").err(), Some(HeadError::Malformed));
     }
 
     #[test]
