@@ -328,6 +328,36 @@ pub struct Config {
     pub pipe_size: usize,
     /// `--uring-entries`: submission queue entries per core.
     pub uring_entries: u32,
+    /// `--max-connections`: open connections (all cores) before new ones get 503.
+    /// Invariant: `>= 1`.
+    pub max_connections: usize,
+    /// `--backlog`: the `listen(2)` backlog of each listener. Invariant: `>= 1`.
+    pub backlog: i32,
+    /// `--pin-cores`: pin core thread i to the i-th CPU of the affinity mask.
+    pub pin_cores: bool,
+    /// `--log-format`: human lines or JSON lines.
+    pub log_format: LogFormat,
+    /// `--disable-access-log`: no access log lines.
+    pub disable_access_log: bool,
+}
+
+/// The log line format (`--log-format`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-01-01 00:00:00.000 INFO msg`.
+    Human,
+    /// `{"ts":"…","level":"INFO","msg":"…"}`.
+    Json,
+}
+
+impl LogFormat {
+    fn parse(text: &str) -> Result<LogFormat, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected human or json".to_owned()),
+        }
+    }
 }
 
 /// Parses the command line `args` (without `argv[0]`), the environment (`env` looks a
@@ -441,6 +471,11 @@ enum Key {
     BodyBufferSize,
     PipeSize,
     UringEntries,
+    MaxConnections,
+    Backlog,
+    PinCores,
+    LogFormat,
+    DisableAccessLog,
 }
 
 /// What a setting is when neither flag nor variable gives it.
@@ -549,6 +584,61 @@ const FLAGS: &[Flag] = &[
         value: None,
         fallback: Fallback::Value("false"),
         help: "Leave /health requests out of the access log",
+    },
+    Flag {
+        key: Key::DisableAccessLog,
+        section: SERVER,
+        long: "disable-access-log",
+        alias: None,
+        short: None,
+        env: "RUSTUS_DISABLE_ACCESS_LOG",
+        value: None,
+        fallback: Fallback::Value("false"),
+        help: "Write no access log lines at all",
+    },
+    Flag {
+        key: Key::LogFormat,
+        section: SERVER,
+        long: "log-format",
+        alias: None,
+        short: None,
+        env: "RUSTUS_LOG_FORMAT",
+        value: Some("FORMAT"),
+        fallback: Fallback::Value("human"),
+        help: "Log line format: human or json",
+    },
+    Flag {
+        key: Key::MaxConnections,
+        section: SERVER,
+        long: "max-connections",
+        alias: None,
+        short: None,
+        env: "RUSTUS_MAX_CONNECTIONS",
+        value: Some("N"),
+        fallback: Fallback::Value("10000"),
+        help: "Open connections (all cores); past it new ones get 503",
+    },
+    Flag {
+        key: Key::Backlog,
+        section: SERVER,
+        long: "backlog",
+        alias: None,
+        short: None,
+        env: "RUSTUS_BACKLOG",
+        value: Some("N"),
+        fallback: Fallback::Value("1024"),
+        help: "listen(2) backlog of each listener (capped by somaxconn)",
+    },
+    Flag {
+        key: Key::PinCores,
+        section: SERVER,
+        long: "pin-cores",
+        alias: None,
+        short: None,
+        env: "RUSTUS_PIN_CORES",
+        value: None,
+        fallback: Fallback::Value("false"),
+        help: "Pin core thread i to the i-th CPU of the affinity mask",
     },
     Flag {
         key: Key::BehindProxy,
@@ -1363,6 +1453,13 @@ impl Config {
             })?,
             pipe_size: raw.one(Key::PipeSize, |s| parse_size_within(s, 4 << 10, 64 << 20))?,
             uring_entries: raw.one(Key::UringEntries, parse_uring_entries)?,
+            max_connections: raw.one(Key::MaxConnections, |s| parse_count(s, 1, 10_000_000))?,
+            backlog: raw.one(Key::Backlog, |s| {
+                parse_count(s, 1, 1 << 20).map(|n| n as i32)
+            })?,
+            pin_cores: raw.switch(Key::PinCores)?,
+            log_format: raw.one(Key::LogFormat, LogFormat::parse)?,
+            disable_access_log: raw.switch(Key::DisableAccessLog)?,
         })
     }
 }
@@ -2038,6 +2135,11 @@ mod tests {
             Key::HooksQueue,
             Key::HooksHttpRetries,
             Key::HooksHttpRetryBackoff,
+            Key::MaxConnections,
+            Key::Backlog,
+            Key::PinCores,
+            Key::LogFormat,
+            Key::DisableAccessLog,
         ];
         assert_eq!(keys.len(), FLAGS.len());
         for key in keys {
@@ -2234,6 +2336,13 @@ mod tests {
             ("--hooks-http-retry-backoff=2", "2", |c| {
                 format!("{:?}", c.hooks_http_retry_backoff)
             }),
+            ("--max-connections=3", "3", |c| {
+                c.max_connections.to_string()
+            }),
+            ("--backlog=16", "16", |c| c.backlog.to_string()),
+            ("--log-format=json", "json", |c| {
+                format!("{:?}", c.log_format)
+            }),
         ];
         assert_eq!(
             cases.len(),
@@ -2288,6 +2397,23 @@ mod tests {
     }
 
     #[test]
+    fn tuning_and_log_defaults_and_bounds() {
+        let c = cfg(&[]);
+        assert_eq!(c.max_connections, 10000);
+        assert_eq!(c.backlog, 1024);
+        assert!(!c.pin_cores && !c.disable_access_log);
+        assert_eq!(c.log_format, LogFormat::Human);
+        assert_eq!(cfg(&["--log-format", "JSON"]).log_format, LogFormat::Json);
+        assert!(err(&["--log-format", "xml"])
+            .message
+            .contains("--log-format"));
+        assert!(err(&["--max-connections", "0"])
+            .message
+            .contains("--max-connections"));
+        assert!(err(&["--backlog", "0"]).message.contains("--backlog"));
+    }
+
+    #[test]
     fn switches() {
         let switches: &[(&str, Getter<bool>)] = &[
             ("--allow-empty", |c| c.allow_empty),
@@ -2298,6 +2424,8 @@ mod tests {
             }),
             ("--force-fsync", |c| c.force_fsync),
             ("--disable-splice", |c| c.disable_splice),
+            ("--pin-cores", |c| c.pin_cores),
+            ("--disable-access-log", |c| c.disable_access_log),
         ];
         assert_eq!(
             switches.len(),

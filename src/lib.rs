@@ -25,6 +25,7 @@ pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod log;
+pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod time;

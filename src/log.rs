@@ -18,6 +18,7 @@ pub const LOG_QUEUE_LINES: usize = 16 * 1024;
 
 static LEVEL: AtomicU8 = AtomicU8::new(3);
 static COLOR: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static SENDER: OnceLock<SyncSender<Msg>> = OnceLock::new();
 static THREAD: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
@@ -36,6 +37,42 @@ fn level_num(level: LogLevel) -> u8 {
         LogLevel::Debug => 4,
         LogLevel::Trace => 5,
     }
+}
+
+/// Writes JSON lines (`{"ts":…,"level":…,"msg":…}`) instead of human ones
+/// (`--log-format json`). Call before [`init`].
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// Appends `text` to `out` as the contents of a JSON string (no quotes).
+fn json_escape(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = fmt::write(out, format_args!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// One JSON log line (without the newline).
+fn json_line(ts: &str, level: &str, msg: &str) -> String {
+    let mut line = String::with_capacity(msg.len() + 64);
+    line.push_str("{\"ts\":\"");
+    json_escape(ts, &mut line);
+    line.push_str("\",\"level\":\"");
+    line.push_str(level);
+    line.push_str("\",\"msg\":\"");
+    json_escape(msg, &mut line);
+    line.push_str("\"}");
+    line
 }
 
 /// Sets the level and starts the logger thread. Colours are used only when stderr is a
@@ -109,6 +146,31 @@ pub fn write(level: LogLevel, args: fmt::Arguments<'_>) {
         LogLevel::Debug => ("DEBUG", "\x1b[34m"),
         LogLevel::Trace | LogLevel::Off => ("TRACE", "\x1b[35m"),
     };
+    let lost = DROPPED.swap(0, Ordering::Relaxed);
+    let mut line = if JSON.load(Ordering::Relaxed) {
+        let mut msg = String::with_capacity(128);
+        let _ = fmt::write(&mut msg, args);
+        if lost > 0 {
+            msg.push_str(&format!(
+                " ({lost} earlier log lines dropped: stderr too slow)"
+            ));
+        }
+        json_line(&crate::time::log_timestamp(millis), name.trim_end(), &msg)
+    } else {
+        human_line(millis, name, colour, args, lost)
+    };
+    line.push('\n');
+    queue(line, lost);
+}
+
+/// One human log line (without the newline).
+fn human_line(
+    millis: i64,
+    name: &str,
+    colour: &str,
+    args: fmt::Arguments<'_>,
+    lost: u64,
+) -> String {
     let mut line = String::with_capacity(128);
     line.push_str(&crate::time::log_timestamp(millis));
     line.push(' ');
@@ -121,13 +183,16 @@ pub fn write(level: LogLevel, args: fmt::Arguments<'_>) {
     }
     line.push(' ');
     let _ = fmt::write(&mut line, args);
-    let lost = DROPPED.swap(0, Ordering::Relaxed);
     if lost > 0 {
         line.push_str(&format!(
             " ({lost} earlier log lines dropped: stderr too slow)"
         ));
     }
-    line.push('\n');
+    line
+}
+
+/// Hands a line to the logger thread (or writes it directly before `init`).
+fn queue(line: String, lost: u64) {
     match SENDER.get() {
         Some(tx) => match tx.try_send(Msg::Line(line)) {
             Ok(()) => {}
@@ -168,4 +233,17 @@ macro_rules! debug {
             $crate::log::write($crate::config::LogLevel::Debug, format_args!($($t)*))
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_escape_the_message() {
+        assert_eq!(
+            json_line("2026-01-01 00:00:00.000", "INFO", "a \"b\"\\\n\u{1}é"),
+            r#"{"ts":"2026-01-01 00:00:00.000","level":"INFO","msg":"a \"b\"\\\n\u0001é"}"#
+        );
+    }
 }

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     // Before any thread exists (the logger's included): SIGTERM and SIGINT are taken only
     // by the main thread's sigtimedwait, never delivered to a thread that would die of them.
     tusring::server::listen::block_shutdown_signals();
+    tusring::log::set_json(config.log_format == tusring::config::LogFormat::Json);
     tusring::log::init(config.log_level);
     let result = tusring::server::run(config);
     let code = match result {

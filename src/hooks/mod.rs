@@ -63,6 +63,7 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::error::HookError;
 use crate::http::head::RequestHead;
+use crate::metrics;
 use crate::storage::info::UploadInfo;
 pub use payload::RequestPart;
 
@@ -574,6 +575,11 @@ impl Hooks {
         }
     }
 
+    /// Events queued or parked, not yet taken by a worker (0 without hooks).
+    pub fn queue_depth(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.inner.pending())
+    }
+
     /// The counters.
     pub fn stats(&self) -> StatsSnapshot {
         match &self.pool {
@@ -890,9 +896,16 @@ impl Inner {
             }
             if let Some(h) = &n.http {
                 for url in h.urls() {
-                    match h.post(url, event, json, key, &job.origin.proxied) {
-                        Ok(()) => bump(&self.stats.delivered, 1),
+                    let started = Instant::now();
+                    let sent = h.post(url, event, json, key, &job.origin.proxied);
+                    let took = started.elapsed();
+                    match sent {
+                        Ok(()) => {
+                            bump(&self.stats.delivered, 1);
+                            metrics::hook_delivery(event, metrics::Notifier::Http, false, took);
+                        }
                         Err(f) => {
+                            metrics::hook_delivery(event, metrics::Notifier::Http, true, took);
                             self.failed(tag, &Via::Http(url), &f, f.is_status());
                             return Err(f.into_hook_error(event));
                         }
@@ -919,7 +932,15 @@ impl Inner {
         tag: &str,
     ) -> Result<(), HookError> {
         let timeout = self.notifiers.exec_timeout;
-        match exec::run(path, args, timeout, tag, &self.running) {
+        let kind = if matches!(via, Via::Dir(_)) {
+            metrics::Notifier::Dir
+        } else {
+            metrics::Notifier::File
+        };
+        let started = Instant::now();
+        let result = exec::run(path, args, timeout, tag, &self.running);
+        metrics::hook_delivery(event, kind, result.is_err(), started.elapsed());
+        match result {
             Ok(()) => {
                 bump(&self.stats.delivered, 1);
                 Ok(())
@@ -964,11 +985,14 @@ impl Inner {
         }
         if let Some(h) = &n.http {
             for url in h.urls() {
+                let started = Instant::now();
                 let mut attempt = 0u32;
                 loop {
                     match h.post(url, event, json, key, &job.origin.proxied) {
                         Ok(()) => {
                             bump(&self.stats.delivered, 1);
+                            let took = started.elapsed();
+                            metrics::hook_delivery(event, metrics::Notifier::Http, false, took);
                             break;
                         }
                         Err(f) if f.retryable() && attempt < n.retries => {
@@ -984,6 +1008,8 @@ impl Inner {
                             std::thread::sleep(pause);
                         }
                         Err(f) => {
+                            let took = started.elapsed();
+                            metrics::hook_delivery(event, metrics::Notifier::Http, true, took);
                             self.failed(tag, &Via::Http(url), &f, false);
                             break;
                         }

@@ -98,9 +98,17 @@ impl Conn {
                 HeadRead::Head(h) => h,
                 HeadRead::Closed => return,
                 HeadRead::Bad(err) => {
+                    let started = Instant::now();
                     let resp = handler::error_response(&err, false);
                     let _ = self.send(&resp, false, true).await;
-                    self.access_log("-", "-", resp.status, 0, Instant::now());
+                    crate::metrics::request(
+                        crate::metrics::Endpoint::Other,
+                        crate::metrics::METHOD_OTHER,
+                        resp.status,
+                        started.elapsed(),
+                        0,
+                    );
+                    self.access_log("-", "-", resp.status, 0, started);
                     self.linger_close().await;
                     return;
                 }
@@ -127,6 +135,13 @@ impl Conn {
             let close = !head.keep_alive || !body_done || reply.close || self.core.draining();
             let sent = self.send(&reply.resp, head_only, close).await;
             self.served += 1;
+            crate::metrics::request(
+                reply.endpoint,
+                crate::metrics::method_index(&head.method),
+                reply.resp.status,
+                started.elapsed(),
+                received,
+            );
             let quiet = reply.health && self.core.shared.config.disable_health_access_log;
             if !quiet {
                 self.access_log(
@@ -234,6 +249,9 @@ impl Conn {
     }
 
     fn access_log(&self, method: &str, target: &str, status: u16, bytes: u64, started: Instant) {
+        if self.core.shared.config.disable_access_log {
+            return;
+        }
         crate::info!(
             "{method} {target} {status} {bytes}B {:.1}ms {}",
             started.elapsed().as_secs_f64() * 1000.0,

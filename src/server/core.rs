@@ -1,8 +1,9 @@
 //! One core: a tokio-uring runtime, its listener, its connections and its buffers.
 //!
-//! Everything in a [`Core`] belongs to one thread (`Rc`, `Cell`, `RefCell`): no locks,
-//! no atomics on the request path. The only state shared with other cores is the
-//! read-only [`Shared`] and the upload lock table.
+//! Everything in a [`Core`] belongs to one thread (`Rc`, `Cell`, `RefCell`): no locks
+//! on the request path. The only state shared with other cores is the read-only
+//! [`Shared`], the upload lock table and the relaxed atomic counters of
+//! [`crate::metrics`] and of this module (open connections, heartbeats).
 
 use super::listen::shutdown_fd;
 use super::{Phase, Shared};
@@ -45,6 +46,48 @@ pub fn open_connections() -> usize {
     OPEN_CONNECTIONS.load(Ordering::Relaxed)
 }
 
+/// When each core's heartbeat last ran, in milliseconds since [`epoch`] plus one (0: the
+/// core has not started, or has stopped serving). Read by `/ready`.
+static CORE_BEATS: [AtomicU64; crate::limits::MAX_WORKERS] =
+    [const { AtomicU64::new(0) }; crate::limits::MAX_WORKERS];
+
+/// A process-wide monotonic origin for [`CORE_BEATS`].
+fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+fn millis_since_epoch() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+/// Whether cores `0..workers` all serve: each has started and its heartbeat ran within
+/// [`super::CORE_STALL`]. The error names the first core that does not.
+pub fn cores_alive(workers: usize) -> Result<(), String> {
+    let now = millis_since_epoch();
+    let limit = super::CORE_STALL.as_millis() as u64;
+    for (i, beat) in CORE_BEATS.iter().take(workers).enumerate() {
+        match beat.load(Ordering::Relaxed) {
+            0 => return Err(format!("core {i} is not serving")),
+            b if now.saturating_sub(b) > limit => {
+                return Err(format!(
+                    "core {i} is stuck: no heartbeat for {} ms",
+                    now.saturating_sub(b)
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a connection past `--max-connections`; it is then closed.
+pub const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 37\r\n\r\nToo many connections; retry shortly.\n";
+
+/// How long a refused connection is read from (and discarded) after its 503, so the
+/// answer is not lost to a reset.
+const REFUSE_LINGER: Duration = Duration::from_millis(200);
+
 /// A registered connection, as the core sees it for shutdown.
 #[derive(Debug)]
 struct ConnEntry {
@@ -55,6 +98,8 @@ struct ConnEntry {
 
 /// Per-core state.
 pub struct Core {
+    /// This core's number (0-based).
+    pub index: usize,
     /// Settings shared by every core.
     pub shared: Arc<Shared>,
     /// The current shutdown phase (`Phase::Running` while serving).
@@ -83,12 +128,14 @@ impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.core.conns.borrow_mut().remove(&self.id);
         OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::core_connection(self.core.index, false);
     }
 }
 
 impl Core {
-    fn new(shared: Arc<Shared>) -> Core {
+    fn new(shared: Arc<Shared>, index: usize) -> Core {
         Core {
+            index,
             phase: Cell::new(Phase::Running),
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(0),
@@ -127,6 +174,7 @@ impl Core {
         self.next_conn.set(id + 1);
         let idle = Rc::new(Cell::new(true));
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::core_connection(self.index, true);
         self.conns.borrow_mut().insert(
             id,
             ConnEntry {
@@ -197,6 +245,9 @@ pub fn run_thread(
     ready: mpsc::Sender<Result<(), String>>,
     beat: Arc<AtomicU64>,
 ) {
+    if shared.config.pin_cores {
+        pin_to_cpu(index);
+    }
     let mut builder = tokio_uring::builder();
     builder.entries(shared.config.uring_entries);
     let rt = match tokio_uring::Runtime::new(&builder) {
@@ -208,11 +259,19 @@ pub fn run_thread(
     };
     rt.block_on(async move {
         let listener = TcpListener::from_std(listener);
-        let core = Rc::new(Core::new(shared));
-        tokio_uring::spawn(heartbeat(beat));
+        let core = Rc::new(Core::new(shared, index));
+        // The first beat is stored before the core reports ready, so `/ready` never sees
+        // a core that is up but whose heartbeat task has not run yet.
+        if let Some(b) = CORE_BEATS.get(index) {
+            b.store(millis_since_epoch(), Ordering::Relaxed);
+        }
+        tokio_uring::spawn(heartbeat(beat, index));
         let _ = ready.send(Ok(()));
         crate::debug!("core {index} up");
         serve(core, listener, phase).await;
+        if let Some(b) = CORE_BEATS.get(index) {
+            b.store(0, Ordering::Relaxed);
+        }
         crate::debug!("core {index} stopped");
     });
 }
@@ -220,10 +279,72 @@ pub fn run_thread(
 /// Bumps `beat` every [`HEARTBEAT_PERIOD`] for as long as the core's runtime runs. A core
 /// stuck in a busy loop or a blocking call stops bumping it, and the main thread then
 /// withholds the systemd watchdog ping (`WATCHDOG=1`), so systemd restarts the daemon.
-async fn heartbeat(beat: Arc<AtomicU64>) {
+async fn heartbeat(beat: Arc<AtomicU64>, index: usize) {
     loop {
         beat.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = CORE_BEATS.get(index) {
+            b.store(millis_since_epoch(), Ordering::Relaxed);
+        }
         tokio::time::sleep(HEARTBEAT_PERIOD).await;
+    }
+}
+
+/// Pins the calling thread to the `index`-th CPU (modulo their count) of its affinity
+/// mask (`--pin-cores`). A failure is logged; the thread then runs unpinned.
+fn pin_to_cpu(index: usize) {
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a valid cpu_set_t of `size` bytes; pid 0 is this thread.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        crate::warn!(
+            "core {index}: cannot read the CPU affinity mask ({}); not pinned",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the size of `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    if cpus.is_empty() {
+        return;
+    }
+    let cpu = cpus[index % cpus.len()];
+    // SAFETY: as above; `one` is a valid, zeroed cpu_set_t.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: `one` is a valid cpu_set_t of `size` bytes; pid 0 is this thread.
+    if unsafe { libc::sched_setaffinity(0, size, &one) } != 0 {
+        crate::warn!(
+            "core {index}: cannot pin to CPU {cpu} ({}); not pinned",
+            std::io::Error::last_os_error()
+        );
+    } else {
+        crate::debug!("core {index} pinned to CPU {cpu}");
+    }
+}
+
+/// Answers a connection past `--max-connections` with [`OVERLOADED`] and closes it,
+/// without registering it or reading a request: the answer is written, the socket
+/// half-closed, and what the client sends is discarded for [`REFUSE_LINGER`] at most.
+async fn refuse(stream: tokio_uring::net::TcpStream) {
+    let (res, _) = stream.write_all(OVERLOADED).await;
+    if res.is_err() {
+        return;
+    }
+    let fd = stream.as_raw_fd();
+    shutdown_fd(fd, libc::SHUT_WR);
+    let read = stream.read(vec![0u8; 1024]);
+    tokio::pin!(read);
+    tokio::select! {
+        _ = &mut read => {}
+        _ = tokio::time::sleep(REFUSE_LINGER) => {
+            // A dropped read would stay armed: shut the socket so it completes.
+            shutdown_fd(fd, libc::SHUT_RDWR);
+            let _ = read.await;
+        }
     }
 }
 
@@ -273,6 +394,11 @@ async fn serve(core: Rc<Core>, listener: TcpListener, mut phase: watch::Receiver
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
+                if open_connections() >= core.shared.config.max_connections {
+                    crate::metrics::CONNECTIONS_REFUSED.fetch_add(1, Ordering::Relaxed);
+                    tokio_uring::spawn(refuse(stream));
+                    continue;
+                }
                 tokio_uring::spawn(super::conn::serve(core.clone(), stream, peer));
             }
             Err(e) => {

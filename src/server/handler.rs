@@ -9,6 +9,7 @@ use crate::hooks::{Event, Origin};
 use crate::http::head::{Method, RequestHead};
 use crate::http::response::Response;
 use crate::limits::MAX_TUS_INTEGER;
+use crate::metrics::{self, Endpoint};
 use crate::storage::files::Upload;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
@@ -43,6 +44,8 @@ pub struct Reply {
     /// A `/health` request (left out of the access log with
     /// `--disable-health-access-log`).
     pub health: bool,
+    /// The route template, for the metrics.
+    pub endpoint: Endpoint,
 }
 
 impl Reply {
@@ -51,6 +54,7 @@ impl Reply {
             resp,
             close: false,
             health: false,
+            endpoint: Endpoint::Other,
         }
     }
 }
@@ -106,6 +110,8 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodyIo<'_>
     let route = route(ctx.head.path(), &cfg.url);
     let result = match route {
         Route::Health => health(core, &method).await,
+        Route::Metrics => metrics_page(core, &method),
+        Route::Ready => ready(core, &method).await,
         Route::NotFound | Route::BadId => Err(Error::NotFound),
         Route::Collection | Route::Upload(_) => tus(core, ctx, route, &method, body).await,
     };
@@ -127,7 +133,59 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodyIo<'_>
         reply.resp.header("Tus-Version", TUS_VERSION);
     }
     reply.health = route == Route::Health;
+    reply.endpoint = match route {
+        Route::Collection => Endpoint::Collection,
+        Route::Upload(_) => Endpoint::Upload,
+        Route::Health => Endpoint::Health,
+        Route::Metrics => Endpoint::Metrics,
+        Route::Ready => Endpoint::Ready,
+        Route::BadId | Route::NotFound => Endpoint::Other,
+    };
     reply
+}
+
+/// `GET /metrics`: the Prometheus exposition (text format 0.0.4).
+fn metrics_page(core: &Rc<Core>, method: &Method) -> Result<Reply, Error> {
+    if !matches!(method, Method::Get | Method::Head) {
+        return Err(Error::MethodNotAllowed(Route::Metrics.allow(false, false)));
+    }
+    let shared = &core.shared;
+    let gauges = metrics::Gauges {
+        cores: shared.config.workers,
+        open_connections: super::core::open_connections(),
+        uploads_in_progress: crate::storage::locks::held(),
+        hook_queue_depth: shared.hooks.queue_depth(),
+    };
+    let mut resp = Response::new(200);
+    resp.header("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    resp.body = metrics::render(&shared.config.url, &gauges)
+        .into_bytes()
+        .into();
+    Ok(Reply::new(resp))
+}
+
+/// `GET /ready`: 200 when every core serves (its heartbeat moves), the daemon is not
+/// shutting down and the data and info directories take a write; else 503 and why.
+async fn ready(core: &Rc<Core>, method: &Method) -> Result<Reply, Error> {
+    if !matches!(method, Method::Get | Method::Head) {
+        return Err(Error::MethodNotAllowed(Route::Ready.allow(false, false)));
+    }
+    let verdict = if core.draining() {
+        Err("shutting down".to_string())
+    } else {
+        match super::core::cores_alive(core.shared.config.workers) {
+            Err(e) => Err(e),
+            Ok(()) => core.shared.store.probe().await,
+        }
+    };
+    match verdict {
+        Ok(()) => Ok(Reply::new(Response::new(200))),
+        Err(reason) => {
+            let mut resp = Response::new(503);
+            resp.text(reason);
+            Ok(Reply::new(resp))
+        }
+    }
 }
 
 async fn health(core: &Rc<Core>, method: &Method) -> Result<Reply, Error> {
@@ -258,6 +316,7 @@ async fn create(
         let _ = tokio_uring::fs::remove_file(&path).await;
         return Err(e);
     }
+    metrics::upload_created(info.length, info.is_complete());
     let location = location(ctx, &cfg.url, &info.id);
     let mut resp = match &body_error {
         None => Response::new(201),
@@ -370,6 +429,10 @@ async fn patch(
     if got.end_offset != start || set_length.is_some() {
         store.write_info(&upload.info).await?;
     }
+    if upload.info.is_complete() {
+        // Not complete before: a complete upload took the `AlreadyComplete` path.
+        metrics::upload_finished();
+    }
     // post-finish when this PATCH completed the upload, post-receive when it stored
     // bytes (even if its body then failed: the upload moved on).
     let event = if upload.info.is_complete() {
@@ -407,6 +470,7 @@ async fn delete(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Repl
         hooks.pre(Event::PreTerminate, &upload.info, from).await?;
     }
     store.remove(&upload).await?;
+    metrics::upload_terminated(!upload.info.is_complete());
     if hooks.wants(Event::PostTerminate) {
         let from = origin(core, ctx, "DELETE", Some(id));
         hooks.post(Event::PostTerminate, upload.info, from).await;

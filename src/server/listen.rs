@@ -7,7 +7,8 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Pending connections each listener's accept queue holds (`listen(2)` backlog).
+/// Pending connections each listener's accept queue holds (`listen(2)` backlog), unless
+/// `--backlog` says otherwise.
 pub const LISTEN_BACKLOG: i32 = 1024;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -19,12 +20,13 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Binds `count` listeners to `addr`, all in one `SO_REUSEPORT` group. When `addr` has
-/// port 0, the first bind picks the port and the others join it.
-pub fn bind_all(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+/// port 0, the first bind picks the port and the others join it. `backlog` is each
+/// listener's `listen(2)` backlog (`--backlog`).
+pub fn bind_all(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<TcpListener>> {
     let mut out: Vec<TcpListener> = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {
-        let l = bind_one(addr)?;
+        let l = bind_one(addr, backlog)?;
         if addr.port() == 0 {
             addr = l.local_addr()?;
         }
@@ -33,7 +35,7 @@ pub fn bind_all(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> 
     Ok(out)
 }
 
-fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -59,7 +61,7 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes for this family.
     cvt(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
     // SAFETY: listen(2) on a socket we own.
-    cvt(unsafe { libc::listen(fd, LISTEN_BACKLOG) })?;
+    cvt(unsafe { libc::listen(fd, backlog.max(1)) })?;
     Ok(TcpListener::from(owned))
 }
 

@@ -30,7 +30,7 @@ pub const STATUS_PERIOD: Duration = Duration::from_secs(2);
 
 /// A core whose heartbeat has not moved for this long (or the watchdog interval, if
 /// longer) is taken as stuck: the main thread stops sending `WATCHDOG=1`.
-pub const CORE_STALL: Duration = Duration::from_secs(1);
+pub const CORE_STALL: Duration = Duration::from_secs(5);
 
 /// The least time queued hook events get after the cores have finished.
 pub const HOOKS_LAST_WAIT: Duration = Duration::from_secs(1);
@@ -138,7 +138,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             crate::info!("socket activation: serving the socket passed by systemd (--host and --port are not used)");
             l
         }
-        None => listen::bind_all(config.listen, config.workers)
+        None => listen::bind_all(config.listen, config.workers, config.backlog)
             .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?,
     };
     let local = listeners[0]

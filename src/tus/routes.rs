@@ -16,6 +16,10 @@ pub enum Route {
     BadId,
     /// `/health`, always at the root.
     Health,
+    /// `/metrics`, always at the root.
+    Metrics,
+    /// `/ready`, always at the root.
+    Ready,
     /// Anything else, including malformed IDs.
     NotFound,
 }
@@ -28,7 +32,7 @@ impl Route {
             (Route::Collection, false, _) => "OPTIONS",
             (Route::Upload(_), _, true) => "OPTIONS, HEAD, PATCH, DELETE",
             (Route::Upload(_), _, false) => "OPTIONS, HEAD, PATCH",
-            (Route::Health, _, _) => "GET, HEAD",
+            (Route::Health | Route::Metrics | Route::Ready, _, _) => "GET, HEAD",
             (Route::NotFound | Route::BadId, _, _) => "",
         }
     }
@@ -45,6 +49,12 @@ impl Route {
 pub fn route(path: &str, base: &str) -> Route {
     if path == "/health" || path == "/health/" {
         return Route::Health;
+    }
+    if path == "/metrics" || path == "/metrics/" {
+        return Route::Metrics;
+    }
+    if path == "/ready" || path == "/ready/" {
+        return Route::Ready;
     }
     let Some(rest) = path.strip_prefix(base) else {
         return Route::NotFound;
@@ -103,6 +113,8 @@ mod tests {
             ("//files", "/files", Route::NotFound),
             ("/health", "/files", Route::Health),
             ("/health", "", Route::Health),
+            ("/metrics", "", Route::Metrics),
+            ("/ready/", "/files", Route::Ready),
             ("/", "", Route::Collection),
             (
                 "/9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1",

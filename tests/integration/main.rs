@@ -15,4 +15,5 @@ mod datapath;
 mod hooks;
 mod http1;
 mod interop;
+mod metrics;
 mod ops;

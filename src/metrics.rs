@@ -1,0 +1,573 @@
+//! Process-wide metrics, rendered at `GET /metrics` in the Prometheus text format 0.0.4.
+//!
+//! Every value is a relaxed atomic in a static: the cores update them without locks or
+//! allocation. Labels are bounded by construction: each label value indexes a fixed
+//! array (route templates, a fixed method set, status codes 100..=599, status classes,
+//! hook events and notifier kinds), so no request can create a new series.
+
+use crate::hooks::Event;
+use crate::http::head::Method;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A route template, the `endpoint` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `<base>/`: OPTIONS and POST.
+    Collection = 0,
+    /// `<base>/{id}/`.
+    Upload = 1,
+    /// `/health`.
+    Health = 2,
+    /// `/metrics`.
+    Metrics = 3,
+    /// `/ready`.
+    Ready = 4,
+    /// Anything else (404s, malformed heads).
+    Other = 5,
+}
+
+const ENDPOINTS: usize = 6;
+
+impl Endpoint {
+    fn label(self, base: &str, out: &mut String) {
+        match self {
+            Endpoint::Collection => {
+                out.push_str(base);
+                out.push('/');
+            }
+            Endpoint::Upload => {
+                out.push_str(base);
+                out.push_str("/{id}/");
+            }
+            Endpoint::Health => out.push_str("/health"),
+            Endpoint::Metrics => out.push_str("/metrics"),
+            Endpoint::Ready => out.push_str("/ready"),
+            Endpoint::Other => out.push_str("other"),
+        }
+    }
+
+    const ALL: [Endpoint; ENDPOINTS] = [
+        Endpoint::Collection,
+        Endpoint::Upload,
+        Endpoint::Health,
+        Endpoint::Metrics,
+        Endpoint::Ready,
+        Endpoint::Other,
+    ];
+}
+
+const METHOD_NAMES: [&str; 7] = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "other"];
+
+/// The `method` label's index for a method (`other` for the rest).
+pub fn method_index(m: &Method) -> usize {
+    match m {
+        Method::Get => 0,
+        Method::Head => 1,
+        Method::Post => 2,
+        Method::Patch => 3,
+        Method::Delete => 4,
+        Method::Options => 5,
+        _ => 6,
+    }
+}
+
+/// The `method` index for a request whose head could not be parsed.
+pub const METHOD_OTHER: usize = 6;
+
+const METHODS: usize = METHOD_NAMES.len();
+const STATUSES: usize = 500; // 100..=599
+const CLASSES: usize = 5; // 1xx..5xx
+
+/// Upper bounds of the request duration buckets, in seconds (actix-web-prom's defaults).
+pub const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Buckets of `uploads_sizes`: 2^1 … 2^40 bytes (rustus's).
+pub const SIZE_BUCKETS: usize = 40;
+
+/// A histogram with `N` finite buckets. `buckets[i]` counts observations in bucket `i`
+/// only (not cumulative; rendering accumulates); `count` includes those above the last
+/// bound (`+Inf`). `sum` is in the histogram's integer unit (microseconds, bytes).
+pub struct Histogram<const N: usize> {
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    const fn new() -> Self {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; N],
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, bucket: Option<usize>, value: u64) {
+        if let Some(b) = bucket {
+            self.buckets[b].fetch_add(1, Relaxed);
+        }
+        self.sum.fetch_add(value, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+}
+
+/// The rustus counters and gauges, plus tusring's own.
+pub static STARTED_UPLOADS: AtomicU64 = AtomicU64::new(0);
+/// Uploads completed (by a PATCH or by their creation).
+pub static FINISHED_UPLOADS: AtomicU64 = AtomicU64::new(0);
+/// Uploads terminated.
+pub static TERMINATED_UPLOADS: AtomicU64 = AtomicU64::new(0);
+/// Uploads created and neither finished nor terminated since (by this process).
+pub static ACTIVE_UPLOADS: AtomicI64 = AtomicI64::new(0);
+/// Request body bytes received (every request, stored or not).
+pub static BYTES_RECEIVED: AtomicU64 = AtomicU64::new(0);
+/// Connections answered 503 because `--max-connections` was reached.
+pub static CONNECTIONS_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+static UPLOAD_SIZES: Histogram<SIZE_BUCKETS> = Histogram::new();
+static REQUESTS: [[[AtomicU64; STATUSES]; METHODS]; ENDPOINTS] =
+    [const { [const { [const { AtomicU64::new(0) }; STATUSES] }; METHODS] }; ENDPOINTS];
+static DURATIONS: [[[Histogram<11>; CLASSES]; METHODS]; ENDPOINTS] =
+    [const { [const { [const { Histogram::new() }; CLASSES] }; METHODS] }; ENDPOINTS];
+
+/// Connections per core, for `tusring_connections{core}`.
+static CORE_CONNECTIONS: [AtomicU64; crate::limits::MAX_WORKERS] =
+    [const { AtomicU64::new(0) }; crate::limits::MAX_WORKERS];
+
+/// Hook notifier kinds, the `notifier` label.
+#[derive(Debug, Clone, Copy)]
+pub enum Notifier {
+    /// `--hooks-file`.
+    File = 0,
+    /// `--hooks-dir`.
+    Dir = 1,
+    /// `--hooks-http-urls`.
+    Http = 2,
+}
+
+const NOTIFIER_NAMES: [&str; 3] = ["file", "dir", "http"];
+static HOOK_CALLS: [[AtomicU64; 3]; 6] = [const { [const { AtomicU64::new(0) }; 3] }; 6];
+static HOOK_FAILURES: [[AtomicU64; 3]; 6] = [const { [const { AtomicU64::new(0) }; 3] }; 6];
+static HOOK_DURATIONS: [[Histogram<11>; 3]; 6] = [const { [const { Histogram::new() }; 3] }; 6];
+
+fn event_index(e: Event) -> usize {
+    Event::ALL.iter().position(|x| *x == e).unwrap_or(0)
+}
+
+/// Counts one hook delivery (after its retries), whether it failed (an error or a
+/// refusal by a pre-hook) and how long it took, retries included.
+pub fn hook_delivery(event: Event, notifier: Notifier, failed: bool, took: Duration) {
+    let e = event_index(event);
+    HOOK_CALLS[e][notifier as usize].fetch_add(1, Relaxed);
+    let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
+    HOOK_DURATIONS[e][notifier as usize].observe(duration_bucket(took.as_secs_f64()), micros);
+    if failed {
+        HOOK_FAILURES[e][notifier as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// A connection was opened (`+1`) or closed on core `core`.
+pub fn core_connection(core: usize, opened: bool) {
+    if let Some(c) = CORE_CONNECTIONS.get(core) {
+        if opened {
+            c.fetch_add(1, Relaxed);
+        } else {
+            c.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// An upload was created; `length` when it is known, `finished` when the creation
+/// completed it (an empty upload, creation-with-upload of everything).
+pub fn upload_created(length: Option<u64>, finished: bool) {
+    STARTED_UPLOADS.fetch_add(1, Relaxed);
+    if let Some(len) = length {
+        UPLOAD_SIZES.observe(size_bucket(len), len);
+    }
+    if finished {
+        FINISHED_UPLOADS.fetch_add(1, Relaxed);
+    } else {
+        ACTIVE_UPLOADS.fetch_add(1, Relaxed);
+    }
+}
+
+/// A PATCH completed an upload.
+pub fn upload_finished() {
+    FINISHED_UPLOADS.fetch_add(1, Relaxed);
+    ACTIVE_UPLOADS.fetch_sub(1, Relaxed);
+}
+
+/// An upload was terminated; `unfinished` if it was not complete.
+pub fn upload_terminated(unfinished: bool) {
+    TERMINATED_UPLOADS.fetch_add(1, Relaxed);
+    if unfinished {
+        ACTIVE_UPLOADS.fetch_sub(1, Relaxed);
+    }
+}
+
+/// The bucket of a size: the first `i` with `len <= 2^(i+1)`.
+fn size_bucket(len: u64) -> Option<usize> {
+    (0..SIZE_BUCKETS).find(|&i| len <= 1u64 << (i + 1))
+}
+
+fn duration_bucket(secs: f64) -> Option<usize> {
+    DURATION_BUCKETS.iter().position(|&b| secs <= b)
+}
+
+/// Records one answered request.
+pub fn request(endpoint: Endpoint, method: usize, status: u16, elapsed: Duration, body: u64) {
+    let e = endpoint as usize;
+    let m = method.min(METHODS - 1);
+    let s = (status.clamp(100, 599) - 100) as usize;
+    REQUESTS[e][m][s].fetch_add(1, Relaxed);
+    let class = s / 100;
+    let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+    DURATIONS[e][m][class].observe(duration_bucket(elapsed.as_secs_f64()), micros);
+    if body > 0 {
+        BYTES_RECEIVED.fetch_add(body, Relaxed);
+    }
+}
+
+/// Values read from elsewhere at render time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Core threads.
+    pub cores: usize,
+    /// Open connections (process-wide).
+    pub open_connections: usize,
+    /// Held upload locks.
+    pub uploads_in_progress: usize,
+    /// Hook events queued or parked, not yet taken by a worker.
+    pub hook_queue_depth: usize,
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn float(v: f64, out: &mut String) {
+    if v.is_infinite() {
+        out.push_str("+Inf");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Writes a histogram's `_bucket`, `_sum` and `_count` lines. `labels` is the label
+/// list without braces (may be empty); `scale` turns the sum's unit into the metric's.
+fn histogram<const N: usize>(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: &[f64; N],
+    h: &Histogram<N>,
+    scale: f64,
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut acc = 0;
+    for (bound, b) in bounds.iter().zip(h.buckets.iter()) {
+        acc += b.load(Relaxed);
+        let _ = write!(out, "{name}_bucket{{{labels}{sep}le=\"");
+        float(*bound, out);
+        let _ = writeln!(out, "\"}} {acc}");
+    }
+    let count = h.count.load(Relaxed).max(acc);
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+    let braces = |out: &mut String| {
+        if !labels.is_empty() {
+            let _ = write!(out, "{{{labels}}}");
+        }
+    };
+    out.push_str(name);
+    out.push_str("_sum");
+    braces(out);
+    out.push(' ');
+    float(h.sum.load(Relaxed) as f64 * scale, out);
+    out.push('\n');
+    out.push_str(name);
+    out.push_str("_count");
+    braces(out);
+    let _ = writeln!(out, " {count}");
+}
+
+/// The whole exposition, in the Prometheus text format 0.0.4. `base` is the tus base
+/// path (`--url`), used in the route templates.
+pub fn render(base: &str, g: &Gauges) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    };
+    counter(
+        &mut out,
+        "started_uploads",
+        "Uploads created.",
+        STARTED_UPLOADS.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "finished_uploads",
+        "Uploads completed, by a PATCH or by their creation.",
+        FINISHED_UPLOADS.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "terminated_uploads",
+        "Uploads terminated.",
+        TERMINATED_UPLOADS.load(Relaxed),
+    );
+    header(
+        &mut out,
+        "active_uploads",
+        "gauge",
+        "Uploads created by this process and neither finished nor terminated.",
+    );
+    let _ = writeln!(out, "active_uploads {}", ACTIVE_UPLOADS.load(Relaxed));
+    header(
+        &mut out,
+        "uploads_sizes",
+        "histogram",
+        "Upload-Length of created uploads, in bytes.",
+    );
+    let bounds: [f64; SIZE_BUCKETS] = std::array::from_fn(|i| (1u64 << (i + 1)) as f64);
+    histogram(&mut out, "uploads_sizes", "", &bounds, &UPLOAD_SIZES, 1.0);
+
+    let mut ep = String::new();
+    header(
+        &mut out,
+        "http_requests_total",
+        "counter",
+        "Requests answered, by route template, method and status.",
+    );
+    for e in Endpoint::ALL {
+        ep.clear();
+        e.label(base, &mut ep);
+        for (m, method) in METHOD_NAMES.iter().enumerate() {
+            for (s, c) in REQUESTS[e as usize][m].iter().enumerate() {
+                let v = c.load(Relaxed);
+                if v > 0 {
+                    let _ = writeln!(
+                        out,
+                        "http_requests_total{{endpoint=\"{ep}\",method=\"{method}\",status=\"{}\"}} {v}",
+                        s + 100
+                    );
+                }
+            }
+        }
+    }
+    header(
+        &mut out,
+        "http_requests_duration_seconds",
+        "histogram",
+        "Time from a complete request head to the answer written, by route template, method and status class.",
+    );
+    for e in Endpoint::ALL {
+        ep.clear();
+        e.label(base, &mut ep);
+        for (m, method) in METHOD_NAMES.iter().enumerate() {
+            for (c, h) in DURATIONS[e as usize][m].iter().enumerate() {
+                if h.count.load(Relaxed) == 0 {
+                    continue;
+                }
+                let labels = format!(
+                    "endpoint=\"{ep}\",method=\"{method}\",status_class=\"{}xx\"",
+                    c + 1
+                );
+                histogram(
+                    &mut out,
+                    "http_requests_duration_seconds",
+                    &labels,
+                    &DURATION_BUCKETS,
+                    h,
+                    1e-6,
+                );
+            }
+        }
+    }
+    counter(
+        &mut out,
+        "tusring_bytes_received_total",
+        "Request body bytes received.",
+        BYTES_RECEIVED.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "tusring_connections_refused_total",
+        "Connections answered 503 because --max-connections was reached.",
+        CONNECTIONS_REFUSED.load(Relaxed),
+    );
+    let gauge = |out: &mut String, name: &str, help: &str, v: usize| {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    };
+    gauge(&mut out, "tusring_cores", "Core threads.", g.cores);
+    gauge(
+        &mut out,
+        "tusring_open_connections",
+        "Open client connections.",
+        g.open_connections,
+    );
+    header(
+        &mut out,
+        "tusring_connections",
+        "gauge",
+        "Open client connections per core.",
+    );
+    for (i, c) in CORE_CONNECTIONS.iter().take(g.cores).enumerate() {
+        let _ = writeln!(
+            out,
+            "tusring_connections{{core=\"{i}\"}} {}",
+            c.load(Relaxed)
+        );
+    }
+    gauge(
+        &mut out,
+        "tusring_uploads_in_progress",
+        "Uploads with a request in progress (held upload locks).",
+        g.uploads_in_progress,
+    );
+    gauge(
+        &mut out,
+        "tusring_hook_queue_depth",
+        "Hook events queued, not yet taken by a worker.",
+        g.hook_queue_depth,
+    );
+    for (name, table, help) in [
+        (
+            "tusring_hook_invocations_total",
+            &HOOK_CALLS,
+            "Hook deliveries (after retries), by event and notifier.",
+        ),
+        (
+            "tusring_hook_failures_total",
+            &HOOK_FAILURES,
+            "Hook deliveries that failed or refused, by event and notifier.",
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for (e, row) in table.iter().enumerate() {
+            for (n, c) in row.iter().enumerate() {
+                let v = c.load(Relaxed);
+                if v > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{event=\"{}\",notifier=\"{}\"}} {v}",
+                        Event::ALL[e].name(),
+                        NOTIFIER_NAMES[n]
+                    );
+                }
+            }
+        }
+    }
+    header(
+        &mut out,
+        "tusring_hook_duration_seconds",
+        "histogram",
+        "Time of a hook delivery, retries included, by event and notifier.",
+    );
+    for (e, row) in HOOK_DURATIONS.iter().enumerate() {
+        for (n, h) in row.iter().enumerate() {
+            if h.count.load(Relaxed) == 0 {
+                continue;
+            }
+            let labels = format!(
+                "event=\"{}\",notifier=\"{}\"",
+                Event::ALL[e].name(),
+                NOTIFIER_NAMES[n]
+            );
+            histogram(
+                &mut out,
+                "tusring_hook_duration_seconds",
+                &labels,
+                &DURATION_BUCKETS,
+                h,
+                1e-6,
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_buckets_are_powers_of_two() {
+        assert_eq!(size_bucket(0), Some(0));
+        assert_eq!(size_bucket(2), Some(0));
+        assert_eq!(size_bucket(3), Some(1));
+        assert_eq!(size_bucket(1 << 40), Some(39));
+        assert_eq!(size_bucket((1 << 40) + 1), None);
+    }
+
+    #[test]
+    fn histogram_lines_are_cumulative_and_consistent() {
+        let h: Histogram<3> = Histogram::new();
+        let bounds = [1.0, 2.0, 4.0];
+        h.observe(Some(0), 1);
+        h.observe(Some(2), 3);
+        h.observe(None, 9);
+        let mut out = String::new();
+        histogram(&mut out, "x", "a=\"b\"", &bounds, &h, 1.0);
+        assert_eq!(
+            out,
+            "x_bucket{a=\"b\",le=\"1\"} 1\n\
+             x_bucket{a=\"b\",le=\"2\"} 1\n\
+             x_bucket{a=\"b\",le=\"4\"} 2\n\
+             x_bucket{a=\"b\",le=\"+Inf\"} 3\n\
+             x_sum{a=\"b\"} 13\n\
+             x_count{a=\"b\"} 3\n"
+        );
+        let mut out = String::new();
+        histogram(&mut out, "y", "", &[0.5], &Histogram::<1>::new(), 1e-6);
+        assert_eq!(
+            out,
+            "y_bucket{le=\"0.5\"} 0\ny_bucket{le=\"+Inf\"} 0\ny_sum 0\ny_count 0\n"
+        );
+    }
+
+    #[test]
+    fn render_has_help_and_type_for_every_family_and_bounded_labels() {
+        request(Endpoint::Upload, 3, 204, Duration::from_millis(3), 10);
+        request(
+            Endpoint::Other,
+            METHOD_OTHER,
+            404,
+            Duration::from_secs(20),
+            0,
+        );
+        let text = render(
+            "/files",
+            &Gauges {
+                cores: 2,
+                ..Gauges::default()
+            },
+        );
+        assert!(text.contains(
+            "http_requests_total{endpoint=\"/files/{id}/\",method=\"PATCH\",status=\"204\"}"
+        ));
+        assert!(text.contains(
+            "http_requests_duration_seconds_bucket{endpoint=\"other\",method=\"other\",status_class=\"4xx\",le=\"+Inf\"}"
+        ));
+        assert!(text.contains("tusring_connections{core=\"1\"} "));
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(typed.insert(rest.split(' ').next().unwrap().to_string()));
+            } else if !line.starts_with("# HELP ") {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                    .unwrap_or(name);
+                assert!(typed.contains(family), "{line}");
+            }
+        }
+    }
+}
