@@ -635,7 +635,9 @@ version_of() {
 DATE="$(date +%F)"
 HOST="$(hostname -s 2>/dev/null || hostname)"
 if [ -z "$OUT" ]; then
-    OUT="$ROOT/benches/results/$DATE-$HOST$([ "$QUICK" = 1 ] && echo -quick).md"
+    SUFFIX=""
+    [ "$QUICK" = 0 ] || SUFFIX="-quick"
+    OUT="$ROOT/benches/results/$DATE-$HOST$SUFFIX.md"
 fi
 mkdir -p "$(dirname "$OUT")"
 {

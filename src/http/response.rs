@@ -12,6 +12,9 @@ pub struct Response {
     pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// The body; empty for most tus answers.
     pub body: Cow<'static, [u8]>,
+    /// The length of a body that is streamed after the head instead of `body` (a
+    /// download): `Content-Length` says this, and `body` must be empty.
+    pub streamed_len: Option<u64>,
 }
 
 impl Response {
@@ -21,6 +24,7 @@ impl Response {
             status,
             headers: Vec::with_capacity(8),
             body: Cow::Borrowed(b""),
+            streamed_len: None,
         }
     }
 
@@ -53,6 +57,7 @@ pub fn reason(status: u16) -> &'static str {
         200 => "OK",
         201 => "Created",
         204 => "No Content",
+        206 => "Partial Content",
         // Statuses an HTTP pre-hook's refusal may relay.
         300 => "Multiple Choices",
         301 => "Moved Permanently",
@@ -73,6 +78,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
         422 => "Unprocessable Content",
         423 => "Locked",
         429 => "Too Many Requests",
@@ -112,7 +118,7 @@ pub fn encode(resp: &Response, head_only: bool, close: bool, date: &[u8], out: &
     // as well: they describe no representation here.
     if resp.status != 204 && resp.status >= 200 && !head_only {
         out.extend_from_slice(b"Content-Length: ");
-        push_u64(out, resp.body.len() as u64);
+        push_u64(out, resp.streamed_len.unwrap_or(resp.body.len() as u64));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"Date: ");
@@ -166,6 +172,18 @@ mod tests {
         assert_eq!(out, b"HTTP/1.1 204 No Content\r\nDate: D\r\n\r\n".to_vec());
         encode(&Response::new(200), true, false, b"D", &mut out);
         assert_eq!(out, b"HTTP/1.1 200 OK\r\nDate: D\r\n\r\n".to_vec());
+    }
+
+    #[test]
+    fn streamed_length_is_announced() {
+        let mut r = Response::new(206);
+        r.streamed_len = Some(12);
+        let mut out = Vec::new();
+        encode(&r, false, false, b"D", &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 206 Partial Content\r\nContent-Length: 12\r\nDate: D\r\n\r\n".to_vec()
+        );
     }
 
     #[test]

@@ -128,12 +128,18 @@ impl Conn {
                 &head,
                 timeout,
             );
-            let reply = handler::handle(&self.core, &ctx, &mut body).await;
+            let mut reply = handler::handle(&self.core, &ctx, &mut body).await;
             let body_done = body.finished();
             let received = body.received;
             let head_only = head.method == Method::Head;
             let close = !head.keep_alive || !body_done || reply.close || self.core.draining();
-            let sent = self.send(&reply.resp, head_only, close).await;
+            let mut sent = self.send(&reply.resp, head_only, close).await;
+            if let Some(fb) = reply.file.take() {
+                if sent.is_ok() && !head_only {
+                    sent = self.send_file(&fb).await;
+                }
+                let _ = fb.file.close().await;
+            }
             self.served += 1;
             crate::metrics::request(
                 reply.endpoint,
@@ -218,6 +224,59 @@ impl Conn {
         let (res, out) = self.stream.write_all(out).await;
         self.out = out;
         res
+    }
+
+    /// Streams `fb.len` bytes of a file from `fb.start` to the socket (the head is
+    /// sent), through one pooled body buffer: read, then write, until done. Each write
+    /// has the body timeout; a client that stops reading has its socket shut down.
+    /// An error means the body is cut short and the connection must close.
+    async fn send_file(&mut self, fb: &handler::FileBody) -> io::Result<()> {
+        let core = self.core.clone();
+        let timeout = core.shared.config.body_timeout;
+        let fd = self.stream.as_raw_fd();
+        let mut buf = core.take_buffer();
+        let cap = buf.capacity().max(1);
+        let (mut pos, end) = (fb.start, fb.start + fb.len);
+        let mut result = Ok(());
+        while pos < end {
+            let want = (end - pos).min(cap as u64) as usize;
+            buf.clear();
+            let (res, slice) = fb.file.read_at(buf.slice(0..want), pos).await;
+            buf = slice.into_inner();
+            match res {
+                Ok(0) => {
+                    result = Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the data file shrank while it was being sent",
+                    ));
+                    break;
+                }
+                Ok(n) => pos += n as u64,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+            let ((res, b), timed_out) =
+                with_deadline(self.stream.write_all(buf), fd, timeout, libc::SHUT_RDWR).await;
+            buf = b;
+            if let Err(e) = res {
+                result = Err(e);
+                break;
+            }
+            if timed_out {
+                result = Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client stopped reading the download",
+                ));
+                break;
+            }
+        }
+        if let Err(e) = &result {
+            crate::debug!("download cut short at byte {pos}: {e}");
+        }
+        core.give_buffer(buf);
+        result
     }
 
     /// Half-closes and discards what the client still sends, briefly, so that the

@@ -14,6 +14,8 @@ use crate::storage::files::Upload;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
 use crate::storage::locks::UploadLock;
+use crate::tus::cors::{self, Decision};
+use crate::tus::getting::{content_disposition, content_type, parse_range, RangeAsk};
 use crate::tus::metadata::{parse_upload_metadata, Metadata};
 use crate::tus::routes::{route, Route};
 use crate::tus::rules::{
@@ -46,6 +48,19 @@ pub struct Reply {
     pub health: bool,
     /// The route template, for the metrics.
     pub endpoint: Endpoint,
+    /// A body streamed from a file after the head (a download); `resp.streamed_len`
+    /// is its length.
+    pub file: Option<FileBody>,
+}
+
+/// Bytes of an open file to send as the body: `len` bytes from offset `start`.
+pub struct FileBody {
+    /// The data file, open for reading.
+    pub file: File,
+    /// First byte to send.
+    pub start: u64,
+    /// How many bytes to send.
+    pub len: u64,
 }
 
 impl Reply {
@@ -55,6 +70,7 @@ impl Reply {
             close: false,
             health: false,
             endpoint: Endpoint::Other,
+            file: None,
         }
     }
 }
@@ -108,6 +124,24 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodyIo<'_>
     let cfg = &core.shared.config;
     let method = effective_method(ctx.head);
     let route = route(ctx.head.path(), &cfg.url);
+    // rustus-compat §2.8: CORS applies to everything under the base path; a preflight
+    // is answered here and never reaches tus (so it carries no Tus-* headers).
+    let cors = if route.is_tus() {
+        let head = ctx.head;
+        let ask = cors::Ask {
+            is_options: head.method == Method::Options,
+            origin: head.header_str("origin"),
+            request_method: head.header_str("access-control-request-method"),
+            request_headers: head.header_str("access-control-request-headers"),
+        };
+        let decision = cors::decide(&cfg.cors, &cfg.hooks_http_proxy_headers, &ask);
+        match decision {
+            Decision::Actual(origin) => origin,
+            preflight => return preflight_reply(core, route, preflight),
+        }
+    } else {
+        None
+    };
     let result = match route {
         Route::Health => health(core, &method).await,
         Route::Metrics => metrics_page(core, &method),
@@ -131,17 +165,61 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodyIo<'_>
         // §1.1: every answer under the base path names the protocol version.
         reply.resp.header("Tus-Resumable", TUS_VERSION);
         reply.resp.header("Tus-Version", TUS_VERSION);
+        cors_headers(&mut reply.resp, cors);
     }
     reply.health = route == Route::Health;
-    reply.endpoint = match route {
+    reply.endpoint = endpoint(route);
+    reply
+}
+
+/// The headers every answer under the base path carries for CORS, and
+/// `Access-Control-Allow-Origin` when the request came from an allowed origin.
+fn cors_headers(resp: &mut Response, origin: Option<String>) {
+    if let Some(origin) = origin {
+        resp.header("Access-Control-Allow-Origin", origin);
+    }
+    resp.header("Access-Control-Expose-Headers", cors::EXPOSE_HEADERS);
+    resp.header("Vary", cors::VARY);
+}
+
+/// The answer to a CORS preflight: 200 with what may be sent, or 400.
+fn preflight_reply(core: &Rc<Core>, route: Route, decision: Decision) -> Reply {
+    let mut resp = match decision {
+        Decision::PreflightOk(origin) => {
+            let mut resp = Response::new(200);
+            resp.header("Access-Control-Allow-Origin", origin);
+            resp.header("Access-Control-Allow-Methods", cors::ALLOW_METHODS);
+            resp.header(
+                "Access-Control-Allow-Headers",
+                cors::allow_headers(&core.shared.config.hooks_http_proxy_headers),
+            );
+            resp.header("Access-Control-Max-Age", cors::MAX_AGE);
+            resp
+        }
+        Decision::PreflightRefused(why) => {
+            let mut resp = Response::new(400);
+            resp.text(why.to_string());
+            resp
+        }
+        Decision::Actual(_) => Response::new(200),
+    };
+    resp.header("Vary", cors::VARY);
+    Reply {
+        endpoint: endpoint(route),
+        ..Reply::new(resp)
+    }
+}
+
+/// The route template, for the metrics.
+fn endpoint(route: Route) -> Endpoint {
+    match route {
         Route::Collection => Endpoint::Collection,
         Route::Upload(_) => Endpoint::Upload,
         Route::Health => Endpoint::Health,
         Route::Metrics => Endpoint::Metrics,
         Route::Ready => Endpoint::Ready,
         Route::BadId | Route::NotFound => Endpoint::Other,
-    };
-    reply
+    }
 }
 
 /// `GET /metrics`: the Prometheus exposition (text format 0.0.4).
@@ -223,10 +301,62 @@ async fn tus(
         (Route::Upload(id), Method::Head) => head(core, &id).await,
         (Route::Upload(id), Method::Patch) => patch(core, ctx, &id, body).await,
         (Route::Upload(id), Method::Delete) if ext.termination => delete(core, ctx, &id).await,
-        _ => Err(Error::MethodNotAllowed(
-            route.allow(ext.creation, ext.termination),
-        )),
+        (Route::Upload(id), Method::Get) if ext.getting => get(core, ctx, &id).await,
+        _ => Err(Error::MethodNotAllowed(match (route, ext.getting) {
+            (Route::Upload(_), true) if ext.termination => "OPTIONS, GET, HEAD, PATCH, DELETE",
+            (Route::Upload(_), true) => "OPTIONS, GET, HEAD, PATCH",
+            _ => route.allow(ext.creation, ext.termination),
+        })),
     }
+}
+
+/// rustus-compat §2.7 (`getting`): the upload's bytes as stored so far, with a
+/// single `Range` honoured. The body is streamed from the file by the connection.
+async fn get(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, Error> {
+    let store = &core.shared.store;
+    let upload = store.read_info(id).await?;
+    let file = store.open_read(&upload.data_path).await?;
+    let st = match file.statx().await {
+        Ok(st) => st,
+        Err(e) => {
+            let _ = file.close().await;
+            return Err(Error::storage("stat data file", e));
+        }
+    };
+    // The bytes stored so far: an incomplete upload is served as far as it goes.
+    let len = st.stx_size;
+    let mut resp = Response::new(200);
+    resp.header("Accept-Ranges", "bytes");
+    resp.header("ETag", format!("\"{id}-{len}\""));
+    resp.header("Last-Modified", crate::time::http_date(st.stx_mtime.tv_sec));
+    let (start, n) = match parse_range(ctx.head.header_str("range"), len) {
+        RangeAsk::Full => (0, len),
+        RangeAsk::Part { start, end } => {
+            resp.status = 206;
+            resp.header("Content-Range", format!("bytes {start}-{end}/{len}"));
+            (start, end - start + 1)
+        }
+        RangeAsk::Unsatisfiable => {
+            let _ = file.close().await;
+            resp.status = 416;
+            resp.header("Content-Range", format!("bytes */{len}"));
+            return Ok(Reply::new(resp));
+        }
+    };
+    let id_name = id.to_string();
+    let name = upload.info.metadata.get("filename").unwrap_or(&id_name);
+    let ct = content_type(Some(name));
+    resp.header("Content-Type", ct);
+    resp.header("Content-Disposition", content_disposition(ct, Some(name)));
+    resp.streamed_len = Some(n);
+    Ok(Reply {
+        file: Some(FileBody {
+            file,
+            start,
+            len: n,
+        }),
+        ..Reply::new(resp)
+    })
 }
 
 /// §1.2: what the server supports.

@@ -80,6 +80,7 @@ pub fn extensions_header(config: &Config) -> String {
         (e.creation_with_upload, "creation-with-upload"),
         (e.creation, "creation"),
         (e.termination, "termination"),
+        (e.getting, "getting"),
     ];
     let names: Vec<&str> = list.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
     names.join(",")
@@ -89,7 +90,6 @@ pub fn extensions_header(config: &Config) -> String {
 fn unimplemented_extensions(config: &Config) -> Vec<&'static str> {
     let e = &config.extensions;
     [
-        (e.getting, "getting"),
         (e.concatenation, "concatenation"),
         (e.concatenation_unfinished, "concatenation-unfinished"),
         (e.checksum, "checksum"),

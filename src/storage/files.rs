@@ -206,6 +206,17 @@ impl FileStore {
             })
     }
 
+    /// Opens an existing data file for reading (a download).
+    pub async fn open_read(&self, path: &Path) -> Result<File, Error> {
+        File::open(path).await.map_err(|e| {
+            if is_not_found(&e) {
+                Error::NotFound
+            } else {
+                Error::storage("open data file", e)
+            }
+        })
+    }
+
     /// Writes the info record atomically: a temporary file renamed over the record
     /// (with `--force-fsync`, the file and then its directory are fsynced).
     pub async fn write_info(&self, info: &UploadInfo) -> Result<(), Error> {

@@ -431,6 +431,12 @@ fn max_connections_refuses_past_the_limit_and_recovers() {
         matches!(c.read_response(), Ok(r) if r.status == 200)
     });
     assert!(recovered, "no connection served after the others closed");
+    // The server may not have seen every earlier close yet: wait until a scrape fits.
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut c = d.conn();
+        c.send(&Req::new("GET", "/metrics"));
+        matches!(c.read_response(), Ok(r) if r.status == 200)
+    }));
     let m = scrape(&d);
     assert!(value(&m, "tusring_connections_refused_total", &[]) >= 1.0);
 }

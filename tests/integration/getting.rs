@@ -1,0 +1,219 @@
+//! rustus's `getting` extension: `GET /files/<id>` serves the bytes stored so far, with
+//! a single `Range`, the media type and disposition from the metadata's `filename`.
+
+use crate::harness::*;
+use base64::Engine;
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Creates an upload of `body` named `filename` (if any) and stores all of it.
+fn upload(d: &Daemon, body: &[u8], filename: Option<&str>) -> String {
+    let len = body.len().to_string();
+    let md = filename.map(|f| format!("filename {}", b64(f)));
+    let mut hs = vec![("Upload-Length", len.as_str())];
+    if let Some(md) = &md {
+        hs.push(("Upload-Metadata", md.as_str()));
+    }
+    let r = d.post(&hs);
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = upload_id(&r);
+    if !body.is_empty() {
+        let r = d.patch(&id, 0, body);
+        assert_eq!(r.status, 204, "{r:?}");
+    }
+    id
+}
+
+fn get(d: &Daemon, id: &str, range: Option<&str>) -> Response {
+    let mut req = Req::new("GET", &format!("/files/{id}"));
+    if let Some(r) = range {
+        req = req.h("Range", r);
+    }
+    d.send(&req)
+}
+
+#[test]
+fn get_full_without_tus_resumable() {
+    let tmp = TempDir::new("get-full");
+    let d = Daemon::start(&tmp, &[]);
+    let id = upload(&d, b"hello, world", Some("greeting.txt"));
+    for path in [format!("/files/{id}"), format!("/files/{id}/")] {
+        let r = d.send(&Req::new("GET", &path));
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body, b"hello, world");
+        assert_eq!(r.header("Content-Length"), Some("12"), "{r:?}");
+        assert_eq!(r.header("Accept-Ranges"), Some("bytes"), "{r:?}");
+        assert_eq!(
+            r.header("Content-Type"),
+            Some("text/plain; charset=utf-8"),
+            "{r:?}"
+        );
+        assert_eq!(
+            r.header("Content-Disposition"),
+            Some("inline; filename=\"greeting.txt\""),
+            "{r:?}"
+        );
+        assert_eq!(r.header("ETag"), Some(format!("\"{id}-12\"").as_str()));
+        let lm = r.header("Last-Modified").expect("Last-Modified");
+        assert!(lm.ends_with(" GMT") && lm.len() == 29, "{lm:?}");
+        r.assert_tus();
+    }
+    // Keep-alive: two downloads on one connection.
+    let mut c = d.conn();
+    for _ in 0..2 {
+        let r = c.request(&Req::new("GET", &format!("/files/{id}")));
+        assert_eq!(r.body, b"hello, world", "{r:?}");
+    }
+    // HEAD stays tus's offset retrieval.
+    let h = d.head(&id);
+    assert_eq!(h.status, 200, "{h:?}");
+    assert_eq!(h.upload_offset(), 12);
+    assert!(!h.has("Content-Disposition"), "{h:?}");
+}
+
+#[test]
+fn get_ranges() {
+    let tmp = TempDir::new("get-range");
+    let d = Daemon::start(&tmp, &[]);
+    let id = upload(&d, b"0123456789", None);
+    let cases = [
+        ("bytes=2-5", "2345", "bytes 2-5/10"),
+        ("bytes=7-", "789", "bytes 7-9/10"),
+        ("bytes=-3", "789", "bytes 7-9/10"),
+        ("bytes=8-100", "89", "bytes 8-9/10"),
+    ];
+    for (range, body, cr) in cases {
+        let r = get(&d, &id, Some(range));
+        assert_eq!(r.status, 206, "{range}: {r:?}");
+        assert_eq!(r.body, body.as_bytes(), "{range}: {r:?}");
+        assert_eq!(r.header("Content-Range"), Some(cr), "{range}: {r:?}");
+        assert_eq!(
+            r.header("Content-Length"),
+            Some(body.len().to_string().as_str())
+        );
+    }
+    for range in ["bytes=10-", "bytes=20-30", "bytes=-0"] {
+        let r = get(&d, &id, Some(range));
+        assert_eq!(r.status, 416, "{range}: {r:?}");
+        assert_eq!(r.header("Content-Range"), Some("bytes */10"), "{r:?}");
+        assert!(r.body.is_empty(), "{r:?}");
+    }
+    // Several ranges, or a malformed one: the whole representation.
+    for range in ["bytes=0-1,4-5", "bytes=5-2", "lines=1-2"] {
+        let r = get(&d, &id, Some(range));
+        assert_eq!(r.status, 200, "{range}: {r:?}");
+        assert_eq!(r.body, b"0123456789", "{range}");
+        assert!(!r.has("Content-Range"), "{r:?}");
+    }
+    // No filename: named after the id, octet-stream, attachment.
+    let r = get(&d, &id, None);
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("application/octet-stream"),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.header("Content-Disposition"),
+        Some(format!("attachment; filename=\"{id}\"").as_str()),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn incomplete_upload_served_as_far_as_it_goes() {
+    let tmp = TempDir::new("get-partial");
+    let d = Daemon::start(&tmp, &[]);
+    let id = d.create(100);
+    let r = get(&d, &id, None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("Content-Length"), Some("0"), "{r:?}");
+    let r = get(&d, &id, Some("bytes=0-"));
+    assert_eq!(r.status, 416, "{r:?}");
+    assert_eq!(d.patch(&id, 0, b"abcdef").status, 204);
+    let r = get(&d, &id, None);
+    assert_eq!(r.body, b"abcdef", "{r:?}");
+    assert_eq!(r.header("ETag"), Some(format!("\"{id}-6\"").as_str()));
+    let r = get(&d, &id, Some("bytes=4-99"));
+    assert_eq!(r.status, 206, "{r:?}");
+    assert_eq!(r.body, b"ef");
+    assert_eq!(r.header("Content-Range"), Some("bytes 4-5/6"), "{r:?}");
+}
+
+#[test]
+fn unknown_or_bad_id_is_404() {
+    let tmp = TempDir::new("get-404");
+    let d = Daemon::start(&tmp, &[]);
+    let r = get(&d, "9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1", None);
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = get(&d, "not-an-id", None);
+    assert_eq!(r.status, 404, "{r:?}");
+    // Deleted: 404 too.
+    let id = upload(&d, b"x", None);
+    assert_eq!(d.delete(&id).status, 204);
+    assert_eq!(get(&d, &id, None).status, 404);
+}
+
+#[test]
+fn content_type_and_disposition_from_filename() {
+    let tmp = TempDir::new("get-types");
+    let d = Daemon::start(&tmp, &[]);
+    let cases = [
+        ("photo.PNG", "image/png", "inline"),
+        ("a.jpeg", "image/jpeg", "inline"),
+        ("clip.mp4", "video/mp4", "inline"),
+        ("data.json", "application/json", "inline"),
+        ("archive.zip", "application/zip", "attachment"),
+        ("paper.pdf", "application/pdf", "attachment"),
+        ("blob.bin", "application/octet-stream", "attachment"),
+    ];
+    for (name, ct, disp) in cases {
+        let id = upload(&d, b"data", Some(name));
+        let r = get(&d, &id, None);
+        assert_eq!(r.header("Content-Type"), Some(ct), "{name}: {r:?}");
+        assert_eq!(
+            r.header("Content-Disposition"),
+            Some(format!("{disp}; filename=\"{name}\"").as_str()),
+            "{name}: {r:?}"
+        );
+    }
+    let id = upload(&d, b"q", Some("say \"hi\"\\.txt"));
+    let r = get(&d, &id, None);
+    assert_eq!(
+        r.header("Content-Disposition"),
+        Some("inline; filename=\"say \\\"hi\\\"\\\\.txt\""),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn large_download_is_byte_exact() {
+    let tmp = TempDir::new("get-large");
+    let d = Daemon::start(&tmp, &[]);
+    let body: Vec<u8> = (0..8u64 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let id = upload(&d, &body, Some("big.bin"));
+    let r = get(&d, &id, None);
+    assert_eq!(r.status, 200, "{:?}", r.headers);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "download differs from the upload");
+    let (a, b) = (1_000_001usize, 5_000_000usize);
+    let r = get(&d, &id, Some(&format!("bytes={a}-{b}")));
+    assert_eq!(r.status, 206, "{:?}", r.headers);
+    assert!(r.body == body[a..=b], "range differs");
+}
+
+#[test]
+fn getting_disabled_is_not_served() {
+    let tmp = TempDir::new("get-off");
+    let d = Daemon::start(&tmp, &["--tus-extensions", "creation,termination"]);
+    let id = upload(&d, b"abc", None);
+    let r = get(&d, &id, None);
+    assert_eq!(r.status, 405, "{r:?}");
+    assert!(!r.body.starts_with(b"abc"), "{r:?}");
+    let o = d.options("/files");
+    assert_eq!(o.header("Tus-Extension"), Some("creation,termination"));
+}
