@@ -133,6 +133,15 @@ impl Conn {
             let received = body.received;
             let head_only = head.method == Method::Head;
             let close = !head.keep_alive || !body_done || reply.close || self.core.draining();
+            // Counted before the answer goes out, so a client that has its answer sees
+            // its request in /metrics; the duration is the time to produce the answer.
+            crate::metrics::request(
+                reply.endpoint,
+                crate::metrics::method_index(&head.method),
+                reply.resp.status,
+                started.elapsed(),
+                received,
+            );
             let mut sent = self.send(&reply.resp, head_only, close).await;
             if let Some(fb) = reply.file.take() {
                 if sent.is_ok() && !head_only {
@@ -141,13 +150,6 @@ impl Conn {
                 let _ = fb.file.close().await;
             }
             self.served += 1;
-            crate::metrics::request(
-                reply.endpoint,
-                crate::metrics::method_index(&head.method),
-                reply.resp.status,
-                started.elapsed(),
-                received,
-            );
             let quiet = reply.health && self.core.shared.config.disable_health_access_log;
             if !quiet {
                 self.access_log(
