@@ -13,6 +13,7 @@ mod core;
 mod cors;
 mod crash;
 mod datapath;
+mod faults;
 mod getting;
 mod hooks;
 mod http1;

@@ -703,7 +703,7 @@ pub fn verify(o: &Opts) -> Result<(), String> {
                 Some(t) => t.url.authority.clone(),
                 None => url.authority.clone(),
             };
-            if current.as_ref().map_or(true, |(k, _)| *k != key) {
+            if current.as_ref().is_none_or(|(k, _)| *k != key) {
                 let conn = match &forced {
                     Some(t) => t.conn(o, RECV_BUF),
                     None => Target::new(&l.url)?.conn(o, RECV_BUF),

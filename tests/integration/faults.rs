@@ -1,0 +1,81 @@
+//! Storage faults: a full disk. The data directory is a small tmpfs mounted by the test
+//! (the tests run as root in CI); the info directory stays on the normal filesystem.
+
+use crate::harness::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A tmpfs mounted for the test, unmounted when dropped (before its TempDir is removed).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_gives_507_keeps_what_was_written_and_resumes() {
+    let tmp = TempDir::new("fulldisk");
+    let Some(_mnt) = Tmpfs::mount(&tmp.join("data"), "4m") else {
+        // Only root can mount; CI runs as root, so there this test always runs.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cannot mount a tmpfs in CI (the tests run as root there)"
+        );
+        eprintln!("SKIPPED full_disk test: mounting a tmpfs needs root");
+        return;
+    };
+    for splice in [true, false] {
+        let mut b =
+            Daemon::builder(&tmp).info_dir(tmp.join(if splice { "info-a" } else { "info-b" }));
+        if !splice {
+            b = b.arg("--disable-splice");
+        }
+        let d = b.start();
+        // An upload that cannot fit is refused at creation: fallocate finds no room.
+        let r = d.post(&[("Upload-Length", &(64u64 << 20).to_string())]);
+        assert_eq!(r.status, 507, "{r:?}");
+        assert!(list_files(d.data_dir()).is_empty(), "nothing left behind");
+        // Ballast: 1 MiB reserved by preallocation, deleted later to free room.
+        let ballast = d.create(1 << 20);
+        // A deferred upload is not preallocated: the disk fills in the middle of its body.
+        let data = random_bytes(if splice { 61 } else { 62 }, 6 << 20);
+        let id = d.create_deferred();
+        let r = d.patch(&id, 0, &data);
+        assert_eq!(r.status, 507, "{r:?}");
+        let stored = d.offset(&id);
+        assert!(stored > 0 && stored < data.len() as u64, "stored {stored}");
+        assert_eq!(
+            d.read_data(&id),
+            &data[..stored as usize],
+            "the bytes kept are the bytes sent"
+        );
+        // The record is whole and the daemon still serves.
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.info_path(&id)).unwrap()).unwrap();
+        assert_eq!(info["offset"].as_u64(), Some(stored));
+        assert_eq!(d.send(&Req::new("GET", "/health")).status, 200);
+        // Free space, resume with a length that fits, and finish byte-exact.
+        assert_eq!(d.delete(&ballast).status, 204);
+        let total = stored + 1000;
+        let rest = &data[stored as usize..total as usize];
+        let r = d.send(&patch_req(&id, stored, rest).h("Upload-Length", &total.to_string()));
+        assert_eq!(r.status, 204, "{r:?}");
+        assert_eq!(d.read_data(&id), &data[..total as usize]);
+        assert_eq!(d.delete(&id).status, 204);
+    }
+}
