@@ -99,7 +99,7 @@ impl Conn {
                 HeadRead::Closed => return,
                 HeadRead::Bad(err) => {
                     let started = Instant::now();
-                    let resp = handler::error_response(&err, false);
+                    let resp = handler::error_response(&err);
                     let _ = self.send(&resp, false, true).await;
                     crate::metrics::request(
                         crate::metrics::Endpoint::Other,

@@ -78,7 +78,7 @@ impl Reply {
 /// The response for an error: status, one-line text body, `Allow` for 405,
 /// `Retry-After` for a full hook queue; an HTTP pre-hook's refusal is relayed as it
 /// is (status, body, and its content type or `text/plain; charset=utf-8`).
-pub fn error_response(err: &Error, _tus: bool) -> Response {
+pub fn error_response(err: &Error) -> Response {
     let mut resp = Response::new(err.status());
     match err {
         Error::MethodNotAllowed(allow) => resp.header("Allow", *allow),
@@ -159,7 +159,7 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodyIo<'_>
                 err.message()
             );
         }
-        Reply::new(error_response(&err, route.is_tus()))
+        Reply::new(error_response(&err))
     });
     if route.is_tus() {
         // §1.1: every answer under the base path names the protocol version.
@@ -450,7 +450,7 @@ async fn create(
     let location = location(ctx, &cfg.url, &info.id);
     let mut resp = match &body_error {
         None => Response::new(201),
-        Some(err) => error_response(err, true),
+        Some(err) => error_response(err),
     };
     resp.header("Location", location);
     resp.header("Upload-Offset", info.offset.to_string());
@@ -579,7 +579,7 @@ async fn patch(
     }
     let mut resp = match &got.error {
         None => Response::new(204),
-        Some(err) => error_response(err, true),
+        Some(err) => error_response(err),
     };
     resp.header("Upload-Offset", got.end_offset.to_string());
     Ok(Reply {

@@ -1,8 +1,10 @@
 //! The file storage: data files and info records, through io_uring.
 //!
-//! This is the only module that touches upload files. Everything here runs on a core
-//! thread and every operation is an io_uring op (open, statx, read, write, fallocate,
-//! fsync, rename, unlink), so a core never blocks on the filesystem.
+//! Every path-level operation on upload files (create, open, stat, rename, remove) and
+//! on the info records is here; request bodies are written into the handles it opens.
+//! Everything here runs on a core thread and every operation is an io_uring op (open,
+//! statx, read, write, fallocate, fsync, rename, unlink), so a core never blocks on the
+//! filesystem.
 //!
 //! Truth about an upload's offset is the data file's size: data is only ever written
 //! sequentially at the end (one write in flight per upload), and preallocation uses
