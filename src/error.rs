@@ -47,8 +47,12 @@ pub enum Error {
     TooLarge(&'static str),
     /// 415: PATCH without `Content-Type: application/offset+octet-stream`.
     UnsupportedMediaType,
-    /// 423: another request holds the upload.
+    /// 423: another request holds the upload (and did not let go within the takeover
+    /// wait, `storage::locks::TAKEOVER_WAIT`).
     Locked,
+    /// 400 (as tusd's `ERR_UPLOAD_INTERRUPTED`): a newer request for the upload took it
+    /// over; this one stopped after storing what it had received.
+    TakenOver,
     /// 503: the daemon is shutting down or cannot serve now.
     Unavailable(&'static str),
     /// 507: the filesystem is full.
@@ -165,6 +169,7 @@ impl Error {
             Error::TooLarge(_) => 413,
             Error::UnsupportedMediaType => 415,
             Error::Locked => 423,
+            Error::TakenOver => 400,
             Error::Unavailable(_) => 503,
             Error::InsufficientStorage => 507,
             Error::Storage { .. } | Error::CorruptInfo => 500,
@@ -204,6 +209,9 @@ impl Error {
                 "Content-Type must be application/offset+octet-stream".to_string()
             }
             Error::Locked => "The upload is in use by another request".to_string(),
+            Error::TakenOver => "A newer request for this upload took it over; this request \
+                                 stopped after the bytes it had received"
+                .to_string(),
             Error::InsufficientStorage => "No space left on the storage".to_string(),
             Error::Storage { what, err } => format!("Storage error: {what}: {err}"),
             Error::CorruptInfo => "The upload's info record is corrupt".to_string(),

@@ -127,6 +127,9 @@ pub static ACTIVE_UPLOADS: AtomicI64 = AtomicI64::new(0);
 pub static BYTES_RECEIVED: AtomicU64 = AtomicU64::new(0);
 /// Connections answered 503 because `--max-connections` was reached.
 pub static CONNECTIONS_REFUSED: AtomicU64 = AtomicU64::new(0);
+/// Requests that took their upload over from an older request holding it (see
+/// `storage::locks`), counted when they got the lock.
+pub static LOCK_TAKEOVERS: AtomicU64 = AtomicU64::new(0);
 
 static UPLOAD_SIZES: Histogram<SIZE_BUCKETS> = Histogram::new();
 static REQUESTS: [[[AtomicU64; STATUSES]; METHODS]; ENDPOINTS] =
@@ -400,6 +403,12 @@ pub fn render(base: &str, g: &Gauges) -> String {
         "tusring_connections_refused_total",
         "Connections answered 503 because --max-connections was reached.",
         CONNECTIONS_REFUSED.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "tusring_lock_takeovers_total",
+        "PATCH or DELETE requests that made an older request holding their upload stop, then got it.",
+        LOCK_TAKEOVERS.load(Relaxed),
     );
     let gauge = |out: &mut String, name: &str, help: &str, v: usize| {
         header(out, name, "gauge", help);

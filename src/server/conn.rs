@@ -24,6 +24,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_uring::buf::{BoundedBuf, BoundedBufMut};
 use tokio_uring::fs::File;
@@ -368,6 +370,8 @@ pub enum BodyEnd {
     Failed(io::Error),
     /// The chunked framing was malformed.
     Malformed(BodyError),
+    /// A newer request took the upload over (see `storage::locks`): receiving stopped.
+    Stopped,
 }
 
 enum BodyState {
@@ -402,6 +406,10 @@ pub struct BodyIo<'a> {
     /// Capacity asked for a new pipe (`--pipe-size`).
     pipe_size: usize,
     content_length: Option<u64>,
+    /// The upload lock's stop flag, once the handler holds the lock: a newer request
+    /// for the upload sets it (and shuts the socket down for reading), and the body
+    /// ends (`BodyEnd::Stopped`) after the bytes already received.
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl<'a> BodyIo<'a> {
@@ -446,6 +454,31 @@ impl<'a> BodyIo<'a> {
             timed_out: false,
             pipe_size,
             content_length,
+            stop: None,
+        }
+    }
+
+    /// The connection's socket (registered with the upload lock, so that a newer
+    /// request can shut it down for reading; see `storage::locks`).
+    pub fn socket(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Ends the body once `flag` is set (checked after every receive).
+    pub fn stop_on(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    /// A newer request asked for the upload and the body has not ended otherwise:
+    /// end it here.
+    fn check_stop(&mut self) {
+        if self.end.is_none()
+            && self
+                .stop
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Acquire))
+        {
+            self.end = Some(BodyEnd::Stopped);
         }
     }
 
@@ -500,6 +533,7 @@ impl<'a> BodyIo<'a> {
             BodyState::Chunked { .. } => self.fill_chunked(&mut buf, max).await,
         }
         self.received += buf.len() as u64;
+        self.check_stop();
         buf
     }
 
@@ -680,6 +714,15 @@ impl<'a> BodyIo<'a> {
                 } else {
                     BodyEnd::TimedOut
                 });
+                return Spliced::done(pos);
+            }
+            if remaining > 0
+                && self
+                    .stop
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Acquire))
+            {
+                self.end = Some(BodyEnd::Stopped);
                 return Spliced::done(pos);
             }
         }

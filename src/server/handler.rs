@@ -13,7 +13,7 @@ use crate::metrics::{self, Endpoint};
 use crate::storage::files::Upload;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
-use crate::storage::locks::UploadLock;
+use crate::storage::locks::{Acquired, UploadLock};
 use crate::tus::cors::{self, Decision};
 use crate::tus::getting::{content_disposition, content_type, parse_range, RangeAsk};
 use crate::tus::metadata::{parse_upload_metadata, Metadata};
@@ -519,7 +519,9 @@ async fn patch(
         ))?),
         None => None,
     };
-    let _lock = UploadLock::try_acquire(*id).ok_or(Error::Locked)?;
+    // Newest request wins: an older PATCH still holding the upload is made to stop.
+    let lock = take_over(id, Some(body.socket())).await?;
+    body.stop_on(lock.stop_flag());
     let store = &core.shared.store;
     let mut upload = store.load(id).await?;
     let request = PatchRequest {
@@ -553,8 +555,12 @@ async fn patch(
         store.preallocate(&file, len).await;
     }
     let start = upload.offset();
-    let got = receive(core, body, &file, start, limit).await;
+    let mut got = receive(core, body, &file, start, limit).await;
     let _ = file.close().await;
+    if lock.stop_requested() && matches!(got.error, Some(Error::BodyIncomplete)) {
+        // The takeover's shutdown(2) ended the body before the flag was looked at.
+        got.error = Some(Error::TakenOver);
+    }
     upload.info.offset = got.end_offset;
     if got.end_offset != start || set_length.is_some() {
         store.write_info(&upload.info).await?;
@@ -590,7 +596,9 @@ async fn patch(
 
 /// §2.6: termination.
 async fn delete(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, Error> {
-    let _lock = UploadLock::try_acquire(*id).ok_or(Error::Locked)?;
+    // A DELETE takes the upload over from a PATCH still holding it; it cannot be taken
+    // over itself (no body to stop).
+    let _lock = take_over(id, None).await?;
     let store = &core.shared.store;
     let upload = store.read_info(id).await?;
     let hooks = &core.shared.hooks;
@@ -606,6 +614,22 @@ async fn delete(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Repl
         hooks.post(Event::PostTerminate, upload.info, from).await;
     }
     Ok(Reply::new(Response::new(204)))
+}
+
+/// The upload's lock for a PATCH or DELETE: an older request holding it is asked to
+/// stop and awaited (at most `locks::TAKEOVER_WAIT`); 423 if it does not let go.
+/// `socket` is given when this request may itself be taken over (a PATCH).
+async fn take_over(id: &Uuid, socket: Option<std::os::fd::RawFd>) -> Result<UploadLock, Error> {
+    match UploadLock::acquire(*id, socket).await {
+        Acquired::Lock(lock, took_over) => {
+            if took_over {
+                metrics::LOCK_TAKEOVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::debug!("upload {id} taken over from an older request");
+            }
+            Ok(lock)
+        }
+        Acquired::Busy => Err(Error::Locked),
+    }
 }
 
 /// What receiving a body achieved.
@@ -668,6 +692,7 @@ async fn receive(
             Some(BodyEnd::Eof) | Some(BodyEnd::Failed(_)) => Some(Error::BodyIncomplete),
             Some(BodyEnd::TimedOut) => Some(Error::BodyTimeout),
             Some(BodyEnd::Malformed(e)) => Some(Error::Body(*e)),
+            Some(BodyEnd::Stopped) => Some(Error::TakenOver),
         };
     }
     if core.shared.config.force_fsync && out.pos > start {

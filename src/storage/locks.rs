@@ -1,24 +1,73 @@
-//! The process-wide upload locks.
+//! The process-wide upload locks, with takeover: the newest request wins.
 //!
 //! Requests for one upload may land on any core, so the lock table is shared by all
 //! cores. A request that changes an upload (PATCH, DELETE, the creation that streams a
-//! body) holds the upload's lock for its whole duration; a second such request gets 423
-//! at once instead of waiting. HEAD takes no lock: it reads the bytes stored so far.
+//! body) holds the upload's lock for its whole duration, so two writers never
+//! interleave. HEAD and GET take no lock: they read the bytes stored so far.
 //!
-//! The table is a fixed set of shards, each a `std::sync::Mutex<BTreeSet>`. A shard is
-//! held only for one hash-set insert or remove, never across an `.await`, so a core
-//! thread never waits on it for longer than a few hundred nanoseconds.
+//! **Takeover.** A client whose connection died without the server noticing comes back
+//! on a new connection while its old request still holds the upload. As tusd and the
+//! IETF resumable-upload draft do, the newer PATCH or DELETE makes the old request stop:
+//! [`UploadLock::acquire`] marks the holder's stop flag and calls `shutdown(SHUT_RD)` on
+//! the holder's socket, which completes the holder's pending receive (a recv, or a poll
+//! and a splice) with end-of-file on whatever core it runs. The holder stores what it
+//! received (the cut-short path keeps every byte and writes the info record), answers
+//! (best effort: its connection is cut) and drops the lock. The newcomer polls the table
+//! with short async sleeps, never blocking its core, for up to [`TAKEOVER_WAIT`]; then
+//! it proceeds against the true offset, or gets 423 when the holder did not let go.
+//!
+//! Only a holder that registered its socket can be taken over (a PATCH). A DELETE holds
+//! the lock briefly and registers none; a creation registers none either (its ID is only
+//! known to the client after the 201), so a request for those waits for the bound, then
+//! gets 423.
+//!
+//! Every request that asks for a lock gets a ticket from a process-wide counter, so
+//! "newest" is well defined: a request takes over only an older holder, and a waiting
+//! request gives up (423) as soon as a newer one waits for the same upload.
+//!
+//! The table is a fixed set of shards, each a `std::sync::Mutex<BTreeMap>`. A shard is
+//! held only for one map lookup, insert or remove (and, for a takeover, one
+//! `shutdown(2)` call, which does not block), never across an `.await`.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Shards of the lock table (a power of two).
 const SHARDS: usize = 64;
 
-/// Invariant: an ID is in its shard's set exactly while one [`UploadLock`] for it exists.
-static TABLE: [Mutex<BTreeSet<u128>>; SHARDS] = [const { Mutex::new(BTreeSet::new()) }; SHARDS];
+/// How long a request waits for a held upload (after asking its holder to stop) before
+/// it is answered 423.
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a waiting request looks at the table again.
+pub const TAKEOVER_POLL: Duration = Duration::from_millis(5);
+
+/// One held upload.
+struct Entry {
+    /// The holder's ticket (see [`TICKETS`]).
+    ticket: u64,
+    /// The holder's connection socket, when its request may be taken over.
+    /// Invariant: while the entry is in the table this is the holder's open socket: the
+    /// lock lives inside the request handler, which borrows the connection, so the
+    /// socket is closed only after [`UploadLock`]'s `Drop` removed the entry (under the
+    /// shard mutex). A takeover calls `shutdown(2)` on it under that same mutex, after
+    /// finding the entry present, so it can never hit a recycled descriptor.
+    socket: Option<RawFd>,
+    /// Set when a newer request asked the holder to stop.
+    stop: Arc<AtomicBool>,
+    /// `shutdown(2)` was already called on `socket`.
+    shut: bool,
+    /// The newest ticket waiting for this upload (0: none); older waiters give up.
+    newest_waiter: u64,
+}
+
+/// Invariant: an ID is in its shard's map exactly while one [`UploadLock`] for it exists.
+static TABLE: [Mutex<BTreeMap<u128, Entry>>; SHARDS] =
+    [const { Mutex::new(BTreeMap::new()) }; SHARDS];
 
 /// Locks held in the whole process: the uploads a request is writing (PATCH, a creation)
 /// or deleting right now. Invariant: incremented when an ID enters the table and
@@ -26,38 +75,172 @@ static TABLE: [Mutex<BTreeSet<u128>>; SHARDS] = [const { Mutex::new(BTreeSet::ne
 /// a statistic for the `STATUS=` line, read without ordering.
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// Tickets: one per request that asks for a lock, increasing, so a larger ticket is a
+/// newer request. Relaxed: only the order of the values matters, not of other memory.
+static TICKETS: AtomicU64 = AtomicU64::new(1);
+
 /// Uploads a request is writing or deleting right now (the locks held).
 pub fn held() -> usize {
     HELD.load(Ordering::Relaxed)
 }
 
-fn shard(id: u128) -> &'static Mutex<BTreeSet<u128>> {
+fn shard(id: u128) -> &'static Mutex<BTreeMap<u128, Entry>> {
     // UUID v4 bits are random: the low bits spread evenly.
     &TABLE[(id as usize) & (SHARDS - 1)]
+}
+
+/// What a request that finds the upload held does about it (pure; table-tested).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contend {
+    /// Ask the holder to stop (set its flag; shut its socket down if not done yet).
+    TakeOver {
+        /// Call `shutdown(SHUT_RD)` now.
+        shutdown: bool,
+    },
+    /// Wait: the holder cannot be interrupted, or was already asked by us.
+    Wait,
+    /// Give up at once (423): a newer request holds or wants the upload.
+    GiveUp,
+}
+
+/// The decision for a request with `ticket` that finds the upload held by `holder`
+/// (its ticket, whether it registered a socket, whether its socket was shut down) with
+/// `newest_waiter` the newest ticket waiting.
+pub fn contend(
+    ticket: u64,
+    holder: u64,
+    interruptible: bool,
+    shut: bool,
+    newest_waiter: u64,
+) -> Contend {
+    if holder > ticket || newest_waiter > ticket {
+        Contend::GiveUp
+    } else if interruptible {
+        Contend::TakeOver { shutdown: !shut }
+    } else {
+        Contend::Wait
+    }
+}
+
+/// How [`UploadLock::acquire`] ended.
+#[derive(Debug)]
+pub enum Acquired {
+    /// The lock, and whether an older holder had to be asked to stop first.
+    Lock(UploadLock, bool),
+    /// The upload stayed held (423).
+    Busy,
 }
 
 /// Exclusive hold on one upload; released when dropped.
 #[derive(Debug)]
 pub struct UploadLock {
     id: u128,
+    /// Set by a newer request that takes the upload over: stop receiving.
+    stop: Arc<AtomicBool>,
 }
 
 impl UploadLock {
-    /// Takes the lock on `id`, or `None` when another request holds it.
+    /// Takes the lock on `id` at once, not interruptible, or `None` when another
+    /// request holds it (creation: its ID is new).
     pub fn try_acquire(id: Uuid) -> Option<UploadLock> {
+        let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+        Self::attempt(id.as_u128(), ticket, None, false).ok()
+    }
+
+    /// Takes the lock on `id` for a request that may take it over from an older holder.
+    /// `socket` is this request's connection socket when it may itself be taken over
+    /// later (a PATCH), `None` otherwise (a DELETE). Waits, asynchronously, at most
+    /// [`TAKEOVER_WAIT`].
+    pub async fn acquire(id: Uuid, socket: Option<RawFd>) -> Acquired {
         let id = id.as_u128();
-        let mut set = shard(id).lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(id).then(|| {
-            HELD.fetch_add(1, Ordering::Relaxed);
-            UploadLock { id }
-        })
+        let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        let mut asked = false;
+        loop {
+            match Self::attempt(id, ticket, socket, true) {
+                Ok(lock) => return Acquired::Lock(lock, asked),
+                Err(Contend::GiveUp) => return Acquired::Busy,
+                Err(Contend::TakeOver { .. }) => asked = true,
+                Err(Contend::Wait) => {}
+            }
+            if Instant::now() >= deadline {
+                return Acquired::Busy;
+            }
+            tokio::time::sleep(TAKEOVER_POLL).await;
+        }
+    }
+
+    /// One look at the table: the lock, or what was done about its holder (nothing, and
+    /// `GiveUp`, unless `take_over`).
+    fn attempt(
+        id: u128,
+        ticket: u64,
+        socket: Option<RawFd>,
+        take_over: bool,
+    ) -> Result<UploadLock, Contend> {
+        let mut map = shard(id).lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(&id) {
+            None => {
+                let stop = Arc::new(AtomicBool::new(false));
+                map.insert(
+                    id,
+                    Entry {
+                        ticket,
+                        socket,
+                        stop: stop.clone(),
+                        shut: false,
+                        newest_waiter: 0,
+                    },
+                );
+                HELD.fetch_add(1, Ordering::Relaxed);
+                Ok(UploadLock { id, stop })
+            }
+            Some(_) if !take_over => Err(Contend::GiveUp),
+            Some(e) => {
+                let what = contend(
+                    ticket,
+                    e.ticket,
+                    e.socket.is_some(),
+                    e.shut,
+                    e.newest_waiter,
+                );
+                if what != Contend::GiveUp {
+                    e.newest_waiter = ticket;
+                }
+                if let Contend::TakeOver { shutdown } = what {
+                    // Release: the holder reads the flag after its receive completes.
+                    e.stop.store(true, Ordering::Release);
+                    if let (true, Some(fd)) = (shutdown, e.socket) {
+                        // SAFETY: shutdown(2) on a descriptor number. The entry is
+                        // present and the shard is locked, so `fd` is still the
+                        // holder's open socket (see `Entry::socket`), never a recycled
+                        // descriptor; at worst the call fails with ENOTCONN.
+                        unsafe {
+                            libc::shutdown(fd, libc::SHUT_RD);
+                        }
+                        e.shut = true;
+                    }
+                }
+                Err(what)
+            }
+        }
+    }
+
+    /// The flag a newer request sets to make this holder stop receiving.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Whether a newer request asked this holder to stop.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 }
 
 impl Drop for UploadLock {
     fn drop(&mut self) {
-        let mut set = shard(self.id).lock().unwrap_or_else(|p| p.into_inner());
-        if set.remove(&self.id) {
+        let mut map = shard(self.id).lock().unwrap_or_else(|p| p.into_inner());
+        if map.remove(&self.id).is_some() {
             HELD.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -101,5 +284,75 @@ mod tests {
             .filter(|&won| won)
             .count();
         assert_eq!(wins, 1);
+    }
+
+    #[test]
+    fn contend_table() {
+        // (ticket, holder, interruptible, shut, newest_waiter) -> decision
+        let cases = [
+            ((5, 3, true, false, 0), Contend::TakeOver { shutdown: true }),
+            ((5, 3, true, true, 5), Contend::TakeOver { shutdown: false }),
+            ((5, 3, false, false, 0), Contend::Wait),
+            ((5, 3, false, false, 5), Contend::Wait),
+            // A newer request holds it: the older one never takes over.
+            ((3, 5, true, false, 0), Contend::GiveUp),
+            // A newer request waits for it: the older one gives up.
+            ((5, 3, true, true, 7), Contend::GiveUp),
+            ((5, 3, false, false, 7), Contend::GiveUp),
+        ];
+        for ((t, h, i, s, w), want) in cases {
+            assert_eq!(contend(t, h, i, s, w), want, "{:?}", (t, h, i, s, w));
+        }
+    }
+
+    #[test]
+    fn takeover_sets_the_holders_flag_and_waits_for_it() {
+        let id = Uuid::new_v4();
+        // A socket pair stands in for the holder's connection: the takeover shuts it
+        // down for reading, so a read on it returns end-of-file.
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::os::fd::AsRawFd;
+        let holder = {
+            let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
+            UploadLock::attempt(id.as_u128(), ticket, Some(a.as_raw_fd()), false).unwrap()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // A creation's try-only lock never takes anything over.
+        assert!(UploadLock::try_acquire(id).is_none());
+        assert!(!holder.stop_requested());
+        let flag = holder.stop_flag();
+        let t = std::thread::spawn(move || {
+            // The holder notices and lets go.
+            while !flag.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(holder);
+        });
+        let started = Instant::now();
+        let got = rt.block_on(UploadLock::acquire(id, None));
+        assert!(matches!(got, Acquired::Lock(_, true)), "{got:?}");
+        assert!(started.elapsed() < TAKEOVER_WAIT);
+        t.join().unwrap();
+        use std::io::Read;
+        let mut buf = [0u8; 8];
+        assert_eq!((&a).read(&mut buf).unwrap(), 0, "socket shut for reading");
+    }
+
+    #[test]
+    fn an_uninterruptible_holder_gives_423_after_the_wait() {
+        let id = Uuid::new_v4();
+        let _holder = UploadLock::try_acquire(id).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let got = rt.block_on(UploadLock::acquire(id, None));
+        assert!(matches!(got, Acquired::Busy), "{got:?}");
+        assert!(started.elapsed() >= TAKEOVER_WAIT);
+        assert!(!_holder.stop_requested());
     }
 }

@@ -98,7 +98,7 @@ fn body_cut_short_keeps_the_same_bytes() {
         );
         // Resume from the offset the server reports. The cut request may still hold the
         // upload for a moment (it saves its info record after its last byte): the
-        // harness retries a 423 for a bounded time.
+        // resume takes it over and waits for it (a 423 is retried for a bounded time).
         let r = d.patch_resume(&id, sent as u64, &data[sent..]);
         assert_eq!(r.status, 204, "{r:?}");
         id
