@@ -638,8 +638,8 @@ impl<'a> BodyIo<'a> {
         if !self.inbuf.is_empty() {
             let n = (self.inbuf.len() as u64).min(remaining) as usize;
             let buf = std::mem::take(self.inbuf);
-            let (res, slice) = file.write_all_at(buf.slice(0..n), pos).await;
-            *self.inbuf = slice.into_inner();
+            let (res, buf) = crate::storage::files::write_data(file, buf, 0..n, pos).await;
+            *self.inbuf = buf;
             if let Err(e) = res {
                 return Spliced::failed(pos, e);
             }
@@ -828,8 +828,18 @@ impl<'a> BodyIo<'a> {
 /// returned.
 async fn drain_pipe(pipe: &Pipe, file: &File, fd: RawFd, pos: &mut u64, n: u32) -> io::Result<()> {
     let mut left = n;
+    // Test builds may fail this write after `budget` bytes (`storage::fault`).
+    let mut budget = crate::storage::fault::data_write(n as usize).map(|k| k as u32);
     while left > 0 {
-        match splice(pipe.read_fd(), -1, fd, *pos as i64, left).await {
+        let moved = match budget {
+            Some(0) => Err(crate::storage::fault::eio()),
+            Some(b) => splice(pipe.read_fd(), -1, fd, *pos as i64, left.min(b)).await,
+            None => splice(pipe.read_fd(), -1, fd, *pos as i64, left).await,
+        };
+        if let (Some(b), Ok(m)) = (budget.as_mut(), &moved) {
+            *b -= (*m).min(*b);
+        }
+        match moved {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
@@ -847,7 +857,8 @@ async fn drain_pipe(pipe: &Pipe, file: &File, fd: RawFd, pos: &mut u64, n: u32) 
                 if !is_unsupported(&e) {
                     return Err(e);
                 }
-                let (res, _) = file.write_all_at(rescued, *pos).await;
+                let len = rescued.len();
+                let (res, _) = crate::storage::files::write_data(file, rescued, 0..len, *pos).await;
                 res?;
                 *pos += u64::from(left);
                 left = 0;

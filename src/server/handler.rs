@@ -10,7 +10,7 @@ use crate::http::head::{Method, RequestHead};
 use crate::http::response::Response;
 use crate::limits::MAX_TUS_INTEGER;
 use crate::metrics::{self, Endpoint};
-use crate::storage::files::Upload;
+use crate::storage::files::{write_data, Upload};
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
 use crate::storage::locks::{Acquired, UploadLock};
@@ -700,6 +700,16 @@ async fn receive(
             error = Some(Error::storage("fdatasync data file", e));
         }
     }
+    // The answer carries the error; a storage failure is also logged (as errors the
+    // handler returns are, in `handle`).
+    if let Some(e) = error.as_ref().filter(|e| e.source() == Source::Storage) {
+        crate::error!(
+            "storing a request body, stopped at offset {}: {} {}",
+            out.pos,
+            e.status(),
+            e.message()
+        );
+    }
     Received {
         end_offset: out.pos,
         error,
@@ -739,7 +749,8 @@ async fn receive_buffered(
         }
         let n = cur.len() as u64;
         if out.error.is_some() || body.end().is_some() {
-            let (res, buf) = file.write_all_at(cur, out.pos).await;
+            let len = cur.len();
+            let (res, buf) = write_data(file, cur, 0..len, out.pos).await;
             cur = buf;
             match res {
                 Ok(()) => out.pos += n,
@@ -751,8 +762,11 @@ async fn receive_buffered(
             break;
         }
         let next_want = want(out.pos + n);
-        let ((res, written), next) =
-            tokio::join!(file.write_all_at(cur, out.pos), body.fill(spare, next_want));
+        let len = cur.len();
+        let ((res, written), next) = tokio::join!(
+            write_data(file, cur, 0..len, out.pos),
+            body.fill(spare, next_want)
+        );
         spare = written;
         spare.clear();
         cur = next;

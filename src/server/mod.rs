@@ -123,6 +123,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
     store
         .probe_blocking()
         .map_err(|e| StartError(format!("write probe failed: {e}")))?;
+    // Test builds only (`storage::fault`): a fault plan is checked and logged now.
+    match crate::storage::fault::announce() {
+        Ok(Some(armed)) => crate::warn!("{armed}"),
+        Ok(None) => {}
+        Err(e) => return Err(StartError(e)),
+    }
     let notifier = notify::Notifier::from_env();
     let missing = unimplemented_extensions(&config);
     if !missing.is_empty() {

@@ -13,9 +13,11 @@
 //! [`FileStore::load`] recovers the offset from the file. See DESIGN.md, "Durability".
 
 use crate::error::Error;
+use crate::storage::fault;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use tokio_uring::buf::BoundedBuf;
@@ -27,6 +29,28 @@ pub const MAX_INFO_BYTES: u64 = 1024 * 1024;
 
 /// `fallocate` flag: reserve blocks without changing the file size.
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+
+/// Writes `buf[range]` into a data file at `pos`: all of it, or an error (after which
+/// the file's size says how much was stored). Every body write goes through here (the
+/// splice path's file splices through [`fault::data_write`] too), so a test build can
+/// make it fail like a faulty disk (`storage::fault`).
+pub async fn write_data(
+    file: &File,
+    buf: Vec<u8>,
+    range: Range<usize>,
+    pos: u64,
+) -> (io::Result<()>, Vec<u8>) {
+    let (range, fail) = match fault::data_write(range.len()) {
+        None => (range, false),
+        Some(k) => (range.start..range.start + k, true),
+    };
+    let (res, slice) = file.write_all_at(buf.slice(range), pos).await;
+    let res = match res {
+        Ok(()) if fail => Err(fault::eio()),
+        other => other,
+    };
+    (res, slice.into_inner())
+}
 
 /// Where and how uploads are stored. Shared by all cores (it holds only settings).
 #[derive(Debug, Clone)]
@@ -232,7 +256,10 @@ impl FileStore {
             .open(&tmp)
             .await
             .map_err(|e| Error::storage("create info record", e))?;
-        let (res, _) = file.write_all_at(json, 0).await;
+        let (mut res, _) = file.write_all_at(json, 0).await;
+        if res.is_ok() && fault::info_write() {
+            res = Err(fault::eio());
+        }
         let res = match res {
             Ok(()) if self.force_fsync => file.sync_all().await,
             other => other,

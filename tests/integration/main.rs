@@ -13,6 +13,7 @@ mod core;
 mod cors;
 mod crash;
 mod datapath;
+mod eio;
 mod faults;
 mod getting;
 mod hooks;
