@@ -228,3 +228,33 @@ fn a_holder_that_does_not_let_go_gives_423_after_the_bound() {
     assert_eq!(r.status, 204, "{r:?}");
     assert_eq!(d.head(&id).status, 404);
 }
+
+/// A chunked body (always the buffered path) is taken over the same way: the chunks
+/// received are kept, the new request works from the true offset.
+#[test]
+fn a_chunked_patch_is_taken_over_too() {
+    let tmp = TempDir::new("to-chunked");
+    let d = Daemon::start(&tmp, &[]);
+    let data = random_bytes(850, LEN);
+    let id = d.create(LEN as u64);
+    let mut old = d.conn();
+    old.send_head(
+        &patch_req(&id, 0, b"")
+            .h("Transfer-Encoding", "chunked")
+            .raw_framing(),
+    );
+    let wire = chunked(&data[..SENT], 1000);
+    // Every chunk but the terminating one: the body is not finished.
+    old.send_raw(&wire[..wire.len() - 5]).unwrap();
+    let floor = (SENT - 64 * 1024) as u64;
+    assert!(eventually(Duration::from_secs(10), || d.offset(&id) >= floor));
+    let started = Instant::now();
+    let r = d.patch(&id, 0, &data);
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(started.elapsed() < TAKEOVER_WAIT);
+    assert_old_was_stopped(&mut old, "chunked");
+    assert_eq!(d.offset(&id), SENT as u64);
+    let r = d.patch(&id, SENT as u64, &data[SENT..]);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_bytes_eq(&d.read_data(&id), &data, "chunked takeover");
+}
