@@ -589,7 +589,9 @@ async fn patch(
     };
     resp.header("Upload-Offset", got.end_offset.to_string());
     Ok(Reply {
-        close: got.error.is_some(),
+        // Taken over just after the body ended: the socket is shut for reading, so
+        // the connection cannot carry another request; say so.
+        close: got.error.is_some() || lock.stop_requested(),
         ..Reply::new(resp)
     })
 }
