@@ -1,5 +1,5 @@
 //! Where uploads live: rustus's on-disk layout, the info records, the data files and
-//! the process-wide upload locks.
+//! the process-wide upload locks, and (test builds only) the storage fault hook.
 pub mod fault;
 pub mod files;
 pub mod info;
