@@ -609,6 +609,17 @@ impl<'a> BodyIo<'a> {
         }
     }
 
+    /// Whether the whole of a Content-Length body already sits in the connection's input
+    /// buffer (it came with the head), so storing it takes one write and no socket read.
+    pub fn whole_in_hand(&self) -> bool {
+        match self.state {
+            BodyState::Length { remaining } => {
+                self.end.is_none() && self.received == 0 && self.inbuf.len() as u64 >= remaining
+            }
+            BodyState::Chunked { .. } => false,
+        }
+    }
+
     /// Whether the body can be spliced: it has a Content-Length and nothing of it has
     /// been taken yet.
     pub fn can_splice(&self) -> bool {

@@ -115,7 +115,7 @@ impl FileStore {
             Err(e) => return Err(Error::storage("open info record", e)),
         };
         let bytes = read_whole(&file).await;
-        let _ = file.close().await;
+        drop(file); // a synchronous close(2): see `write_info`
         let bytes = bytes?;
         let info = UploadInfo::from_json(&bytes).map_err(|e| {
             crate::error!("info record {} is corrupt: {e}", info_path.display());
@@ -161,10 +161,32 @@ impl FileStore {
         Ok(upload)
     }
 
+    /// Sets `info.path` to where the data file of a new upload goes.
+    pub fn set_data_path(&self, info: &mut UploadInfo) {
+        let path = layout::data_path(
+            &self.data_dir,
+            &self.dir_structure,
+            info.created_at,
+            &info.id,
+        );
+        info.path = Some(path.to_string_lossy().into_owned());
+    }
+
+    /// Removes the info record (and its temporary file) of an upload that could not be
+    /// created; best effort.
+    pub async fn remove_info(&self, id: &str) {
+        let _ = tokio_uring::fs::remove_file(layout::info_path(&self.info_dir, id)).await;
+        let _ = tokio_uring::fs::remove_file(layout::info_tmp_path(&self.info_dir, id)).await;
+    }
+
     /// Creates the data file of a new upload exclusively (`O_EXCL`), preallocates its
-    /// length when known, and sets `info.path`. The directory from `--dir-structure`
-    /// is created only when the first open finds it missing.
-    pub async fn create_data(&self, info: &mut UploadInfo) -> Result<(File, PathBuf), Error> {
+    /// length when known and `preallocate` is set, and sets `info.path`. The directory
+    /// from `--dir-structure` is created only when the first open finds it missing.
+    pub async fn create_data(
+        &self,
+        info: &mut UploadInfo,
+        preallocate: bool,
+    ) -> Result<(File, PathBuf), Error> {
         let path = layout::data_path(
             &self.data_dir,
             &self.dir_structure,
@@ -185,7 +207,7 @@ impl FileStore {
             }
             Err(e) => return Err(Error::storage("create data file", e)),
         };
-        if let Some(len) = info.length.filter(|&l| l > 0) {
+        if let Some(len) = info.length.filter(|&l| l > 0 && preallocate) {
             if let Err(e) = file.fallocate(0, len, FALLOC_FL_KEEP_SIZE).await {
                 match e.raw_os_error() {
                     Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
@@ -264,7 +286,9 @@ impl FileStore {
             Ok(()) if self.force_fsync => file.sync_all().await,
             other => other,
         };
-        let _ = file.close().await;
+        // Closed synchronously by the drop: close(2) of a regular file does not wait
+        // for I/O, and an io_uring close would cost the core one more wake-up.
+        drop(file);
         if let Err(e) = res {
             let _ = tokio_uring::fs::remove_file(&tmp).await;
             return Err(Error::storage("write info record", e));

@@ -21,9 +21,61 @@ pub fn parse_upload_id(segment: &str) -> Option<Uuid> {
     (id.get_version_num() == 4 && canonical).then_some(id)
 }
 
-/// A fresh random (v4) upload ID.
+/// Random bytes fetched from the kernel at once per thread for upload IDs: one
+/// `getrandom(2)` serves this many bytes / 16 IDs instead of one call per ID.
+const ID_RANDOM_BATCH: usize = 4096;
+
+/// A per-thread reserve of kernel random bytes. Invariant: `bytes[used..]` have never
+/// been handed out.
+struct IdRandom {
+    bytes: [u8; ID_RANDOM_BATCH],
+    used: usize,
+}
+
+thread_local! {
+    static ID_RANDOM: std::cell::RefCell<IdRandom> = const {
+        std::cell::RefCell::new(IdRandom { bytes: [0; ID_RANDOM_BATCH], used: ID_RANDOM_BATCH })
+    };
+}
+
+/// Fills `buf` from the kernel's CSPRNG (`getrandom(2)`, which does not block once the
+/// pool is initialised, as it is long before a server accepts requests).
+fn fill_random(buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is valid for writes of its length.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n <= 0 {
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return false;
+        }
+        done += n as usize;
+    }
+    true
+}
+
+/// A fresh random (v4) upload ID: 122 random bits from the kernel's CSPRNG, as
+/// `Uuid::new_v4` gives, but taken from a per-thread batch.
 pub fn new_upload_id() -> Uuid {
-    Uuid::new_v4()
+    ID_RANDOM.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.used + 16 > ID_RANDOM_BATCH {
+            if !fill_random(&mut r.bytes) {
+                return Uuid::new_v4();
+            }
+            r.used = 0;
+        }
+        let mut b = [0u8; 16];
+        let at = r.used;
+        b.copy_from_slice(&r.bytes[at..at + 16]);
+        // Never hand the same bytes out twice.
+        r.bytes[at..at + 16].fill(0);
+        r.used += 16;
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    })
 }
 
 /// Renders rustus's `--dir-structure`: `{year}` `{month}` `{day}` `{hour}` `{minute}` in
@@ -132,6 +184,20 @@ mod tests {
             assert_eq!(parse_upload_id(&id.to_string()), Some(id));
         }
         assert_ne!(new_upload_id(), new_upload_id());
+    }
+
+    #[test]
+    fn new_ids_are_unique_across_batch_refills() {
+        // Several refills of the per-thread batch, on two threads.
+        let n = 3 * ID_RANDOM_BATCH / 16 + 7;
+        let other = std::thread::spawn(move || (0..n).map(|_| new_upload_id()).collect::<Vec<_>>());
+        let mut all: Vec<Uuid> = (0..n).map(|_| new_upload_id()).collect();
+        all.extend(other.join().unwrap());
+        let before = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), before, "an ID was handed out twice");
+        assert!(all.iter().all(|u| u.get_version_num() == 4));
     }
 
     #[test]

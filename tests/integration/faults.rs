@@ -69,6 +69,30 @@ fn full_disk_gives_507_keeps_what_was_written_and_resumes() {
             serde_json::from_slice(&std::fs::read(d.info_path(&id)).unwrap()).unwrap();
         assert_eq!(info["offset"].as_u64(), Some(stored));
         assert_eq!(d.send(&Req::new("GET", "/health")).status, 200);
+        // A small creation-with-upload whose whole body came with its head is not
+        // preallocated (one write stores it): on the full disk that write fails, and it
+        // is still a 507 at creation that leaves nothing behind.
+        let before_data = list_files(d.data_dir()).len();
+        let before_info = list_files(d.info_dir()).len();
+        let small = random_bytes(63, 3000);
+        let r = d.send(
+            &Req::new("POST", "/files/")
+                .tus()
+                .h("Upload-Length", "3000")
+                .h("Content-Type", "application/offset+octet-stream")
+                .body(&small),
+        );
+        assert_eq!(r.status, 507, "{r:?}");
+        assert_eq!(
+            list_files(d.data_dir()).len(),
+            before_data,
+            "no data file left"
+        );
+        assert_eq!(
+            list_files(d.info_dir()).len(),
+            before_info,
+            "no info record left"
+        );
         // Free space, resume with a length that fits, and finish byte-exact.
         assert_eq!(d.delete(&ballast).status, 204);
         let total = stored + 1000;
