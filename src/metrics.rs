@@ -127,6 +127,8 @@ pub static ACTIVE_UPLOADS: AtomicI64 = AtomicI64::new(0);
 pub static BYTES_RECEIVED: AtomicU64 = AtomicU64::new(0);
 /// Connections answered 503 because `--max-connections` was reached.
 pub static CONNECTIONS_REFUSED: AtomicU64 = AtomicU64::new(0);
+/// Request bodies refused because they did not match their `Upload-Checksum` (460).
+pub static CHECKSUM_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 
 static UPLOAD_SIZES: Histogram<SIZE_BUCKETS> = Histogram::new();
 static REQUESTS: [[[AtomicU64; STATUSES]; METHODS]; ENDPOINTS] =
@@ -193,6 +195,11 @@ pub fn upload_created(length: Option<u64>, finished: bool) {
     } else {
         ACTIVE_UPLOADS.fetch_add(1, Relaxed);
     }
+}
+
+/// A body did not match its `Upload-Checksum` and was discarded.
+pub fn checksum_mismatch() {
+    CHECKSUM_MISMATCHES.fetch_add(1, Relaxed);
 }
 
 /// A PATCH completed an upload.
@@ -400,6 +407,12 @@ pub fn render(base: &str, g: &Gauges) -> String {
         "tusring_connections_refused_total",
         "Connections answered 503 because --max-connections was reached.",
         CONNECTIONS_REFUSED.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "tusring_checksum_mismatches_total",
+        "Request bodies discarded because they did not match Upload-Checksum (460).",
+        CHECKSUM_MISMATCHES.load(Relaxed),
     );
     let gauge = |out: &mut String, name: &str, help: &str, v: usize| {
         header(out, name, "gauge", help);
