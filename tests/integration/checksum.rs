@@ -628,3 +628,42 @@ fn checksum_kill9_mid_patch_leaves_no_unverified_bytes() {
     assert_eq!(r.status, 204, "{r:?}");
     assert_upload(&d, &id, &data, "resumed");
 }
+
+#[test]
+fn checksum_mismatch_fires_no_hook() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("chk-hooks");
+    let log = tmp.join("events.log");
+    let hook = tmp.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$1\" >> '{}'\nexit 0\n", log.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&tmp, &["--hooks-file", hook.to_str().unwrap()]);
+    let events = || std::fs::read_to_string(&log).unwrap_or_default();
+    let id = d.create(8);
+    let wrong = |b: &[u8]| wrong_checksum("sha256", b);
+    let right = |b: &[u8]| checksum("sha256", b);
+    let steps: [(u64, &[u8], String, u16); 4] = [
+        (0, b"abcd", wrong(b"abcd"), 460),
+        (0, b"abcd", right(b"abcd"), 204),
+        (4, b"efgh", wrong(b"efgh"), 460),
+        (4, b"efgh", right(b"efgh"), 204),
+    ];
+    for (off, body, value, status) in steps {
+        let r = d.patch_with(&id, off, body, &[("Upload-Checksum", &value)]);
+        assert_eq!(r.status, status, "{r:?}");
+    }
+    let want = "pre-create\npost-create\npost-receive\npost-finish\n";
+    assert!(
+        eventually(Duration::from_secs(5), || events() == want),
+        "{:?}",
+        events()
+    );
+    // Nothing more arrives late.
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(events(), want);
+    assert_upload(&d, &id, b"abcdefgh", "hooks");
+}
