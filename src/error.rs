@@ -2,6 +2,7 @@
 
 use crate::http::body::BodyError;
 use crate::http::head::HeadError;
+use crate::tus::checksum::ChecksumError;
 use std::io;
 
 /// Whose fault an error is: used by the logs (client errors are not logged as failures).
@@ -68,6 +69,12 @@ pub enum Error {
     CorruptInfo,
     /// A pre-hook refused the request or could not be asked; see [`HookError`].
     Hook(HookError),
+    /// 400: `Upload-Checksum` (header or trailer) malformed, of an unknown algorithm,
+    /// or missing from an announced trailer.
+    Checksum(ChecksumError),
+    /// 460 Checksum Mismatch: the body does not match `Upload-Checksum`; none of its
+    /// bytes were stored.
+    ChecksumMismatch,
 }
 
 /// Why a pre-hook (`pre-create`, `pre-terminate`) did not let a request through.
@@ -174,6 +181,9 @@ impl Error {
             Error::InsufficientStorage => 507,
             Error::Storage { .. } | Error::CorruptInfo => 500,
             Error::Hook(h) => h.status(),
+            Error::Checksum(_) => 400,
+            // tus 1.0 checksum extension (rustus answers 417).
+            Error::ChecksumMismatch => 460,
         }
     }
 
@@ -216,6 +226,11 @@ impl Error {
             Error::Storage { what, err } => format!("Storage error: {what}: {err}"),
             Error::CorruptInfo => "The upload's info record is corrupt".to_string(),
             Error::Hook(h) => h.message(),
+            Error::Checksum(e) => e.reason().to_string(),
+            Error::ChecksumMismatch => {
+                "The request body does not match Upload-Checksum; nothing of it was stored"
+                    .to_string()
+            }
         }
     }
 }
@@ -229,6 +244,12 @@ impl From<HeadError> for Error {
 impl From<BodyError> for Error {
     fn from(e: BodyError) -> Self {
         Error::Body(e)
+    }
+}
+
+impl From<ChecksumError> for Error {
+    fn from(e: ChecksumError) -> Self {
+        Error::Checksum(e)
     }
 }
 

@@ -130,6 +130,8 @@ pub static CONNECTIONS_REFUSED: AtomicU64 = AtomicU64::new(0);
 /// Requests that took their upload over from an older request holding it (see
 /// `storage::locks`), counted when they got the lock.
 pub static LOCK_TAKEOVERS: AtomicU64 = AtomicU64::new(0);
+/// Request bodies refused because they did not match their `Upload-Checksum` (460).
+pub static CHECKSUM_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 
 static UPLOAD_SIZES: Histogram<SIZE_BUCKETS> = Histogram::new();
 static REQUESTS: [[[AtomicU64; STATUSES]; METHODS]; ENDPOINTS] =
@@ -196,6 +198,11 @@ pub fn upload_created(length: Option<u64>, finished: bool) {
     } else {
         ACTIVE_UPLOADS.fetch_add(1, Relaxed);
     }
+}
+
+/// A body did not match its `Upload-Checksum` and was discarded.
+pub fn checksum_mismatch() {
+    CHECKSUM_MISMATCHES.fetch_add(1, Relaxed);
 }
 
 /// A PATCH completed an upload.
@@ -409,6 +416,12 @@ pub fn render(base: &str, g: &Gauges) -> String {
         "tusring_lock_takeovers_total",
         "PATCH or DELETE requests that made an older request holding their upload stop, then got it.",
         LOCK_TAKEOVERS.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "tusring_checksum_mismatches_total",
+        "Request bodies discarded because they did not match Upload-Checksum (460).",
+        CHECKSUM_MISMATCHES.load(Relaxed),
     );
     let gauge = |out: &mut String, name: &str, help: &str, v: usize| {
         header(out, name, "gauge", help);

@@ -14,6 +14,7 @@ use crate::storage::files::{write_data, Upload};
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
 use crate::storage::locks::{Acquired, UploadLock};
+use crate::tus::checksum::{self, Check, ChecksumAsk, Digests};
 use crate::tus::cors::{self, Decision};
 use crate::tus::getting::{content_disposition, content_type, parse_range, RangeAsk};
 use crate::tus::metadata::{parse_upload_metadata, Metadata};
@@ -24,6 +25,7 @@ use crate::tus::rules::{
 };
 use std::net::SocketAddr;
 use std::rc::Rc;
+use tokio_uring::buf::BoundedBuf;
 use tokio_uring::fs::File;
 use uuid::Uuid;
 
@@ -369,6 +371,9 @@ fn options(core: &Rc<Core>) -> Reply {
     if let Some(max) = core.shared.config.max_file_size {
         resp.header("Tus-Max-Size", max.to_string());
     }
+    if core.shared.config.extensions.checksum {
+        resp.header("Tus-Checksum-Algorithm", checksum::ALGORITHMS_HEADER);
+    }
     Reply::new(resp)
 }
 
@@ -403,6 +408,12 @@ async fn create(
     let with_body = body.has_body()
         && cfg.extensions.creation_with_upload
         && is_offset_octet_stream(head.header("content-type"));
+    // Checked before anything exists: a bad Upload-Checksum creates nothing.
+    let check = if with_body {
+        checksum_check(core, head, body)?
+    } else {
+        None
+    };
     let limit = if with_body {
         let room = length
             .or(cfg.max_file_size)
@@ -435,19 +446,24 @@ async fn create(
     }
     let store = &core.shared.store;
     // A small upload whose whole body came with the head (the common case for small
-    // files) takes the short path: see `create_whole`.
-    let whole = with_body && body.whole_in_hand() && body.content_length() == length;
+    // files) takes the short path: see `create_whole`. A body to verify is staged
+    // first (see `receive_checked`), so it takes the general path.
+    let whole =
+        check.is_none() && with_body && body.whole_in_hand() && body.content_length() == length;
     let (info, body_error) = if whole {
         create_whole(core, body, info).await?
     } else {
         let (file, path) = store.create_data(&mut info, true).await?;
         let mut body_error = None;
         if with_body {
-            let got = receive(core, body, &file, 0, limit).await;
+            let got = match check {
+                Some(check) => receive_checked(core, body, &file, &path, 0, limit, check).await,
+                None => receive(core, body, &file, 0, limit).await,
+            };
             info.offset = got.end_offset;
             body_error = got.error;
         }
-        let _ = file.close().await;
+        drop(file); // a synchronous close(2): see `patch`
         if let Err(e) = store.write_info(&info).await {
             let _ = tokio_uring::fs::remove_file(&path).await;
             return Err(e);
@@ -476,7 +492,7 @@ async fn create(
             .await;
     }
     Ok(Reply {
-        close: body_error.is_some(),
+        close: body_error.as_ref().is_some_and(|e| !keeps_connection(e)),
         ..Reply::new(resp)
     })
 }
@@ -578,6 +594,8 @@ async fn patch(
         ))?),
         None => None,
     };
+    // As rustus: the checksum header is checked before the upload is looked at.
+    let check = checksum_check(core, head, body)?;
     // Newest request wins: an older PATCH still holding the upload is made to stop.
     let lock = take_over(id, Some(body.socket())).await?;
     body.stop_on(lock.stop_flag());
@@ -614,7 +632,27 @@ async fn patch(
         store.preallocate(&file, len).await;
     }
     let start = upload.offset();
-    let mut got = receive(core, body, &file, start, limit).await;
+    let mut got = match check {
+        Some(check) => {
+            let path = upload.data_path.clone();
+            let got = receive_checked(core, body, &file, &path, start, limit, check).await;
+            if got.end_offset == start {
+                if let Some(err) = got.error {
+                    // Refused as a whole (a mismatch, a bad trailer, a cut body): the
+                    // upload is as before, its length included; no hook fires.
+                    drop(file);
+                    let mut resp = error_response(&err);
+                    resp.header("Upload-Offset", start.to_string());
+                    return Ok(Reply {
+                        close: !keeps_connection(&err) || lock.stop_requested(),
+                        ..Reply::new(resp)
+                    });
+                }
+            }
+            got
+        }
+        None => receive(core, body, &file, start, limit).await,
+    };
     // Closed synchronously by the drop: close(2) of a regular file does not wait for
     // I/O, and an io_uring close would cost the core one more wake-up.
     drop(file);
@@ -652,7 +690,7 @@ async fn patch(
     Ok(Reply {
         // Taken over just after the body ended: the socket is shut for reading, so
         // the connection cannot carry another request; say so.
-        close: got.error.is_some() || lock.stop_requested(),
+        close: got.error.as_ref().is_some_and(|e| !keeps_connection(e)) || lock.stop_requested(),
         ..Reply::new(resp)
     })
 }
@@ -737,7 +775,7 @@ async fn receive(
         }
     }
     if out.error.is_none() && body.end().is_none() {
-        receive_buffered(core, body, file, end, &mut out).await;
+        receive_buffered(core, body, file, end, &mut out, None).await;
     }
     if out.write_failed {
         // A failed write may have stored part of its buffer: the file size says.
@@ -747,16 +785,7 @@ async fn receive(
     }
     let mut error = out.error;
     if error.is_none() {
-        error = match body.end() {
-            None | Some(BodyEnd::Complete) => None,
-            Some(_) if core.draining() => Some(Error::Unavailable(
-                "The server is shutting down; resume the upload from its offset",
-            )),
-            Some(BodyEnd::Eof) | Some(BodyEnd::Failed(_)) => Some(Error::BodyIncomplete),
-            Some(BodyEnd::TimedOut) => Some(Error::BodyTimeout),
-            Some(BodyEnd::Malformed(e)) => Some(Error::Body(*e)),
-            Some(BodyEnd::Stopped) => Some(Error::TakenOver),
-        };
+        error = body_end_error(core, body);
     }
     if core.shared.config.force_fsync && out.pos > start {
         if let Err(e) = file.sync_data().await {
@@ -798,6 +827,7 @@ async fn receive_buffered(
     file: &File,
     end: u64,
     out: &mut Stored,
+    mut digests: Option<&mut Digests>,
 ) {
     // Ask for one byte more than the room left, to notice a chunked body that runs on.
     let cap = core.buf_bytes() as u64;
@@ -811,6 +841,9 @@ async fn receive_buffered(
             out.error = Some(Error::TooLarge("Request body would pass Upload-Length"));
         }
         let n = cur.len() as u64;
+        if let Some(d) = digests.as_deref_mut() {
+            d.update(&cur);
+        }
         if out.error.is_some() || body.end().is_some() {
             let len = cur.len();
             let (res, buf) = write_data(file, cur, 0..len, out.pos).await;
@@ -844,6 +877,179 @@ async fn receive_buffered(
     }
     core.give_buffer(cur);
     core.give_buffer(spare);
+}
+
+/// Whether the connection may serve another request after this error: a checksum
+/// refusal comes after the whole body was read (the connection closes anyway when
+/// it was not).
+fn keeps_connection(err: &Error) -> bool {
+    matches!(err, Error::ChecksumMismatch | Error::Checksum(_))
+}
+
+/// How this request's body is to be verified (checksum extension), or a 400.
+fn checksum_check(
+    core: &Core,
+    head: &RequestHead,
+    body: &BodyIo<'_>,
+) -> Result<Option<Check>, Error> {
+    let ext = &core.shared.config.extensions;
+    let ask = ChecksumAsk {
+        checksum: ext.checksum,
+        trailer: ext.checksum_trailer,
+        chunked: body.content_length().is_none(),
+        header: head.header("upload-checksum"),
+        announce: head.header("trailer"),
+    };
+    Ok(checksum::checksum_plan(&ask)?)
+}
+
+/// The error for a body that ended other than complete (`None` when it completed).
+fn body_end_error(core: &Core, body: &BodyIo<'_>) -> Option<Error> {
+    match body.end() {
+        None | Some(BodyEnd::Complete) => None,
+        Some(_) if core.draining() => Some(Error::Unavailable(
+            "The server is shutting down; resume the upload from its offset",
+        )),
+        Some(BodyEnd::Eof) | Some(BodyEnd::Failed(_)) => Some(Error::BodyIncomplete),
+        Some(BodyEnd::TimedOut) => Some(Error::BodyTimeout),
+        Some(BodyEnd::Malformed(e)) => Some(Error::Body(*e)),
+        Some(BodyEnd::Stopped) => Some(Error::TakenOver),
+    }
+}
+
+/// Receives a body that must match its `Upload-Checksum` (checksum extension) and
+/// stores it in `file` at `start` only if it does; at most `limit` bytes.
+///
+/// The body goes through the buffered path (a body that must be hashed cannot be
+/// spliced) into an anonymous staging file next to the data file, each buffer hashed
+/// as it is written. Only a complete body whose digest matches is then copied into the
+/// data file at `start`, through the same two body buffers (io_uring reads and writes,
+/// one write in flight). So the upload's offset, which is the data file's size, never
+/// counts an unverified byte, not even after a crash mid-request: the staging file has
+/// no name and disappears with the process. A mismatch, a malformed or missing trailer,
+/// a body cut short or running past `limit`: nothing is stored and `end_offset` is
+/// `start`. A failure while copying keeps the verified bytes copied so far (the offset
+/// is re-read from the file), as a failed write does on the unchecked path.
+async fn receive_checked(
+    core: &Rc<Core>,
+    body: &mut BodyIo<'_>,
+    file: &File,
+    data_path: &std::path::Path,
+    start: u64,
+    limit: u64,
+    check: Check,
+) -> Received {
+    let refused = |error| Received {
+        end_offset: start,
+        error: Some(error),
+    };
+    let staging = match core.shared.store.open_staging(data_path).await {
+        Ok(f) => f,
+        Err(e) => return refused(e),
+    };
+    let mut digests = Digests::for_check(&check);
+    let mut staged = Stored {
+        pos: 0,
+        error: None,
+        write_failed: false,
+    };
+    receive_buffered(core, body, &staging, limit, &mut staged, Some(&mut digests)).await;
+    let verdict = match staged.error.take().or_else(|| body_end_error(core, body)) {
+        Some(e) => Err(e),
+        None => match &check {
+            Check::Header(expected) => Ok(expected.clone()),
+            Check::Trailer => checksum::trailer_checksum(body.trailers()).map_err(Error::from),
+        },
+    };
+    let verdict = verdict.and_then(|expected| {
+        if digests.verify(&expected) {
+            Ok(())
+        } else {
+            metrics::checksum_mismatch();
+            Err(Error::ChecksumMismatch)
+        }
+    });
+    if let Err(e) = verdict {
+        let _ = staging.close().await;
+        return refused(e);
+    }
+    let (pos, mut error) = copy_staged(core, &staging, file, start, staged.pos).await;
+    let _ = staging.close().await;
+    if core.shared.config.force_fsync && pos > start {
+        if let Err(e) = file.sync_data().await {
+            error = Some(Error::storage("fdatasync data file", e));
+        }
+    }
+    Received {
+        end_offset: pos,
+        error,
+    }
+}
+
+/// Copies the first `len` bytes of `staging` into `file` at `start`, reading the next
+/// buffer while the last one is written. Returns the file offset after the last byte
+/// stored and the error that stopped the copy, if one did.
+async fn copy_staged(
+    core: &Rc<Core>,
+    staging: &File,
+    file: &File,
+    start: u64,
+    len: u64,
+) -> (u64, Option<Error>) {
+    let cap = core.buf_bytes() as u64;
+    let read = |buf: Vec<u8>, from: u64| async move {
+        let want = (len - from).min(cap) as usize;
+        if want == 0 {
+            return (Ok(()), buf);
+        }
+        let (res, slice) = staging.read_at(buf.slice(0..want), from).await;
+        let buf = slice.into_inner();
+        match res {
+            Ok(0) => (
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the staging file is shorter than the body",
+                )),
+                buf,
+            ),
+            Ok(_) => (Ok(()), buf),
+            Err(e) => (Err(e), buf),
+        }
+    };
+    let mut copied = 0u64;
+    let mut error = None;
+    let (res, mut cur) = read(core.take_buffer(), 0).await;
+    let mut spare = core.take_buffer();
+    if let Err(e) = res {
+        error = Some(Error::storage("read staging file", e));
+        cur.clear();
+    }
+    while !cur.is_empty() {
+        let n = cur.len() as u64;
+        spare.clear();
+        let ((wres, written), (rres, next)) = tokio::join!(
+            file.write_all_at(cur, start + copied),
+            read(spare, copied + n)
+        );
+        spare = written;
+        cur = next;
+        if let Err(e) = wres {
+            error = Some(Error::storage("write data file", e));
+            // Part of the buffer may be in the file: its size says.
+            if let Ok(st) = file.statx().await {
+                copied = st.stx_size.saturating_sub(start);
+            }
+            break;
+        }
+        copied += n;
+        if let Err(e) = rres {
+            error = Some(Error::storage("read staging file", e));
+            break;
+        }
+    }
+    core.give_buffer(cur);
+    core.give_buffer(spare);
+    (start + copied, error)
 }
 
 /// The absolute URL of a new upload, from `Forwarded`, then `X-Forwarded-Proto` /

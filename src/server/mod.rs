@@ -81,6 +81,8 @@ pub fn extensions_header(config: &Config) -> String {
         (e.creation, "creation"),
         (e.termination, "termination"),
         (e.getting, "getting"),
+        (e.checksum, "checksum"),
+        (e.checksum_trailer, "checksum-trailer"),
     ];
     let names: Vec<&str> = list.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
     names.join(",")
@@ -92,8 +94,6 @@ fn unimplemented_extensions(config: &Config) -> Vec<&'static str> {
     [
         (e.concatenation, "concatenation"),
         (e.concatenation_unfinished, "concatenation-unfinished"),
-        (e.checksum, "checksum"),
-        (e.checksum_trailer, "checksum-trailer"),
         (e.expiration, "expiration"),
     ]
     .iter()

@@ -265,6 +265,48 @@ impl FileStore {
         })
     }
 
+    /// Opens a staging file for a body that must be verified before it becomes part
+    /// of the upload at `data_path` (the checksum extension): an anonymous `O_TMPFILE`
+    /// in the data file's directory, so it has no name, is never mistaken for an
+    /// upload, and vanishes with its descriptor, even after a crash. A filesystem
+    /// without `O_TMPFILE` gets `<data>.chk` (not a UUID, so never an upload), opened
+    /// under the upload's lock with `O_TRUNC` and unlinked at once: a stale one left by
+    /// a crash in between is reused by the next checksummed request of the upload and
+    /// removed with the upload.
+    pub async fn open_staging(&self, data_path: &Path) -> Result<File, Error> {
+        let dir = data_path.parent().unwrap_or(&self.data_dir);
+        let anon = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(dir)
+            .await;
+        match anon {
+            Ok(f) => return Ok(f),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP)
+                    || e.raw_os_error() == Some(libc::EISDIR) => {}
+            Err(e) => return Err(Error::storage("create staging file", e)),
+        }
+        let named = staging_path(data_path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&named)
+            .await
+            .map_err(|e| Error::storage("create staging file", e))?;
+        if let Err(e) = tokio_uring::fs::remove_file(&named).await {
+            let _ = file.close().await;
+            return Err(Error::storage("unlink staging file", e));
+        }
+        Ok(file)
+    }
+
     /// Writes the info record atomically: a temporary file renamed over the record
     /// (with `--force-fsync`, the file and then its directory are fsynced).
     pub async fn write_info(&self, info: &UploadInfo) -> Result<(), Error> {
@@ -313,6 +355,8 @@ impl FileStore {
             Err(e) if is_not_found(&e) => return Err(Error::NotFound),
             Err(e) => return Err(Error::storage("remove info record", e)),
         }
+        // A staging file a crash left behind (see `open_staging`), if any.
+        let _ = tokio_uring::fs::remove_file(staging_path(&upload.data_path)).await;
         match tokio_uring::fs::remove_file(&upload.data_path).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
@@ -366,6 +410,13 @@ fn probe_dir_blocking(dir: &Path) -> io::Result<()> {
     let removed = std::fs::remove_file(&p);
     written?;
     removed
+}
+
+/// The named staging file of an upload, used only where `O_TMPFILE` is not available.
+fn staging_path(data_path: &Path) -> PathBuf {
+    let mut name = data_path.as_os_str().to_os_string();
+    name.push(".chk");
+    PathBuf::from(name)
 }
 
 async fn create_exclusive(path: &Path) -> io::Result<File> {

@@ -177,6 +177,11 @@ fn verify(d: &Daemon, stdout: &str, data: &[u8], posts: usize, patches: usize, w
 }
 
 fn tuspy(seed: u64, chunk: usize, patches: usize, what: &str) {
+    tuspy_with(seed, chunk, patches, false, what);
+}
+
+/// tuspy with `upload_checksum` on or off.
+fn tuspy_with(seed: u64, chunk: usize, patches: usize, checksum: bool, what: &str) {
     let Some(py) = python() else {
         missing("tuspy (Python package `tuspy`)");
         return;
@@ -189,6 +194,9 @@ fn tuspy(seed: u64, chunk: usize, patches: usize, what: &str) {
         .arg(d.endpoint())
         .arg(&src)
         .arg(chunk.to_string());
+    if checksum {
+        cmd.arg("checksum");
+    }
     let out = run_client(cmd, what);
     verify(&d, &out, &data, 1, patches, what);
 }
@@ -248,5 +256,18 @@ fn interop_tusjs_5mib_chunks_with_creation_upload() {
         true,
         SIZE.div_ceil(CHUNK) - 1,
         "tus-js-client, 5 MiB chunks",
+    );
+}
+
+#[test]
+fn interop_tuspy_checksum_5mib_chunks() {
+    // upload_checksum=True: every PATCH carries `Upload-Checksum: sha1 ...`, which the
+    // server verifies (a wrong digest would be a 460 and the upload would fail).
+    tuspy_with(
+        105,
+        CHUNK,
+        SIZE.div_ceil(CHUNK),
+        true,
+        "tuspy, 5 MiB chunks with sha1 checksums",
     );
 }

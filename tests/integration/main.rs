@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod checksum;
 mod cli;
 mod conc;
 mod core;

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Upload one file to a tus server with tuspy (the official Python client).
 
-Usage: tuspy_upload.py ENDPOINT FILE CHUNK_SIZE
+Usage: tuspy_upload.py ENDPOINT FILE CHUNK_SIZE [checksum]
+
+With `checksum`, tuspy sends `Upload-Checksum: sha1 <digest>` with every PATCH
+(`upload_checksum=True`).
 
 Prints `requests: POST=<n> PATCH=<n>` and then the upload URL on the last line of stdout.
 Exits non-zero if the upload fails.
@@ -14,10 +17,11 @@ from tusclient import client
 
 
 def main() -> int:
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5) or sys.argv[4:] not in ([], ["checksum"]):
         print(__doc__, file=sys.stderr)
         return 2
     endpoint, path, chunk_size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    upload_checksum = sys.argv[4:] == ["checksum"]
     size = os.path.getsize(path)
 
     tus = client.TusClient(endpoint)
@@ -26,6 +30,7 @@ def main() -> int:
         chunk_size=chunk_size,
         metadata={"filename": os.path.basename(path)},
         retries=0,
+        upload_checksum=upload_checksum,
     )
     # The same steps as Uploader.upload(), counting the PATCH requests.
     uploader.set_url(uploader.create_url())
