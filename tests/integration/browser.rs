@@ -4,7 +4,8 @@
 //! on another (`http://127.0.0.1:<tusring port>`) with the browser bundles of tus-js-client and
 //! Uppy (`tests/interop/browser_page.html`). So every tus request is cross-origin: Chromium
 //! sends preflights, reads `Location` and `Upload-Offset` only if they are exposed, and blocks
-//! everything when tusring's `--cors` does not list the page's origin.
+//! everything when tusring's `--cors` does not list the page's origin. The page also reads an
+//! upload back with `fetch()` (GET) and terminates one (a preflighted DELETE).
 //!
 //! Chromium is installed by `scripts/test.sh` (apt-get), the npm packages by its `npm ci` in
 //! `tests/interop`. When one is missing the tests are skipped with a loud message, unless
@@ -357,6 +358,32 @@ fn browser_uploads_cross_origin_with_tusjs_and_uppy() {
         "tus-js-client in Chromium",
     );
 
+    assert_eq!(
+        tusjs["download"], "match",
+        "fetch() read back other bytes: {report:#}"
+    );
+
+    // Termination: one chunk, then a (preflighted) DELETE; the upload is gone.
+    let term = &result["terminate"];
+    assert_eq!(term["ok"], true, "termination failed: {report:#}");
+    assert_eq!(
+        request_counts(term),
+        counts(&[("DELETE", 1), ("PATCH", 1), ("POST", 1)]),
+        "terminated upload's requests: {report:#}"
+    );
+    let gone = term["url"].as_str().unwrap_or_else(|| panic!("{report:#}"));
+    assert!(gone.starts_with(&d.endpoint()), "{gone}");
+    let gone = gone.rsplit('/').next().unwrap();
+    assert_eq!(
+        d.head(gone).status,
+        404,
+        "terminated upload {gone} still there"
+    );
+    assert!(
+        find_file(d.data_dir(), gone).is_none(),
+        "data of {gone} kept"
+    );
+
     // Uppy: one POST, one PATCH per chunk.
     let url = uppy["url"].as_str().unwrap_or_else(|| panic!("{report:#}"));
     assert_eq!(
@@ -406,7 +433,7 @@ fn browser_upload_blocked_for_an_origin_not_allowed() {
     let d = Daemon::start(&tmp, &["--cors", &other]);
     let report = run_browser(&node, &page_url(&page, &d.endpoint(), 502));
     let result = &report["result"];
-    for client in ["tusjs", "uppy"] {
+    for client in ["tusjs", "terminate", "uppy"] {
         let r = &result[client];
         assert_eq!(r["ok"], false, "{client} succeeded: {report:#}");
         assert!(
