@@ -85,7 +85,10 @@ fn node() -> Option<PathBuf> {
         }
     }
     if !chromium().is_file() {
-        missing("Chromium (/usr/bin/chromium, Debian package `chromium`)");
+        missing(&format!(
+            "Chromium ({}, Debian package `chromium`)",
+            chromium().display()
+        ));
         return None;
     }
     let node = PathBuf::from(std::env::var_os("TUSRING_NODE").unwrap_or_else(|| "node".into()));
@@ -134,8 +137,8 @@ fn page_files() -> Vec<(&'static str, PathBuf, &'static str)> {
     ]
 }
 
-/// Serves [`page_files`] over HTTP/1.1 on 127.0.0.1 (one request per connection) until
-/// dropped. Its origin is the page's: `http://127.0.0.1:<port>`.
+/// Serves [`page_files`] over HTTP/1.1 on 127.0.0.1 (one request per connection, each on
+/// its own thread) until dropped. Its origin is the page's: `http://127.0.0.1:<port>`.
 struct PageServer {
     port: u16,
     stop: Arc<AtomicBool>,
@@ -147,7 +150,7 @@ impl PageServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the page server");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
-        let files = page_files();
+        let files = Arc::new(page_files());
         let thread = {
             let stop = stop.clone();
             thread::spawn(move || {
@@ -155,8 +158,11 @@ impl PageServer {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
+                    // A thread per connection: Chromium may open a socket it sends nothing
+                    // on (a preconnect), which must not hold up the others.
                     if let Ok(conn) = conn {
-                        let _ = serve_one(conn, &files);
+                        let files = files.clone();
+                        thread::spawn(move || serve_one(conn, &files));
                     }
                 }
             })
