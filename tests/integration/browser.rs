@@ -27,6 +27,11 @@ const TUSJS_SIZE: usize = 3 * CHUNK + 123;
 const UPPY_SIZE: usize = 2 * CHUNK + 7;
 /// The clients' `chunkSize`: one PATCH per chunk.
 const CHUNK: usize = 512 << 10;
+/// Bytes Uppy uploads in one PATCH that it pauses mid-body and resumes.
+const PAUSE_SIZE: usize = 6 << 20;
+/// Upload throughput (bytes/s) while that happens, so that the pause lands mid-body (the
+/// page pauses between 1/8 and 1/2 of the bytes: a window of over a second).
+const PAUSE_BPS: usize = 2 << 20;
 /// How long the page may take in the browser (the driver's own deadline, in ms).
 const PAGE_TIMEOUT_MS: u64 = 60_000;
 /// How long the driver process may run before it is killed.
@@ -268,13 +273,18 @@ fn run_browser(node: &Path, page_url: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("driver JSON {e}: {line}"))
 }
 
-/// The page's URL, uploading to `endpoint` with bytes from `seed`.
-fn page_url(page: &PageServer, endpoint: &str, seed: u64) -> String {
-    format!(
+/// The page's URL, uploading to `endpoint` with bytes from `seed`; with `pause`, also
+/// Uppy's pause and resume.
+fn page_url(page: &PageServer, endpoint: &str, seed: u64, pause: bool) -> String {
+    let mut url = format!(
         "{}/browser_page.html?endpoint={endpoint}&seed={seed}&tus_size={TUSJS_SIZE}\
          &uppy_size={UPPY_SIZE}&chunk={CHUNK}",
         page.origin()
-    )
+    );
+    if pause {
+        url.push_str(&format!("&pause_size={PAUSE_SIZE}&pause_bps={PAUSE_BPS}"));
+    }
+    url
 }
 
 /// The client's `requests` counts as (method, count), sorted.
@@ -328,7 +338,7 @@ fn browser_uploads_cross_origin_with_tusjs_and_uppy() {
     let tmp = TempDir::new("browser-ok");
     let d = Daemon::start(&tmp, &["--cors", &page.origin()]);
     let seed = 501;
-    let report = run_browser(&node, &page_url(&page, &d.endpoint(), seed));
+    let report = run_browser(&node, &page_url(&page, &d.endpoint(), seed, true));
     let result = &report["result"];
     let tusjs = &result["tusjs"];
     let uppy = &result["uppy"];
@@ -408,10 +418,44 @@ fn browser_uploads_cross_origin_with_tusjs_and_uppy() {
         ],
         "Uppy in Chromium",
     );
+
+    // Uppy paused mid-PATCH: the bytes that arrived were kept, HEAD said how many, and the
+    // second PATCH sent the rest.
+    let paused = &result["uppyPause"];
+    assert_eq!(paused["ok"], true, "Uppy pause/resume failed: {report:#}");
+    assert!(
+        paused["pausedAt"].as_u64().is_some(),
+        "never paused: {report:#}"
+    );
+    let kept = paused["resumedAt"].as_u64().unwrap_or(0);
+    assert!(
+        kept > 0 && kept < PAUSE_SIZE as u64,
+        "HEAD after the pause said {kept} of {PAUSE_SIZE}: {report:#}"
+    );
+    eprintln!(
+        "Uppy paused after sending {} bytes; HEAD said {kept} were stored",
+        paused["pausedAt"]
+    );
+    assert_eq!(
+        request_counts(paused),
+        counts(&[("HEAD", 1), ("PATCH", 2), ("POST", 1)]),
+        "paused Uppy's requests: {report:#}"
+    );
+    let paused_url = paused["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{report:#}"));
+    verify_upload(
+        &d,
+        paused_url,
+        &random_bytes(seed + 3, PAUSE_SIZE),
+        &[("filename", "paused.bin"), ("client", "uppy-pause")],
+        "Uppy paused and resumed in Chromium",
+    );
+
     assert_eq!(
         list_files(d.data_dir()).len(),
-        4,
-        "two uploads, data and info each"
+        6,
+        "three uploads, data and info each"
     );
     // The browser really preflighted (it caches an answer for Access-Control-Max-Age, so
     // not before every request): at least the creation and the first PATCH of an upload.
@@ -437,7 +481,7 @@ fn browser_upload_blocked_for_an_origin_not_allowed() {
     // Same host and port as the page, another host name: a different origin.
     let other = format!("http://localhost:{}", page.port);
     let d = Daemon::start(&tmp, &["--cors", &other]);
-    let report = run_browser(&node, &page_url(&page, &d.endpoint(), 502));
+    let report = run_browser(&node, &page_url(&page, &d.endpoint(), 502, false));
     let result = &report["result"];
     for client in ["tusjs", "terminate", "uppy"] {
         let r = &result[client];

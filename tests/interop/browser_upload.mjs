@@ -44,6 +44,18 @@ try {
     timeout,
   })
   const page = await browser.newPage()
+  // window.tusringThrottleUpload(bytesPerSecond): Chromium's upload throttling (DevTools
+  // network emulation) for the page's requests; -1 lifts it.
+  const cdp = await page.context().newCDPSession(page)
+  await cdp.send('Network.enable')
+  await page.exposeFunction('tusringThrottleUpload', (bps) =>
+    cdp.send('Network.emulateNetworkConditions', {
+      offline: false,
+      latency: 0,
+      downloadThroughput: -1,
+      uploadThroughput: bps,
+    }),
+  )
   page.on('console', (m) => report.console.push(`${m.type()}: ${m.text()}`))
   page.on('pageerror', (e) => report.pageErrors.push(String(e)))
   page.on('requestfailed', (r) =>
