@@ -30,7 +30,7 @@ const CHUNK: usize = 512 << 10;
 /// Bytes Uppy uploads in one PATCH that it pauses mid-body and resumes.
 const PAUSE_SIZE: usize = 6 << 20;
 /// Upload throughput (bytes/s) while that happens, so that the pause lands mid-body (the
-/// page pauses between 1/8 and 1/2 of the bytes: a window of over a second).
+/// page pauses between 1/16 and 3/4 of the bytes: a window of two seconds).
 const PAUSE_BPS: usize = 2 << 20;
 /// How long the page may take in the browser (the driver's own deadline, in ms).
 const PAGE_TIMEOUT_MS: u64 = 60_000;
