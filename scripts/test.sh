@@ -7,6 +7,8 @@
 #   - tuspy, and fastapi + uvicorn for the hooks example, into a venv at
 #     target/interop-venv (from tests/interop/requirements.txt);
 #   - tus-js-client into tests/interop/node_modules (npm ci, from package-lock.json).
+#   - for the headless-browser test: uppy and playwright-core (same npm ci), and Debian's
+#     chromium with apt-get (as root on Debian) when /usr/bin/chromium is missing.
 # Then it runs `cargo build`, checks the systemd units with `systemd-analyze verify` (and
 # prints their `systemd-analyze security` exposure score; as root on Debian it installs
 # systemd with apt-get when systemd-analyze is missing), and runs `cargo test` (unit,
@@ -70,7 +72,9 @@ else
     WANT="$(cksum <"$INTEROP/package.json")"
 fi
 if [ ! -f "$NSTAMP" ] || [ "$(cat "$NSTAMP")" != "$WANT" ] ||
-    [ ! -f "$INTEROP/node_modules/tus-js-client/package.json" ]; then
+    [ ! -f "$INTEROP/node_modules/tus-js-client/package.json" ] ||
+    [ ! -f "$INTEROP/node_modules/uppy/package.json" ] ||
+    [ ! -f "$INTEROP/node_modules/playwright-core/package.json" ]; then
     if [ -f "$INTEROP/package-lock.json" ]; then
         echo "npm ci (tests/interop)"
         (cd "$INTEROP" && npm ci --no-audit --no-fund --loglevel=error)
@@ -84,6 +88,23 @@ else
 fi
 (cd "$INTEROP" && node -e "import('tus-js-client').then(m => { if (!m.Upload) process.exit(1) })" &&
     echo "tus-js-client $(node -p "require('tus-js-client/package.json').version")")
+(cd "$INTEROP" && echo "uppy $(node -p "require('uppy/package.json').version")," \
+    "playwright-core $(node -p "require('playwright-core/package.json').version")")
+
+# ------------------------------------------------- Chromium (the headless-browser test)
+step "chromium: /usr/bin/chromium for tests/integration/browser.rs"
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "chromium is missing; installing it with apt-get"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+    else
+        echo "chromium is required (install the Debian package chromium)" >&2
+        exit 1
+    fi
+fi
+# (Debian's launcher script prints a harmless shell warning on stderr here.)
+/usr/bin/chromium --version 2>/dev/null
 
 # ------------------------------------------------------------------------ build and test
 step "cargo build"

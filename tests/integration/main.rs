@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod browser;
 mod checksum;
 mod cli;
 mod conc;
