@@ -6,8 +6,10 @@
 //! listeners (so port 0 resolves once and every core shares it), waits for every core to
 //! report its ring up, then waits for SIGTERM/SIGINT and drives the shutdown.
 
+pub mod concat;
 pub mod conn;
 pub mod core;
+pub mod expire;
 pub mod handler;
 pub mod listen;
 pub mod notify;
@@ -80,7 +82,10 @@ pub fn extensions_header(config: &Config) -> String {
         (e.creation_with_upload, "creation-with-upload"),
         (e.creation, "creation"),
         (e.termination, "termination"),
+        (e.concatenation, "concatenation"),
+        (e.concatenation_unfinished, "concatenation-unfinished"),
         (e.getting, "getting"),
+        (e.expiration, "expiration"),
     ];
     let names: Vec<&str> = list.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
     names.join(",")
@@ -90,11 +95,8 @@ pub fn extensions_header(config: &Config) -> String {
 fn unimplemented_extensions(config: &Config) -> Vec<&'static str> {
     let e = &config.extensions;
     [
-        (e.concatenation, "concatenation"),
-        (e.concatenation_unfinished, "concatenation-unfinished"),
         (e.checksum, "checksum"),
         (e.checksum_trailer, "checksum-trailer"),
-        (e.expiration, "expiration"),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -159,6 +161,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config,
         store,
     });
+    let sweeper = expire::Sweeper::start(&shared);
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::new();
@@ -290,6 +293,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         if t.is_finished() {
             let _ = t.join();
         }
+    }
+    if let Some(sweeper) = sweeper {
+        sweeper.stop();
     }
     // Events already queued are delivered within the grace period (counted from the
     // signal), and get at least HOOKS_LAST_WAIT after the cores finished, for the events
