@@ -110,6 +110,9 @@ pub fn recover(core: &Rc<Core>, upload: &Upload, from: Origin) {
     let Some(id) = parse_upload_id(&info.id) else {
         return;
     };
+    if pending().contains_key(&id.as_u128()) {
+        return; // known: its last part's PATCH will assemble it
+    }
     register(id, &parts);
     let core = core.clone();
     tokio_uring::spawn(async move {

@@ -9,10 +9,12 @@ mod harness;
 
 mod cli;
 mod conc;
+mod concat;
 mod core;
 mod cors;
 mod crash;
 mod datapath;
+mod expiry;
 mod faults;
 mod getting;
 mod hooks;
