@@ -239,7 +239,7 @@ fn tusjs_with(
     verify(&d, &out, &data, posts, patches, what);
     if let Some(n) = parallel {
         // The final lists its parts; each is a complete partial upload.
-        let url = out.lines().filter(|l| !l.trim().is_empty()).last().unwrap();
+        let url = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
         let id = url.trim().trim_end_matches('/').rsplit('/').next().unwrap();
         let h = d.head(id);
         let concat = h.header("Upload-Concat").unwrap_or("").to_string();
