@@ -82,6 +82,52 @@ fn recorded_parts(info: &UploadInfo) -> Result<Vec<Uuid>, Error> {
     }
 }
 
+/// Startup, on a helper thread (`concatenation-unfinished` only): finds the finals left
+/// waiting by the previous run (records with `"is_final":true` whose data file is shorter
+/// than their length) and puts them back in the index, so the PATCH completing their last
+/// part assembles them. Reads every info record once; a final whose last part completes
+/// before the scan reaches it is assembled by the next HEAD of it ([`recover`]).
+pub fn rebuild_index(info_dir: &std::path::Path, data_dir: &std::path::Path, template: &str) {
+    let Ok(entries) = std::fs::read_dir(info_dir) else {
+        return;
+    };
+    let mut found = 0usize;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".info"))
+            .and_then(parse_upload_id)
+        else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        if !bytes.windows(15).any(|w| w == b"\"is_final\":true") {
+            continue;
+        }
+        let Ok(info) = UploadInfo::from_json(&bytes) else {
+            continue;
+        };
+        let path = match &info.path {
+            Some(p) => PathBuf::from(p),
+            None => layout::data_path(data_dir, template, info.created_at, &info.id),
+        };
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if !info.is_final || info.length.is_none_or(|l| size >= l) {
+            continue;
+        }
+        if let Ok(parts) = recorded_parts(&info) {
+            register(id, &parts);
+            found += 1;
+        }
+    }
+    if found > 0 {
+        crate::info!("{found} final upload(s) wait for their parts");
+    }
+}
+
 /// HEAD's concatenation headers: `Upload-Concat` on a partial or a final, and no
 /// `Upload-Offset` on a final whose assembly has not finished (tus §2.7).
 pub fn head_headers(base: &str, upload: &Upload, resp: &mut Response) {

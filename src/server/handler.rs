@@ -552,8 +552,14 @@ async fn patch(
         ))?),
         None => None,
     };
-    let _lock = UploadLock::try_acquire(*id).ok_or(Error::Locked)?;
     let store = &core.shared.store;
+    let Some(_lock) = UploadLock::try_acquire(*id) else {
+        // §2.7: a final is never written, even while it is being assembled (locked).
+        return Err(match store.read_info(id).await {
+            Ok(u) if u.info.is_final => Error::Forbidden("Upload is a final concatenation"),
+            _ => Error::Locked,
+        });
+    };
     let mut upload = store.load(id).await?;
     super::expire::check(cfg, &upload)?;
     let request = PatchRequest {

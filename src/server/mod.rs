@@ -162,6 +162,17 @@ pub fn run(config: Config) -> Result<(), StartError> {
         store,
     });
     let sweeper = expire::Sweeper::start(&shared);
+    if shared.config.extensions.concatenation_unfinished {
+        let store = shared.store.clone();
+        let started = std::thread::Builder::new()
+            .name("tusring-concat-index".into())
+            .spawn(move || {
+                concat::rebuild_index(&store.info_dir, &store.data_dir, &store.dir_structure)
+            });
+        if let Err(e) = started {
+            crate::warn!("cannot scan for waiting final uploads: {e}");
+        }
+    }
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::new();

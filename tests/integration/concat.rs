@@ -440,3 +440,52 @@ fn a_final_fires_post_finish_not_post_create() {
     assert_eq!(calls[2].1["upload"]["offset"], Value::from(6));
     assert_eq!(d.read_data(&g), b"abcxyz");
 }
+
+#[test]
+fn a_waiting_final_survives_a_restart_and_an_interrupted_assembly() {
+    let tmp = TempDir::new("concat-restart");
+    let mut d = Daemon::start(
+        &tmp,
+        &["--tus-extensions", "creation,concatenation-unfinished"],
+    );
+    let a = random_bytes(901, 3000);
+    let b = random_bytes(902, 5000);
+    let pa = partial(&d, &a, a.len());
+    let pb = partial(&d, &b, 100);
+    let r = post_final(&d, &final_value(&[rel(&pa), rel(&pb)]), &[]);
+    r.assert_status(201, "waiting final");
+    let f = upload_id(&r);
+    d.kill9();
+    // What an assembly cut by the crash would leave: a partial temporary file.
+    let data = find_file(d.data_dir(), &f).expect("final's data file");
+    let tmp_file = PathBuf::from(format!("{}.assembling", data.display()));
+    std::fs::write(&tmp_file, &a[..1234]).unwrap();
+    d.restart();
+    assert!(
+        d.wait_log_line(&["1 final upload(s) wait for their parts"])
+            .is_some(),
+        "startup scan: {}",
+        d.stderr_text()
+    );
+    let h = d.head(&f);
+    h.assert_status(200, "HEAD after restart");
+    assert!(!h.has("Upload-Offset"), "not complete: {h:?}");
+    assert_eq!(
+        std::fs::read(&data).unwrap(),
+        b"",
+        "the data file is still empty"
+    );
+    // The PATCH completing the last part assembles it (the index was rebuilt at
+    // startup); watched on disk, not through HEAD, which could also trigger it.
+    d.patch(&pb, 100, &b[100..])
+        .assert_status(204, "complete part b");
+    let want = [&a[..], &b[..]].concat();
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read(&data)
+            .is_ok_and(|v| v == want)),
+        "final not assembled after the restart"
+    );
+    assert!(!tmp_file.exists(), "temporary file replaced");
+    let h = d.head(&f);
+    assert_eq!(h.upload_offset(), 8000);
+}
