@@ -367,12 +367,26 @@ pub async fn create_final(
     Ok(Reply::new(resp))
 }
 
+/// How long [`try_assemble`] waits for a final's lock, and how often it tries. The
+/// holder is usually another check of the same final (a few `statx`), which may have
+/// seen the part this caller just completed as unfinished; giving up at once would leave
+/// the final waiting. A holder that keeps it longer is assembling or deleting it, and
+/// either way the final needs nothing more from this caller.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Assembles a waiting final if every part is complete. Returns whether the final is
-/// complete afterwards. Does nothing while another request holds the final's lock (it
-/// is being assembled or deleted).
+/// complete afterwards.
 async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, Error> {
-    let Some(_lock) = UploadLock::try_acquire(id) else {
-        return Ok(false);
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let _lock = loop {
+        if let Some(lock) = UploadLock::try_acquire(id) {
+            break lock;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(LOCK_RETRY).await;
     };
     let store = &core.shared.store;
     let mut upload = match store.load(&id).await {

@@ -489,3 +489,55 @@ fn a_waiting_final_survives_a_restart_and_an_interrupted_assembly() {
     let h = d.head(&f);
     assert_eq!(h.upload_offset(), 8000);
 }
+
+#[test]
+fn parts_completing_together_assemble_their_final_once() {
+    let tmp = TempDir::new("concat-race");
+    let log = tmp.join("calls.log");
+    let hook = recording_hook(&tmp, &log);
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--tus-extensions",
+            "creation,concatenation-unfinished",
+            "--hooks-file",
+            hook.to_str().unwrap(),
+            "--hooks",
+            "post-finish",
+        ],
+    );
+    let mut finals = Vec::new();
+    for round in 0..6u64 {
+        let a = random_bytes(1000 + round, 40_000);
+        let b = random_bytes(2000 + round, 30_000);
+        let pa = partial(&d, &a, 1);
+        let pb = partial(&d, &b, 1);
+        let r = post_final(&d, &final_value(&[rel(&pa), rel(&pb)]), &[]);
+        r.assert_status(201, "waiting final");
+        let f = upload_id(&r);
+        // Both last PATCHes at once, from two threads.
+        std::thread::scope(|s| {
+            let (d, a, b, pa, pb) = (&d, &a, &b, &pa, &pb);
+            let ta = s.spawn(move || d.patch(pa, 1, &a[1..]).status);
+            let tb = s.spawn(move || d.patch(pb, 1, &b[1..]).status);
+            assert_eq!((ta.join().unwrap(), tb.join().unwrap()), (204, 204));
+        });
+        finals.push((f, [&a[..], &b[..]].concat()));
+    }
+    for (f, want) in &finals {
+        let data = find_file(d.data_dir(), f).unwrap();
+        assert!(
+            eventually(Duration::from_secs(10), || std::fs::read(&data)
+                .is_ok_and(|v| v == *want)),
+            "final {f} not assembled"
+        );
+        assert!(eventually(Duration::from_secs(5), || events_of(&log, f)
+            .len()
+            == 1));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (f, _) in &finals {
+        let names: Vec<String> = events_of(&log, f).into_iter().map(|(e, _)| e).collect();
+        assert_eq!(names, ["post-finish"], "final {f}: one post-finish");
+    }
+}
