@@ -3,7 +3,8 @@
 
 use crate::harness::*;
 
-const EXTENSIONS: &str = "creation-defer-length,creation-with-upload,creation,termination,getting";
+const EXTENSIONS: &str =
+    "creation-defer-length,creation-with-upload,creation,termination,concatenation,getting";
 
 fn data_files(d: &Daemon) -> Vec<std::path::PathBuf> {
     let mut v = list_files(d.data_dir());
