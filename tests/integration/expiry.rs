@@ -201,3 +201,52 @@ fn expiration_is_off_by_default() {
     let r = d.patch(&u, 0, b"abc");
     assert!(!r.has("Upload-Expires"), "{r:?}");
 }
+
+#[test]
+fn a_waiting_final_goes_once_an_expired_part_is_swept() {
+    let tmp = TempDir::new("expiry-concat");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--tus-extensions",
+            "creation,concatenation-unfinished,expiration",
+            "--expiration-time",
+            "2",
+            "--expiration-sweep-interval",
+            "0.5",
+        ],
+    );
+    let mk = |len: &str| {
+        let r = d.post(&[("Upload-Length", len), ("Upload-Concat", "partial")]);
+        r.assert_status(201, "partial");
+        upload_id(&r)
+    };
+    let done = mk("3");
+    d.patch(&done, 0, b"abc")
+        .assert_status(204, "complete part");
+    let open = mk("3");
+    let r = d.post(&[(
+        "Upload-Concat",
+        &format!("final;/files/{done} /files/{open}"),
+    )]);
+    r.assert_status(201, "waiting final");
+    assert!(
+        !r.has("Upload-Expires"),
+        "a final does not expire itself: {r:?}"
+    );
+    let f = upload_id(&r);
+    // The unfinished part expires and is swept; then the final that waited for it.
+    assert!(
+        eventually(Duration::from_secs(15), || d.head(&open).status == 404),
+        "unfinished part not swept"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || d.head(&f).status == 404),
+        "waiting final not swept"
+    );
+    assert!(find_file(d.data_dir(), &f).is_none());
+    // The complete part is finished: kept.
+    let h = d.head(&done);
+    h.assert_status(200, "complete part kept");
+    assert_eq!(d.read_data(&done), b"abc");
+}
