@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 60; TARGET defaults to every target in fuzz/Cargo.toml:
-# head chunked metadata concat_checksum checksum info config connection. `scripts/fuzz.sh 10` is
+# head chunked metadata concat_checksum checksum concat info config connection. `scripts/fuzz.sh 10` is
 # the short pass meant for CI.
 #
 # What it does:
@@ -28,7 +28,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 FUZZ="$ROOT/fuzz"
-ALL_TARGETS=(head chunked metadata concat_checksum checksum info config connection)
+ALL_TARGETS=(head chunked metadata concat_checksum checksum concat info config connection)
 
 SECONDS_PER_TARGET=60
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then
@@ -66,6 +66,7 @@ target_flags() {
         info) echo "-dict=$FUZZ/dict/info.dict -max_len=4096" ;;
         concat_checksum) echo "-max_len=4096" ;;
         checksum) echo "-dict=$FUZZ/dict/checksum.dict -max_len=4096" ;;
+        concat) echo "-dict=$FUZZ/dict/concat.dict -max_len=4096" ;;
         config) echo "-max_len=4096" ;;
         # The daemons run on threads of the fuzzer's process: LeakSanitizer would take
         # their live allocations for leaks.

@@ -268,6 +268,13 @@ pub struct Config {
     pub allow_empty: bool,
     /// `--remove-parts`: delete the partial uploads after a final concatenation.
     pub remove_parts: bool,
+    /// `--expiration-time`: how long an unfinished upload lives after its last write
+    /// when the `expiration` extension is on. Invariant: in
+    /// `[1 s, MAX_EXPIRATION_SECS]`, whole seconds.
+    pub expiration_time: Duration,
+    /// `--expiration-sweep-interval`: how often expired uploads are removed. In
+    /// `(0, MAX_TIMEOUT_SECS]`.
+    pub expiration_sweep_interval: Duration,
     /// `--cors`: allowed origins (may hold `*` wildcards); empty = every origin.
     pub cors: Vec<String>,
     /// `--behind-proxy`: take the client address from `Forwarded`/`X-Forwarded-For`.
@@ -457,6 +464,8 @@ enum Key {
     MaxFileSize,
     AllowEmpty,
     RemoveParts,
+    ExpirationTime,
+    ExpirationSweepInterval,
     Storage,
     DataDir,
     DirStructure,
@@ -727,6 +736,28 @@ const FLAGS: &[Flag] = &[
         value: None,
         fallback: Fallback::Value("false"),
         help: "Delete the partial uploads after a final concatenation",
+    },
+    Flag {
+        key: Key::ExpirationTime,
+        section: PROTOCOL,
+        long: "expiration-time",
+        alias: None,
+        short: None,
+        env: "RUSTUS_EXPIRATION_TIME",
+        value: Some("SECS"),
+        fallback: Fallback::Value("86400"),
+        help: "Lifetime of an unfinished upload after its last write",
+    },
+    Flag {
+        key: Key::ExpirationSweepInterval,
+        section: PROTOCOL,
+        long: "expiration-sweep-interval",
+        alias: None,
+        short: None,
+        env: "RUSTUS_EXPIRATION_SWEEP_INTERVAL",
+        value: Some("SECS"),
+        fallback: Fallback::Value("60"),
+        help: "How often expired uploads are removed (expiration)",
     },
     Flag {
         key: Key::Storage,
@@ -1410,6 +1441,8 @@ impl Config {
             extensions: raw.one(Key::TusExtensions, Extensions::parse)?,
             allow_empty: raw.switch(Key::AllowEmpty)?,
             remove_parts: raw.switch(Key::RemoveParts)?,
+            expiration_time: raw.one(Key::ExpirationTime, parse_expiration)?,
+            expiration_sweep_interval: raw.one(Key::ExpirationSweepInterval, parse_secs)?,
             cors: raw
                 .opt(Key::Cors, |s| {
                     Ok(split_list(s).map(str::to_owned).collect())
@@ -1598,6 +1631,22 @@ fn parse_size(text: &str) -> Result<u64, String> {
         return Err("must be greater than 0 (leave it unset for no limit)".to_owned());
     }
     Ok(bytes)
+}
+
+/// Longest `--expiration-time`: ten years.
+pub const MAX_EXPIRATION_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// `--expiration-time`: whole seconds in `[1, MAX_EXPIRATION_SECS]`.
+fn parse_expiration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("expected whole seconds, e.g. 86400".to_owned());
+    }
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be greater than 0".to_owned()),
+        Ok(n) if n <= MAX_EXPIRATION_SECS => Ok(Duration::from_secs(n)),
+        _ => Err(format!("must be at most {MAX_EXPIRATION_SECS} seconds")),
+    }
 }
 
 /// Seconds: an integer or a decimal with up to 9 places (`0.5`), greater than 0 and at
@@ -2109,6 +2158,8 @@ mod tests {
             Key::MaxFileSize,
             Key::AllowEmpty,
             Key::RemoveParts,
+            Key::ExpirationTime,
+            Key::ExpirationSweepInterval,
             Key::Storage,
             Key::DataDir,
             Key::DirStructure,
@@ -2295,6 +2346,12 @@ mod tests {
             ("--head-timeout=4", "4", |c| format!("{:?}", c.head_timeout)),
             ("--idle-timeout=5", "5", |c| format!("{:?}", c.idle_timeout)),
             ("--body-timeout=6", "6", |c| format!("{:?}", c.body_timeout)),
+            ("--expiration-time=7", "7", |c| {
+                c.expiration_time.as_secs().to_string()
+            }),
+            ("--expiration-sweep-interval=8", "8", |c| {
+                format!("{:?}", c.expiration_sweep_interval)
+            }),
             ("--body-buffer-size=8K", "8K", |c| {
                 format!("{}K", c.body_buffer_size >> 10)
             }),

@@ -31,6 +31,11 @@ pub enum Error {
     Forbidden(&'static str),
     /// 404: unknown route or upload.
     NotFound,
+    /// 410: the upload expired (expiration extension) and is not yet swept away.
+    Gone,
+    /// 409 with a reason: the request conflicts with the upload's state (e.g. DELETE of
+    /// a partial upload an unfinished final still waits for).
+    Conflict(&'static str),
     /// 405, with the methods that are allowed.
     MethodNotAllowed(&'static str),
     /// 409: `Upload-Offset` does not match the stored offset.
@@ -168,6 +173,8 @@ impl Error {
             Error::BadRequest(_) | Error::BadRequestOwned(_) => 400,
             Error::Forbidden(_) => 403,
             Error::NotFound => 404,
+            Error::Gone => 410,
+            Error::Conflict(_) => 409,
             Error::MethodNotAllowed(_) => 405,
             Error::OffsetMismatch { .. } => 409,
             Error::BodyTimeout => 408,
@@ -208,6 +215,8 @@ impl Error {
             Error::Unavailable(m) => m.to_string(),
             Error::BadRequestOwned(m) => m.clone(),
             Error::NotFound => String::new(),
+            Error::Gone => "The upload expired".to_string(),
+            Error::Conflict(m) => m.to_string(),
             Error::MethodNotAllowed(_) => "Method not allowed".to_string(),
             Error::OffsetMismatch { stored } => {
                 format!("Upload-Offset does not match the upload's offset {stored}")

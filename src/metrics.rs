@@ -211,6 +211,11 @@ pub fn upload_finished() {
     ACTIVE_UPLOADS.fetch_sub(1, Relaxed);
 }
 
+/// An unfinished upload expired and was removed by the sweep.
+pub fn upload_expired() {
+    ACTIVE_UPLOADS.fetch_sub(1, Relaxed);
+}
+
 /// An upload was terminated; `unfinished` if it was not complete.
 pub fn upload_terminated(unfinished: bool) {
     TERMINATED_UPLOADS.fetch_add(1, Relaxed);

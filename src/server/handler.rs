@@ -15,6 +15,7 @@ use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
 use crate::storage::locks::{Acquired, UploadLock};
 use crate::tus::checksum::{self, Check, ChecksumAsk, Digests};
+use crate::tus::concat::{parse_upload_concat, Concat};
 use crate::tus::cors::{self, Decision};
 use crate::tus::getting::{content_disposition, content_type, parse_range, RangeAsk};
 use crate::tus::metadata::{parse_upload_metadata, Metadata};
@@ -66,7 +67,7 @@ pub struct FileBody {
 }
 
 impl Reply {
-    fn new(resp: Response) -> Reply {
+    pub(super) fn new(resp: Response) -> Reply {
         Reply {
             resp,
             close: false,
@@ -102,7 +103,7 @@ pub fn error_response(err: &Error) -> Response {
 }
 
 /// Where a hook event of this request comes from (the message's request part).
-fn origin(core: &Core, ctx: &RequestCtx<'_>, method: &str, id: Option<&Uuid>) -> Origin {
+pub(super) fn origin(core: &Core, ctx: &RequestCtx<'_>, method: &str, id: Option<&Uuid>) -> Origin {
     let id = id.map(Uuid::to_string);
     core.shared.hooks.origin(
         ctx.head,
@@ -300,7 +301,7 @@ async fn tus(
     match (route, method) {
         (_, Method::Options) => Ok(options(core)),
         (Route::Collection, Method::Post) if ext.creation => create(core, ctx, body).await,
-        (Route::Upload(id), Method::Head) => head(core, &id).await,
+        (Route::Upload(id), Method::Head) => head(core, ctx, &id).await,
         (Route::Upload(id), Method::Patch) => patch(core, ctx, &id, body).await,
         (Route::Upload(id), Method::Delete) if ext.termination => delete(core, ctx, &id).await,
         (Route::Upload(id), Method::Get) if ext.getting => get(core, ctx, &id).await,
@@ -316,7 +317,7 @@ async fn tus(
 /// single `Range` honoured. The body is streamed from the file by the connection.
 async fn get(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, Error> {
     let store = &core.shared.store;
-    let upload = store.read_info(id).await?;
+    let mut upload = store.read_info(id).await?;
     let file = store.open_read(&upload.data_path).await?;
     let st = match file.statx().await {
         Ok(st) => st,
@@ -327,6 +328,12 @@ async fn get(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, 
     };
     // The bytes stored so far: an incomplete upload is served as far as it goes.
     let len = st.stx_size;
+    upload.info.offset = len;
+    upload.modified = Some(st.stx_mtime.tv_sec);
+    if let Err(e) = super::expire::check(&core.shared.config, &upload) {
+        let _ = file.close().await;
+        return Err(e);
+    }
     let mut resp = Response::new(200);
     resp.header("Accept-Ranges", "bytes");
     resp.header("ETag", format!("\"{id}-{len}\""));
@@ -385,10 +392,24 @@ async fn create(
 ) -> Result<Reply, Error> {
     let cfg = &core.shared.config;
     let head = ctx.head;
-    if head.header("upload-concat").is_some() {
-        return Err(Error::BadRequest(
-            "Upload-Concat is not supported: the concatenation extension is not available",
-        ));
+    let concat = match head.header("upload-concat") {
+        None => None,
+        Some(_) if !cfg.extensions.concatenation => {
+            return Err(Error::BadRequest(
+                "Upload-Concat is not supported: the concatenation extension is not available",
+            ))
+        }
+        Some(v) => {
+            Some(parse_upload_concat(v, &cfg.url).map_err(|e| Error::BadRequestOwned(e.reason()))?)
+        }
+    };
+    if let Some(Concat::Final(parts)) = concat {
+        // §2.7: the final's length is the sum of its parts (Upload-Length is ignored).
+        let metadata = match head.header("upload-metadata") {
+            Some(v) => parse_upload_metadata(v).map_err(|e| Error::BadRequest(e.reason()))?,
+            None => Metadata::new(),
+        };
+        return super::concat::create_final(core, ctx, parts, metadata, body.has_body()).await;
     }
     let limits = CreateLimits {
         defer_enabled: cfg.extensions.creation_defer_length,
@@ -437,6 +458,7 @@ async fn create(
     let id = new_upload_id();
     let _lock = UploadLock::try_acquire(id).ok_or(Error::Locked)?;
     let mut info = UploadInfo::new(id.to_string(), length, crate::time::now_unix(), metadata);
+    info.is_partial = concat == Some(Concat::Partial);
     let hooks = &core.shared.hooks;
     // rustus-compat §3.1: after validation, before anything exists; a refusal leaves
     // nothing behind (the body, if any, is never read).
@@ -478,6 +500,10 @@ async fn create(
     };
     resp.header("Location", location);
     resp.header("Upload-Offset", info.offset.to_string());
+    super::expire::expires_header(
+        &mut resp,
+        super::expire::state_after_write(cfg, &info, true, None),
+    );
     // The upload exists (even if its body was cut short): post-finish when this POST
     // completed it (creation-with-upload of everything, an empty upload), else
     // post-create.
@@ -549,10 +575,17 @@ async fn create_whole(
 }
 
 /// §1.3: the offset and what else the server knows of an upload.
-async fn head(core: &Rc<Core>, id: &Uuid) -> Result<Reply, Error> {
+async fn head(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, Error> {
     let upload = core.shared.store.load(id).await?;
+    let expiry = super::expire::check(&core.shared.config, &upload)?;
     let mut resp = Response::new(200);
     upload_headers(&upload, &mut resp);
+    super::concat::head_headers(&core.shared.config.url, &upload, &mut resp);
+    super::expire::expires_header(&mut resp, expiry);
+    if upload.info.is_final && !upload.info.is_complete() {
+        // A final left waiting by a restart: assemble it if its parts are there.
+        super::concat::recover(core, &upload, origin(core, ctx, "HEAD", Some(id)));
+    }
     resp.header("Cache-Control", "no-store");
     Ok(Reply::new(resp))
 }
@@ -596,11 +629,23 @@ async fn patch(
     };
     // As rustus: the checksum header is checked before the upload is looked at.
     let check = checksum_check(core, head, body)?;
-    // Newest request wins: an older PATCH still holding the upload is made to stop.
-    let lock = take_over(id, Some(body.socket())).await?;
-    body.stop_on(lock.stop_flag());
     let store = &core.shared.store;
+    // Newest request wins: an older PATCH still holding the upload is made to stop.
+    let lock = match take_over(id, Some(body.socket())).await {
+        Ok(lock) => lock,
+        // §2.7: a final is never written, even while it is being assembled (which
+        // holds its lock and cannot be taken over).
+        Err(Error::Locked) => {
+            return Err(match store.read_info(id).await {
+                Ok(u) if u.info.is_final => Error::Forbidden("Upload is a final concatenation"),
+                _ => Error::Locked,
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    body.stop_on(lock.stop_flag());
     let mut upload = store.load(id).await?;
+    super::expire::check(cfg, &upload)?;
     let request = PatchRequest {
         offset,
         new_length,
@@ -667,7 +712,18 @@ async fn patch(
     if upload.info.is_complete() {
         // Not complete before: a complete upload took the `AlreadyComplete` path.
         metrics::upload_finished();
+        if upload.info.is_partial {
+            // concatenation-unfinished: finals waiting for this part may be ready.
+            let from = origin(core, ctx, "PATCH", Some(id));
+            super::concat::part_finished(core, id, &from);
+        }
     }
+    let expiry = super::expire::state_after_write(
+        cfg,
+        &upload.info,
+        got.end_offset != start,
+        upload.modified,
+    );
     // post-finish when this PATCH completed the upload, post-receive when it stored
     // bytes (even if its body then failed: the upload moved on).
     let event = if upload.info.is_complete() {
@@ -687,6 +743,7 @@ async fn patch(
         Some(err) => error_response(err),
     };
     resp.header("Upload-Offset", got.end_offset.to_string());
+    super::expire::expires_header(&mut resp, expiry);
     Ok(Reply {
         // Taken over just after the body ended: the socket is shut for reading, so
         // the connection cannot carry another request; say so.
@@ -702,6 +759,11 @@ async fn delete(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Repl
     let _lock = take_over(id, None).await?;
     let store = &core.shared.store;
     let upload = store.read_info(id).await?;
+    if super::concat::part_in_use(id) {
+        return Err(Error::Conflict(
+            "The upload is a part of an unfinished final upload; delete the final first",
+        ));
+    }
     let hooks = &core.shared.hooks;
     // rustus-compat §3.1: before anything is removed; a refusal keeps the upload.
     if hooks.wants(Event::PreTerminate) {
@@ -709,6 +771,9 @@ async fn delete(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Repl
         hooks.pre(Event::PreTerminate, &upload.info, from).await?;
     }
     store.remove(&upload).await?;
+    if upload.info.is_final {
+        super::concat::forget(id);
+    }
     metrics::upload_terminated(!upload.info.is_complete());
     if hooks.wants(Event::PostTerminate) {
         let from = origin(core, ctx, "DELETE", Some(id));
@@ -1054,7 +1119,7 @@ async fn copy_staged(
 
 /// The absolute URL of a new upload, from `Forwarded`, then `X-Forwarded-Proto` /
 /// `X-Forwarded-Host`, then `Host`, as rustus builds it.
-fn location(ctx: &RequestCtx<'_>, base: &str, id: &str) -> String {
+pub(super) fn location(ctx: &RequestCtx<'_>, base: &str, id: &str) -> String {
     let head = ctx.head;
     let (mut proto, mut host) = (None, None);
     if let Some(fwd) = head.header_str("forwarded") {

@@ -6,8 +6,10 @@
 //! listeners (so port 0 resolves once and every core shares it), waits for every core to
 //! report its ring up, then waits for SIGTERM/SIGINT and drives the shutdown.
 
+pub mod concat;
 pub mod conn;
 pub mod core;
+pub mod expire;
 pub mod handler;
 pub mod listen;
 pub mod notify;
@@ -80,26 +82,15 @@ pub fn extensions_header(config: &Config) -> String {
         (e.creation_with_upload, "creation-with-upload"),
         (e.creation, "creation"),
         (e.termination, "termination"),
+        (e.concatenation, "concatenation"),
+        (e.concatenation_unfinished, "concatenation-unfinished"),
         (e.getting, "getting"),
         (e.checksum, "checksum"),
         (e.checksum_trailer, "checksum-trailer"),
+        (e.expiration, "expiration"),
     ];
     let names: Vec<&str> = list.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
     names.join(",")
-}
-
-/// Extensions that `--tus-extensions` may name but this build does not implement yet.
-fn unimplemented_extensions(config: &Config) -> Vec<&'static str> {
-    let e = &config.extensions;
-    [
-        (e.concatenation, "concatenation"),
-        (e.concatenation_unfinished, "concatenation-unfinished"),
-        (e.expiration, "expiration"),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, n)| *n)
-    .collect()
 }
 
 /// Runs the daemon until a shutdown signal has been handled. Returns once every core
@@ -130,13 +121,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
         Err(e) => return Err(StartError(e)),
     }
     let notifier = notify::Notifier::from_env();
-    let missing = unimplemented_extensions(&config);
-    if !missing.is_empty() {
-        crate::warn!(
-            "tus extensions not implemented by this build are not advertised: {}",
-            missing.join(", ")
-        );
-    }
     let listeners = match listen::inherited_listeners(config.workers) {
         Some(inherited) => {
             let l = inherited
@@ -165,6 +149,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
         config,
         store,
     });
+    let sweeper = expire::Sweeper::start(&shared);
+    if shared.config.extensions.concatenation_unfinished {
+        let store = shared.store.clone();
+        let started = std::thread::Builder::new()
+            .name("tusring-concat-index".into())
+            .spawn(move || {
+                concat::rebuild_index(&store.info_dir, &store.data_dir, &store.dir_structure)
+            });
+        if let Err(e) = started {
+            crate::warn!("cannot scan for waiting final uploads: {e}");
+        }
+    }
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Running);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::new();
@@ -296,6 +292,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         if t.is_finished() {
             let _ = t.join();
         }
+    }
+    if let Some(sweeper) = sweeper {
+        sweeper.stop();
     }
     // Events already queued are delivered within the grace period (counted from the
     // signal), and get at least HOOKS_LAST_WAIT after the cores finished, for the events

@@ -73,6 +73,9 @@ pub struct Upload {
     pub info: UploadInfo,
     /// The data file.
     pub data_path: PathBuf,
+    /// The data file's modification time (unix seconds): the upload's last write, for
+    /// the expiration extension. `None` when only the record was read.
+    pub modified: Option<i64>,
 }
 
 impl Upload {
@@ -134,14 +137,21 @@ impl FileStore {
                 &id_str,
             ),
         };
-        Ok(Upload { info, data_path })
+        Ok(Upload {
+            info,
+            data_path,
+            modified: None,
+        })
     }
 
     /// Loads an upload: its info record and, from the data file's size, its offset.
     pub async fn load(&self, id: &Uuid) -> Result<Upload, Error> {
         let mut upload = self.read_info(id).await?;
         let size = match tokio_uring::fs::statx(&upload.data_path).await {
-            Ok(st) => st.stx_size,
+            Ok(st) => {
+                upload.modified = Some(st.stx_mtime.tv_sec);
+                st.stx_size
+            }
             Err(e) if is_not_found(&e) => {
                 crate::warn!(
                     "upload {id}: data file {} is missing; answering 404",

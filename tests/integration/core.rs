@@ -4,7 +4,7 @@
 use crate::harness::*;
 
 const EXTENSIONS: &str =
-    "creation-defer-length,creation-with-upload,creation,termination,getting,checksum";
+    "creation-defer-length,creation-with-upload,creation,termination,concatenation,getting,checksum";
 
 fn data_files(d: &Daemon) -> Vec<std::path::PathBuf> {
     let mut v = list_files(d.data_dir());

@@ -209,6 +209,20 @@ fn tusjs(
     patches: usize,
     what: &str,
 ) {
+    tusjs_with(seed, chunk, source, with_upload, None, patches, what);
+}
+
+/// tus-js-client with `parallel` partial uploads concatenated into a final
+/// (`parallelUploads`) when it is `Some`: one POST per part plus the final's.
+fn tusjs_with(
+    seed: u64,
+    chunk: Option<usize>,
+    source: &str,
+    with_upload: bool,
+    parallel: Option<usize>,
+    patches: usize,
+    what: &str,
+) {
     let Some(node) = node() else {
         missing("tus-js-client (npm package in tests/interop) or node");
         return;
@@ -225,8 +239,39 @@ fn tusjs(
     if with_upload {
         cmd.arg("with-upload");
     }
+    if let Some(n) = parallel {
+        cmd.arg(format!("parallel={n}"));
+    }
     let out = run_client(cmd, what);
-    verify(&d, &out, &data, 1, patches, what);
+    let posts = parallel.map_or(1, |n| n + 1);
+    verify(&d, &out, &data, posts, patches, what);
+    if let Some(n) = parallel {
+        // The final lists its parts; each is a complete partial upload.
+        let url = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+        let id = url.trim().trim_end_matches('/').rsplit('/').next().unwrap();
+        let h = d.head(id);
+        let concat = h.header("Upload-Concat").unwrap_or("").to_string();
+        let parts: Vec<&str> = concat
+            .strip_prefix("final;")
+            .unwrap_or_else(|| panic!("{what}: final's Upload-Concat {concat:?}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(parts.len(), n, "{what}: parts in {concat:?}");
+        for p in parts {
+            let pid = p.rsplit('/').next().unwrap();
+            let ph = d.head(pid);
+            assert_eq!(
+                ph.header("Upload-Concat"),
+                Some("partial"),
+                "{what}: {ph:?}"
+            );
+            assert_eq!(
+                ph.upload_offset(),
+                ph.upload_length().unwrap(),
+                "{what}: {ph:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -269,5 +314,19 @@ fn interop_tuspy_checksum_5mib_chunks() {
         SIZE.div_ceil(CHUNK),
         true,
         "tuspy, 5 MiB chunks with sha1 checksums",
+    );
+}
+
+#[test]
+fn interop_tusjs_parallel_uploads_concatenated() {
+    // parallelUploads: 3 partial uploads (one PATCH each), then the final's POST.
+    tusjs_with(
+        106,
+        None,
+        "buffer",
+        false,
+        Some(3),
+        3,
+        "tus-js-client, 3 parallel partial uploads",
     );
 }

@@ -1,11 +1,13 @@
 // Upload one file to a tus server with tus-js-client (the official JavaScript client),
 // running in Node.js.
 //
-// Usage: node tusjs_upload.mjs ENDPOINT FILE CHUNK_SIZE|inf buffer|stream [with-upload]
+// Usage: node tusjs_upload.mjs ENDPOINT FILE CHUNK_SIZE|inf buffer|stream [with-upload] [parallel=N]
 //
 //   buffer       the source is a Buffer holding the whole file
 //   stream       the source is an fs.ReadStream of the file
 //   with-upload  send the first chunk in the creation POST (creation-with-upload)
+//   parallel=N   upload N partial uploads in parallel and concatenate them into a final
+//                upload (tus-js-client's `parallelUploads`; needs a buffer source)
 //
 // Prints `requests: POST=<n> PATCH=<n>` and then the upload URL on the last line of
 // stdout. Exits non-zero if the upload fails.
@@ -20,10 +22,24 @@ function fail(msg) {
   process.exit(1)
 }
 
-const [endpoint, file, chunkArg, sourceKind, extra] = process.argv.slice(2)
+const [endpoint, file, chunkArg, sourceKind, ...extras] = process.argv.slice(2)
 if (!endpoint || !file || !chunkArg || !sourceKind) {
-  console.error('usage: tusjs_upload.mjs ENDPOINT FILE CHUNK_SIZE|inf buffer|stream [with-upload]')
+  console.error(
+    'usage: tusjs_upload.mjs ENDPOINT FILE CHUNK_SIZE|inf buffer|stream [with-upload] [parallel=N]',
+  )
   process.exit(2)
+}
+let withUpload = false
+let parallel = 1
+for (const extra of extras) {
+  if (extra === 'with-upload') {
+    withUpload = true
+  } else if (extra.startsWith('parallel=')) {
+    parallel = Number(extra.slice('parallel='.length))
+    if (!Number.isInteger(parallel) || parallel < 2) fail(`bad ${extra}`)
+  } else {
+    fail(`unknown option ${extra}`)
+  }
 }
 
 const size = fs.statSync(file).size
@@ -41,9 +57,11 @@ const counts = { POST: 0, PATCH: 0, HEAD: 0 }
 const upload = new tus.Upload(source, {
   endpoint,
   chunkSize,
-  uploadSize: size,
+  // tus-js-client refuses uploadSize together with parallelUploads.
+  uploadSize: parallel > 1 ? null : size,
+  parallelUploads: parallel,
   metadata: { filename: path.basename(file) },
-  uploadDataDuringCreation: extra === 'with-upload',
+  uploadDataDuringCreation: withUpload,
   // No retries: an error must surface, not be papered over.
   retryDelays: null,
   storeFingerprintForResuming: false,

@@ -1,0 +1,252 @@
+//! The expiration extension through the real binary: `Upload-Expires` on POST, PATCH
+//! and HEAD answers; an expired upload answers 410 until the sweep removes its files,
+//! then 404; finished uploads are kept; the extension is off by default.
+
+use crate::harness::*;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Parses an IMF-fixdate (`Wed, 25 Jun 2014 16:00:00 GMT`) to unix seconds.
+fn parse_imf_fixdate(v: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    let f: Vec<&str> = v.split(' ').collect();
+    if f.len() != 6 || f[5] != "GMT" || f[0].len() != 4 || !f[0].ends_with(',') {
+        return None;
+    }
+    if f[1].len() != 2 || f[3].len() != 4 || f[4].len() != 8 {
+        return None;
+    }
+    let day: i64 = f[1].parse().ok()?;
+    let month = MONTHS.iter().position(|m| *m == f[2])? as i64 + 1;
+    let year: i64 = f[3].parse().ok()?;
+    let t: Vec<i64> = f[4]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if t.len() != 3 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    if DAYS[days.rem_euclid(7) as usize] != &f[0][..3] {
+        return None;
+    }
+    Some(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2])
+}
+
+#[test]
+fn imf_fixdate_parser() {
+    assert_eq!(
+        parse_imf_fixdate("Wed, 25 Jun 2014 16:00:00 GMT"),
+        Some(1_403_712_000)
+    );
+    assert_eq!(parse_imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+    assert_eq!(parse_imf_fixdate("Fri, 25 Jun 2014 16:00:00 GMT"), None);
+    assert_eq!(parse_imf_fixdate("Wed, 25 Jun 2014 16:00:00 UTC"), None);
+}
+
+/// `Upload-Expires` of a response, checked to be an IMF-fixdate about `lifetime` from
+/// now.
+fn expires(r: &Response, lifetime: i64) -> i64 {
+    let v = r
+        .header("Upload-Expires")
+        .unwrap_or_else(|| panic!("no Upload-Expires in {r:?}"));
+    let at = parse_imf_fixdate(v).unwrap_or_else(|| panic!("not an IMF-fixdate: {v:?}"));
+    let n = now();
+    assert!(
+        at > n - 2 && at <= n + lifetime + 1,
+        "Upload-Expires {v} is not about {lifetime} s from now ({n})"
+    );
+    at
+}
+
+#[test]
+fn expired_uploads_get_410_then_are_swept_and_finished_ones_stay() {
+    let tmp = TempDir::new("expiry");
+    // Lifetime 2 s; the sweep runs every 6 s, which leaves seconds in which an expired
+    // upload is still on disk and answered 410.
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--tus-extensions",
+            "creation,creation-with-upload,termination,getting,expiration",
+            "--expiration-time",
+            "2",
+            "--expiration-sweep-interval",
+            "6",
+        ],
+    );
+    let ext = d
+        .options("/files")
+        .header("Tus-Extension")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        ext,
+        "creation-with-upload,creation,termination,getting,expiration"
+    );
+    let r = d.post(&[("Upload-Length", "10")]);
+    r.assert_status(201, "create");
+    expires(&r, 2);
+    let u = upload_id(&r);
+    let r = d.patch(&u, 0, b"abc");
+    r.assert_status(204, "patch");
+    expires(&r, 2);
+    let h = d.head(&u);
+    h.assert_status(200, "HEAD live");
+    expires(&h, 2);
+
+    // A finished upload never expires and carries no Upload-Expires.
+    let r = d.send(
+        &Req::new("POST", "/files")
+            .tus()
+            .h("Upload-Length", "4")
+            .h("Content-Type", "application/offset+octet-stream")
+            .body(b"done"),
+    );
+    r.assert_status(201, "create finished");
+    assert!(!r.has("Upload-Expires"), "{r:?}");
+    let fin = upload_id(&r);
+
+    // Expired: 410 on HEAD, PATCH and GET while the files are still there.
+    let mut last = d.head(&u);
+    assert!(
+        eventually(Duration::from_secs(8), || {
+            last = d.head(&u);
+            last.status != 200
+        }),
+        "never expired: {last:?}"
+    );
+    assert_eq!(last.status, 410, "expired, not yet swept: {last:?}");
+    assert!(find_file(d.data_dir(), &u).is_some(), "files still there");
+    d.patch(&u, 3, b"d").assert_status(410, "PATCH expired");
+    let g = d.send(&Req::new("GET", &format!("/files/{u}")));
+    g.assert_status(410, "GET expired");
+
+    // Swept: 404 and the files are gone.
+    assert!(
+        eventually(Duration::from_secs(20), || d.head(&u).status == 404),
+        "never swept"
+    );
+    assert!(find_file(d.data_dir(), &u).is_none(), "data removed");
+    assert!(!d.info_path(&u).exists(), "info removed");
+    assert!(d.stderr_text().contains(&format!("upload {u} expired")));
+
+    // The finished upload is kept, well past the lifetime.
+    let h = d.head(&fin);
+    h.assert_status(200, "finished upload kept");
+    assert!(!h.has("Upload-Expires"));
+    assert_eq!(d.read_data(&fin), b"done");
+}
+
+#[test]
+fn a_write_postpones_the_expiry() {
+    let tmp = TempDir::new("expiry-slide");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--tus-extensions",
+            "creation,expiration",
+            "--expiration-time",
+            "3",
+            "--expiration-sweep-interval",
+            "0.5",
+        ],
+    );
+    let u = d.create(100);
+    // Keep writing more often than the lifetime: the upload lives on.
+    for i in 0..5u64 {
+        let r = d.patch(&u, i, b"x");
+        r.assert_status(204, "patch keeps the upload alive");
+        expires(&r, 3);
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    assert_eq!(d.offset(&u), 5);
+    // Then stop: it expires and is swept.
+    assert!(
+        eventually(Duration::from_secs(15), || d.head(&u).status == 404),
+        "never swept"
+    );
+    assert!(find_file(d.data_dir(), &u).is_none());
+}
+
+#[test]
+fn expiration_is_off_by_default() {
+    let tmp = TempDir::new("expiry-off");
+    let d = Daemon::start(&tmp, &[]);
+    let ext = d
+        .options("/files")
+        .header("Tus-Extension")
+        .unwrap()
+        .to_string();
+    assert!(!ext.contains("expiration"), "{ext}");
+    let r = d.post(&[("Upload-Length", "10")]);
+    assert!(!r.has("Upload-Expires"), "{r:?}");
+    let u = upload_id(&r);
+    let r = d.patch(&u, 0, b"abc");
+    assert!(!r.has("Upload-Expires"), "{r:?}");
+}
+
+#[test]
+fn a_waiting_final_goes_once_an_expired_part_is_swept() {
+    let tmp = TempDir::new("expiry-concat");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--tus-extensions",
+            "creation,concatenation-unfinished,expiration",
+            "--expiration-time",
+            "2",
+            "--expiration-sweep-interval",
+            "0.5",
+        ],
+    );
+    let mk = |len: &str| {
+        let r = d.post(&[("Upload-Length", len), ("Upload-Concat", "partial")]);
+        r.assert_status(201, "partial");
+        upload_id(&r)
+    };
+    let done = mk("3");
+    d.patch(&done, 0, b"abc")
+        .assert_status(204, "complete part");
+    let open = mk("3");
+    let r = d.post(&[(
+        "Upload-Concat",
+        &format!("final;/files/{done} /files/{open}"),
+    )]);
+    r.assert_status(201, "waiting final");
+    assert!(
+        !r.has("Upload-Expires"),
+        "a final does not expire itself: {r:?}"
+    );
+    let f = upload_id(&r);
+    // The unfinished part expires and is swept; then the final that waited for it.
+    assert!(
+        eventually(Duration::from_secs(15), || d.head(&open).status == 404),
+        "unfinished part not swept"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || d.head(&f).status == 404),
+        "waiting final not swept"
+    );
+    assert!(find_file(d.data_dir(), &f).is_none());
+    // The complete part is finished: kept.
+    let h = d.head(&done);
+    h.assert_status(200, "complete part kept");
+    assert_eq!(d.read_data(&done), b"abc");
+}
