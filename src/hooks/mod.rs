@@ -44,6 +44,7 @@
 //! deliver what is queued and exit; whatever is left at the deadline (the end of the
 //! grace period) is logged and counted, and running hook processes are killed.
 
+pub mod amqp;
 pub mod exec;
 pub mod http;
 pub mod payload;
@@ -359,7 +360,8 @@ impl Hooks {
     pub fn start(config: &Config) -> Result<Hooks, String> {
         let has_notifier = config.hooks_file.is_some()
             || config.hooks_dir.is_some()
-            || !config.hooks_http_urls.is_empty();
+            || !config.hooks_http_urls.is_empty()
+            || config.hooks_amqp.url.is_some();
         if !has_notifier {
             return Ok(Hooks::disabled());
         }
@@ -374,6 +376,10 @@ impl Hooks {
             http: (!config.hooks_http_urls.is_empty()).then(|| {
                 http::HttpHooks::new(config.hooks_http_urls.clone(), config.http_hook_timeout)
             }),
+            amqp: match &config.hooks_amqp.url {
+                Some(_) => Some(amqp::Amqp::start(&config.hooks_amqp)?),
+                None => None,
+            },
             exec_timeout: config.hook_timeout,
             retries: config.hooks_http_retries,
             backoff: config.hooks_http_retry_backoff,
@@ -420,6 +426,9 @@ impl Hooks {
         }
         if let Some(d) = &config.hooks_dir {
             to.push(format!("directory {}", d.display()));
+        }
+        if config.hooks_amqp.url.is_some() {
+            to.push(format!("AMQP exchange {}", config.hooks_amqp.exchange));
         }
         for u in &config.hooks_http_urls {
             to.push(format!("POST {u}"));
@@ -615,6 +624,9 @@ impl Hooks {
                 }
                 let s = inner.stats.snapshot();
                 crate::debug!("hooks stopped: {s:?}");
+                if let Some(a) = &inner.notifiers.amqp {
+                    a.shutdown(deadline);
+                }
                 return;
             }
             if Instant::now() >= deadline {
@@ -629,6 +641,17 @@ impl Hooks {
             "hooks: the grace period ended with {left} queued event(s) undelivered; \
              {killed} running hook process(es) killed"
         );
+        if let Some(a) = &inner.notifiers.amqp {
+            a.shutdown(deadline);
+        }
+    }
+
+    /// Events the AMQP notifier holds, queued or in flight (0 without it).
+    pub fn amqp_backlog(&self) -> usize {
+        self.pool
+            .as_ref()
+            .and_then(|p| p.inner.notifiers.amqp.as_ref())
+            .map_or(0, |a| a.backlog())
     }
 }
 
@@ -690,6 +713,8 @@ struct Notifiers {
     file: Option<PathBuf>,
     dir: Option<PathBuf>,
     http: Option<http::HttpHooks>,
+    /// `--hooks-amqp-url`: publishes from its own thread; never blocks a worker.
+    amqp: Option<amqp::Amqp>,
     exec_timeout: Duration,
     retries: u32,
     backoff: Duration,
@@ -912,6 +937,10 @@ impl Inner {
                     }
                 }
             }
+            // AMQP last, as rustus; it only queues and never refuses.
+            if let Some(a) = &n.amqp {
+                a.enqueue(event, &job.upload.id, json);
+            }
             Ok(())
         })();
         if let Err(e) = &result {
@@ -976,6 +1005,10 @@ impl Inner {
     fn notify(&self, job: &Job, json: &str, key: &str, tag: &str) {
         let event = job.event;
         let n = &self.notifiers;
+        // AMQP first: it only queues, so a slow HTTP receiver does not delay it.
+        if let Some(a) = &n.amqp {
+            a.enqueue(event, &job.upload.id, json);
+        }
         if let Some(file) = &n.file {
             let _ = self.exec(event, Via::File(file), file, &[event.name(), json], tag);
         }
