@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod amqp;
 mod cli;
 mod conc;
 mod core;
