@@ -1,6 +1,7 @@
 //! Hooks: rustus's notifications of upload events (`rustus-compat.md` §3) to an
-//! executable (`--hooks-file`), a directory of executables (`--hooks-dir`) and HTTP
-//! receivers (`--hooks-http-urls`).
+//! executable (`--hooks-file`), a directory of executables (`--hooks-dir`), HTTP
+//! receivers (`--hooks-http-urls`) and RabbitMQ (`--hooks-amqp-url`, [`amqp`]: the
+//! workers only queue for it; its own thread publishes).
 //!
 //! # Threads and channels
 //!

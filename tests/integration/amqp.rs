@@ -1003,6 +1003,8 @@ fn ids_of(got: &[Delivery]) -> Vec<String> {
 #[test]
 fn with_the_broker_stopped_uploads_go_on_and_events_arrive_after_it_returns() {
     const TEST: &str = "with_the_broker_stopped_uploads_go_on_and_events_arrive_after_it_returns";
+    /// Between two uploads, the same with the broker up and down: steady traffic.
+    const PAUSE: Duration = Duration::from_millis(20);
     let _exclusive = write_lock();
     let Some(mut c) = client(TEST) else {
         return;
@@ -1044,8 +1046,7 @@ fn with_the_broker_stopped_uploads_go_on_and_events_arrive_after_it_returns() {
         .count(&key)
         .is_some()));
     drop(c);
-    let (mut ids, before) =
-        steady_uploads(&d, Instant::now() + Duration::from_secs(2), Duration::ZERO);
+    let (mut ids, before) = steady_uploads(&d, Instant::now() + Duration::from_secs(3), PAUSE);
     assert!(eventually(Duration::from_secs(20), || metric(
         &d,
         "tusring_amqp_backlog"
