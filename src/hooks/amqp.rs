@@ -49,7 +49,7 @@ use super::Event;
 use crate::metrics;
 
 /// Most events published before waiting for their confirms.
-pub const MAX_BATCH: usize = 256;
+pub const MAX_BATCH: usize = 2048;
 
 /// Longest wait for the broker to confirm a batch; past it the connection is
 /// considered dead, dropped, and the unconfirmed events published again.
@@ -816,10 +816,14 @@ impl Publisher {
             .connection_failures
             .fetch_add(1, Ordering::Relaxed);
         self.failures = self.failures.saturating_add(1);
-        crate::warn!(
-            "hooks: AMQP: connection to {} lost: {why}; reconnecting",
-            redacted(&self.url)
-        );
+        if self.failures == 1 {
+            crate::warn!(
+                "hooks: AMQP: connection to {} lost: {why}; reconnecting while events wait",
+                redacted(&self.url)
+            );
+        } else {
+            crate::debug!("hooks: AMQP: attempt {} failed: {why}", self.failures);
+        }
     }
 
     /// Takes up to [`MAX_BATCH`] events, publishes them and waits for their confirms;
@@ -963,9 +967,13 @@ impl Publisher {
                 }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => {
-                    failed.get_or_insert(Failed::Link(
-                        "the channel closed before confirming".to_owned(),
-                    ));
+                    // The broker closed the channel; a call on it returns its reason
+                    // (e.g. NOT_FOUND for a missing exchange).
+                    let why = match link.channel.qos(0, 0, false) {
+                        Err(e) => format!("the channel closed: {e}"),
+                        Ok(()) => "the channel closed before confirming".to_owned(),
+                    };
+                    failed.get_or_insert(Failed::Link(why));
                     break;
                 }
             }

@@ -13,6 +13,8 @@
 //! * **pre-hooks** (`pre-create`, `pre-terminate`) carry a `tokio::sync::oneshot`
 //!   sender; the request awaits the verdict without blocking its core. A full queue is
 //!   answered 503 with `Retry-After` at once.
+//!   With AMQP as the only notifier nothing can refuse: pre-events are then queued like
+//!   post-events and the request does not wait.
 //! * **post-events** are fire-and-forget: the request does not wait for delivery. When
 //!   the queue is full the request waits for room (a `try_send` retried after short
 //!   async sleeps, up to [`POST_ROOM_WAIT`]) rather than dropping the event; an event
@@ -333,6 +335,9 @@ struct Pool {
     inner: Arc<Inner>,
     /// How long a pre-hook request waits for its verdict at most.
     pre_wait: Duration,
+    /// No notifier can refuse (AMQP only): pre-events are queued like post-events and
+    /// the request does not wait for them.
+    no_verdict: bool,
     behind_proxy: bool,
     proxy_headers: Vec<String>,
 }
@@ -451,6 +456,9 @@ impl Hooks {
                 workers: Mutex::new(workers),
                 inner,
                 pre_wait,
+                no_verdict: config.hooks_file.is_none()
+                    && config.hooks_dir.is_none()
+                    && config.hooks_http_urls.is_empty(),
                 behind_proxy: config.behind_proxy,
                 proxy_headers: config.hooks_http_proxy_headers.clone(),
             }),
@@ -500,6 +508,11 @@ impl Hooks {
         let Some(pool) = self.pool.as_ref().filter(|_| self.events.contains(event)) else {
             return Ok(());
         };
+        if pool.no_verdict {
+            // Only AMQP, which never refuses: nothing to wait for.
+            self.post(event, upload.clone(), origin).await;
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         let job = Job {
             event,
@@ -779,7 +792,9 @@ impl Inner {
                 self.next_any()
             };
             let Some(job) = job else { return };
-            if job.event.is_pre() {
+            // A pre-hook awaited for its verdict runs at once; every other job (a
+            // post-event, or a pre-event nothing can refuse) keeps its upload's order.
+            if job.reply.is_some() {
                 self.run_guarded(job);
             } else {
                 let key = job.upload.id.clone();
@@ -829,7 +844,7 @@ impl Inner {
                     recv(self.stop_rx) -> _ => continue,
                 }
             };
-            if job.event.is_pre() {
+            if job.reply.is_some() {
                 return Some(job);
             }
             if let Some(job) = self.take_or_park(job) {
