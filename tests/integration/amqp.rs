@@ -1173,3 +1173,48 @@ fn a_broker_killed_mid_stream_loses_nothing() {
     c.delete_queues(&[key]);
     c.delete_exchange(&exchange);
 }
+
+#[test]
+fn an_idle_connection_is_closed_and_reopened_by_the_next_event() {
+    let _shared = read_lock();
+    let Some(mut c) = client("an_idle_connection_is_closed_and_reopened_by_the_next_event") else {
+        return;
+    };
+    let url = broker_url();
+    let exchange = unique("idle");
+    let key = unique("idle-key");
+    c.bind_queue(&exchange, &key);
+    let tmp = TempDir::new("amqp-idle");
+    let d = Daemon::start(
+        &tmp,
+        &amqp_args(
+            &url,
+            &[
+                "--hooks-amqp-exchange",
+                &exchange,
+                "--hooks-amqp-routing-key",
+                &key,
+                "--hooks-amqp-idle-connection-timeout",
+                "1",
+                "--hooks",
+                "post-finish",
+            ],
+        ),
+    );
+    let first = upload(&d, 10);
+    assert_eq!(ids_of(&c.take(&key, 1, ARRIVAL_TIMEOUT)), [first]);
+    assert!(
+        eventually(Duration::from_secs(10), || metric(
+            &d,
+            "tusring_amqp_connected"
+        ) == Some(0.0)),
+        "the idle connection stayed open"
+    );
+    assert_eq!(metric(&d, "tusring_amqp_connects_total"), Some(1.0));
+    let second = upload(&d, 10);
+    assert_eq!(ids_of(&c.take(&key, 1, ARRIVAL_TIMEOUT)), [second]);
+    assert_eq!(metric(&d, "tusring_amqp_connects_total"), Some(2.0));
+    drop(d);
+    c.delete_queues(&[key]);
+    c.delete_exchange(&exchange);
+}
