@@ -927,7 +927,8 @@ impl Publisher {
         let mut retry = Vec::new();
         let mut resolved = 0;
         let started = Instant::now();
-        while resolved < published {
+        // After a failed publish the link is gone: publish everything again.
+        while resolved < published && failed.is_none() {
             let mut wait = CONFIRM_TIMEOUT.saturating_sub(started.elapsed());
             if let Some(by) = stop_by {
                 wait = wait.min(by.saturating_duration_since(Instant::now()));

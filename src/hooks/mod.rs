@@ -414,7 +414,12 @@ impl Hooks {
             running: exec::Running::default(),
         });
         let count = config.hooks_workers.max(1);
-        let has_pre = config.hooks.iter().any(Event::is_pre);
+        let no_verdict = config.hooks_file.is_none()
+            && config.hooks_dir.is_none()
+            && config.hooks_http_urls.is_empty();
+        // Pre-events wait for a verdict (and get worker 0 to themselves) unless nothing
+        // can refuse.
+        let has_pre = config.hooks.iter().any(Event::is_pre) && !no_verdict;
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {
             let inner = inner.clone();
@@ -456,9 +461,7 @@ impl Hooks {
                 workers: Mutex::new(workers),
                 inner,
                 pre_wait,
-                no_verdict: config.hooks_file.is_none()
-                    && config.hooks_dir.is_none()
-                    && config.hooks_http_urls.is_empty(),
+                no_verdict,
                 behind_proxy: config.behind_proxy,
                 proxy_headers: config.hooks_http_proxy_headers.clone(),
             }),
