@@ -4,8 +4,10 @@
 #   scripts/test.sh [extra cargo test args...]
 #
 # It installs, when missing or out of date:
-#   - tuspy, and fastapi + uvicorn for the hooks example, into a venv at
-#     target/interop-venv (from tests/interop/requirements.txt);
+#   - tuspy, fastapi + uvicorn for the hooks example and celery for the AMQP example, into
+#     a venv at target/interop-venv (from tests/interop/requirements.txt);
+#   - rabbitmq-server (apt-get, as root on Debian), started on 127.0.0.1:5672 by
+#     scripts/rabbitmq.sh for the AMQP tests (TUSRING_REQUIRE_AMQP=1: they must run);
 #   - tus-js-client into tests/interop/node_modules (npm ci, from package-lock.json).
 #   - for the headless-browser test: uppy and playwright-core (same npm ci), and Debian's
 #     chromium with apt-get (as root on Debian) when /usr/bin/chromium is missing.
@@ -59,6 +61,7 @@ fi
 # Fail now if the install is broken.
 "$VENV/bin/python" -c 'import importlib.metadata as m, tusclient.client; print("tuspy", m.version("tuspy"))'
 "$VENV/bin/python" -c 'import fastapi, uvicorn; print("fastapi", fastapi.__version__, "uvicorn", uvicorn.__version__)'
+"$VENV/bin/python" -c 'import celery; print("celery", celery.__version__)'
 
 # ---------------------------------------------------------- Node.js client (tus-js-client)
 step "node: tus-js-client in tests/interop/node_modules"
@@ -137,6 +140,15 @@ if ! (cd "$UNITS" && systemd-analyze security --offline=true ./tusring.service) 
     echo "note: systemd-analyze security --offline=true is not available here:"
 fi
 grep -E "Overall exposure level|offline" "$UNITS/security.txt" || tail -n 3 "$UNITS/security.txt"
+
+# ------------------------------------------------------------ RabbitMQ for the AMQP tests
+# A loopback broker (apt-installed when missing, as root on Debian), left running for the
+# next run. TUSRING_REQUIRE_AMQP makes the AMQP tests fail, not skip, without it; the tests
+# that stop and kill the broker start it again.
+step "rabbitmq: a broker on 127.0.0.1:5672 for the AMQP tests"
+bash scripts/rabbitmq.sh start
+export TUSRING_AMQP_URL="amqp://guest:guest@127.0.0.1:5672"
+export TUSRING_REQUIRE_AMQP=1
 
 step "cargo test (unit, integration with real clients, doc)"
 export TUSRING_REQUIRE_INTEROP=1

@@ -12,8 +12,9 @@
 //! * [`server`]: the I/O shell: one tokio-uring runtime per core, each with its own
 //!   `SO_REUSEPORT` listener, driving connections through the pure layers.
 //! * [`config`]: rustus's flags and `RUSTUS_*` variables, parsed and validated.
-//! * [`hooks`]: rustus's hooks (file, directory, HTTP) on a pool of blocking worker
-//!   threads, fed by bounded channels; core threads only enqueue and await verdicts.
+//! * [`hooks`]: rustus's hooks (file, directory, HTTP, AMQP) on a pool of blocking worker
+//!   threads, fed by bounded channels; core threads only enqueue and await verdicts. AMQP
+//!   publishes from a thread of its own, with publisher confirms and reconnects.
 //!
 //! `DESIGN.md` at the top of the repository explains the thread model, buffer
 //! ownership, timeouts, durability and locking.

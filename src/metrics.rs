@@ -133,6 +133,19 @@ pub static LOCK_TAKEOVERS: AtomicU64 = AtomicU64::new(0);
 /// Request bodies refused because they did not match their `Upload-Checksum` (460).
 pub static CHECKSUM_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 
+/// AMQP hook messages published (a message published again counts again).
+pub static AMQP_PUBLISHED: AtomicU64 = AtomicU64::new(0);
+/// AMQP hook events confirmed by the broker (delivered).
+pub static AMQP_CONFIRMED: AtomicU64 = AtomicU64::new(0);
+/// AMQP hook events dropped: the queue was full, or left at the end of the grace period.
+pub static AMQP_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// AMQP connections opened (the first and every reconnect).
+pub static AMQP_CONNECTS: AtomicU64 = AtomicU64::new(0);
+/// AMQP hook events queued or in flight, not yet confirmed.
+pub static AMQP_BACKLOG: AtomicI64 = AtomicI64::new(0);
+/// 1 while the AMQP publisher has an open connection.
+pub static AMQP_CONNECTED: AtomicI64 = AtomicI64::new(0);
+
 static UPLOAD_SIZES: Histogram<SIZE_BUCKETS> = Histogram::new();
 static REQUESTS: [[[AtomicU64; STATUSES]; METHODS]; ENDPOINTS] =
     [const { [const { [const { AtomicU64::new(0) }; STATUSES] }; METHODS] }; ENDPOINTS];
@@ -517,7 +530,52 @@ pub fn render(base: &str, g: &Gauges) -> String {
             );
         }
     }
+    render_amqp(&mut out);
     out
+}
+
+/// The AMQP notifier's counters and gauges.
+fn render_amqp(out: &mut String) {
+    for (name, help, v) in [
+        (
+            "tusring_amqp_published_total",
+            "AMQP hook messages published (a message published again counts again).",
+            &AMQP_PUBLISHED,
+        ),
+        (
+            "tusring_amqp_confirmed_total",
+            "AMQP hook events confirmed by the broker.",
+            &AMQP_CONFIRMED,
+        ),
+        (
+            "tusring_amqp_dropped_total",
+            "AMQP hook events dropped: queue full, or left at the end of the grace period.",
+            &AMQP_DROPPED,
+        ),
+        (
+            "tusring_amqp_connects_total",
+            "AMQP connections opened, reconnects included.",
+            &AMQP_CONNECTS,
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+    }
+    for (name, help, v) in [
+        (
+            "tusring_amqp_backlog",
+            "AMQP hook events queued or in flight, not yet confirmed by the broker.",
+            &AMQP_BACKLOG,
+        ),
+        (
+            "tusring_amqp_connected",
+            "1 while the AMQP publisher has an open connection.",
+            &AMQP_CONNECTED,
+        ),
+    ] {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+    }
 }
 
 #[cfg(test)]

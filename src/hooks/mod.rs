@@ -1,6 +1,7 @@
 //! Hooks: rustus's notifications of upload events (`rustus-compat.md` §3) to an
-//! executable (`--hooks-file`), a directory of executables (`--hooks-dir`) and HTTP
-//! receivers (`--hooks-http-urls`).
+//! executable (`--hooks-file`), a directory of executables (`--hooks-dir`), HTTP
+//! receivers (`--hooks-http-urls`) and RabbitMQ (`--hooks-amqp-url`, [`amqp`]: the
+//! workers only queue for it; its own thread publishes).
 //!
 //! # Threads and channels
 //!
@@ -12,6 +13,8 @@
 //! * **pre-hooks** (`pre-create`, `pre-terminate`) carry a `tokio::sync::oneshot`
 //!   sender; the request awaits the verdict without blocking its core. A full queue is
 //!   answered 503 with `Retry-After` at once.
+//!   With AMQP as the only notifier nothing can refuse: pre-events are then queued like
+//!   post-events and the request does not wait.
 //! * **post-events** are fire-and-forget: the request does not wait for delivery. When
 //!   the queue is full the request waits for room (a `try_send` retried after short
 //!   async sleeps, up to [`POST_ROOM_WAIT`]) rather than dropping the event; an event
@@ -44,6 +47,7 @@
 //! deliver what is queued and exit; whatever is left at the deadline (the end of the
 //! grace period) is logged and counted, and running hook processes are killed.
 
+pub mod amqp;
 pub mod exec;
 pub mod http;
 pub mod payload;
@@ -331,6 +335,9 @@ struct Pool {
     inner: Arc<Inner>,
     /// How long a pre-hook request waits for its verdict at most.
     pre_wait: Duration,
+    /// No notifier can refuse (AMQP only): pre-events are queued like post-events and
+    /// the request does not wait for them.
+    no_verdict: bool,
     behind_proxy: bool,
     proxy_headers: Vec<String>,
 }
@@ -359,7 +366,8 @@ impl Hooks {
     pub fn start(config: &Config) -> Result<Hooks, String> {
         let has_notifier = config.hooks_file.is_some()
             || config.hooks_dir.is_some()
-            || !config.hooks_http_urls.is_empty();
+            || !config.hooks_http_urls.is_empty()
+            || config.hooks_amqp.url.is_some();
         if !has_notifier {
             return Ok(Hooks::disabled());
         }
@@ -374,6 +382,10 @@ impl Hooks {
             http: (!config.hooks_http_urls.is_empty()).then(|| {
                 http::HttpHooks::new(config.hooks_http_urls.clone(), config.http_hook_timeout)
             }),
+            amqp: match &config.hooks_amqp.url {
+                Some(_) => Some(amqp::Amqp::start(&config.hooks_amqp)?),
+                None => None,
+            },
             exec_timeout: config.hook_timeout,
             retries: config.hooks_http_retries,
             backoff: config.hooks_http_retry_backoff,
@@ -402,7 +414,12 @@ impl Hooks {
             running: exec::Running::default(),
         });
         let count = config.hooks_workers.max(1);
-        let has_pre = config.hooks.iter().any(Event::is_pre);
+        let no_verdict = config.hooks_file.is_none()
+            && config.hooks_dir.is_none()
+            && config.hooks_http_urls.is_empty();
+        // Pre-events wait for a verdict (and get worker 0 to themselves) unless nothing
+        // can refuse.
+        let has_pre = config.hooks.iter().any(Event::is_pre) && !no_verdict;
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {
             let inner = inner.clone();
@@ -420,6 +437,9 @@ impl Hooks {
         }
         if let Some(d) = &config.hooks_dir {
             to.push(format!("directory {}", d.display()));
+        }
+        if config.hooks_amqp.url.is_some() {
+            to.push(format!("AMQP exchange {}", config.hooks_amqp.exchange));
         }
         for u in &config.hooks_http_urls {
             to.push(format!("POST {u}"));
@@ -441,6 +461,7 @@ impl Hooks {
                 workers: Mutex::new(workers),
                 inner,
                 pre_wait,
+                no_verdict,
                 behind_proxy: config.behind_proxy,
                 proxy_headers: config.hooks_http_proxy_headers.clone(),
             }),
@@ -490,6 +511,11 @@ impl Hooks {
         let Some(pool) = self.pool.as_ref().filter(|_| self.events.contains(event)) else {
             return Ok(());
         };
+        if pool.no_verdict {
+            // Only AMQP, which never refuses: nothing to wait for.
+            self.post(event, upload.clone(), origin).await;
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         let job = Job {
             event,
@@ -615,6 +641,9 @@ impl Hooks {
                 }
                 let s = inner.stats.snapshot();
                 crate::debug!("hooks stopped: {s:?}");
+                if let Some(a) = &inner.notifiers.amqp {
+                    a.shutdown(deadline);
+                }
                 return;
             }
             if Instant::now() >= deadline {
@@ -629,6 +658,17 @@ impl Hooks {
             "hooks: the grace period ended with {left} queued event(s) undelivered; \
              {killed} running hook process(es) killed"
         );
+        if let Some(a) = &inner.notifiers.amqp {
+            a.shutdown(deadline);
+        }
+    }
+
+    /// Events the AMQP notifier holds, queued or in flight (0 without it).
+    pub fn amqp_backlog(&self) -> usize {
+        self.pool
+            .as_ref()
+            .and_then(|p| p.inner.notifiers.amqp.as_ref())
+            .map_or(0, |a| a.backlog())
     }
 }
 
@@ -690,6 +730,8 @@ struct Notifiers {
     file: Option<PathBuf>,
     dir: Option<PathBuf>,
     http: Option<http::HttpHooks>,
+    /// `--hooks-amqp-url`: publishes from its own thread; never blocks a worker.
+    amqp: Option<amqp::Amqp>,
     exec_timeout: Duration,
     retries: u32,
     backoff: Duration,
@@ -753,7 +795,9 @@ impl Inner {
                 self.next_any()
             };
             let Some(job) = job else { return };
-            if job.event.is_pre() {
+            // A pre-hook awaited for its verdict runs at once; every other job (a
+            // post-event, or a pre-event nothing can refuse) keeps its upload's order.
+            if job.reply.is_some() {
                 self.run_guarded(job);
             } else {
                 let key = job.upload.id.clone();
@@ -803,7 +847,7 @@ impl Inner {
                     recv(self.stop_rx) -> _ => continue,
                 }
             };
-            if job.event.is_pre() {
+            if job.reply.is_some() {
                 return Some(job);
             }
             if let Some(job) = self.take_or_park(job) {
@@ -912,6 +956,10 @@ impl Inner {
                     }
                 }
             }
+            // AMQP last, as rustus; it only queues and never refuses.
+            if let Some(a) = &n.amqp {
+                a.enqueue(event, &job.upload.id, json);
+            }
             Ok(())
         })();
         if let Err(e) = &result {
@@ -976,6 +1024,10 @@ impl Inner {
     fn notify(&self, job: &Job, json: &str, key: &str, tag: &str) {
         let event = job.event;
         let n = &self.notifiers;
+        // AMQP first: it only queues, so a slow HTTP receiver does not delay it.
+        if let Some(a) = &n.amqp {
+            a.enqueue(event, &job.upload.id, json);
+        }
         if let Some(file) = &n.file {
             let _ = self.exec(event, Via::File(file), file, &[event.name(), json], tag);
         }

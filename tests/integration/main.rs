@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod amqp;
 mod browser;
 mod checksum;
 mod cli;
