@@ -20,3 +20,4 @@ mod http1;
 mod interop;
 mod metrics;
 mod ops;
+mod vanish;
