@@ -290,7 +290,7 @@ pub fn mix(o: &Opts) -> Result<(), String> {
                         stats: MixStats::default(),
                         path: String::new(),
                     };
-                    let mut rng = Xorshift::new(o.seed ^ (id << 32) ^ 0x6d69_78);
+                    let mut rng = Xorshift::new(o.seed ^ (id << 32) ^ 0x006d_6978);
                     let mut n = 0;
                     while Instant::now() < end {
                         started.fetch_add(1, Ordering::Relaxed);
