@@ -18,6 +18,7 @@ mod getting;
 mod hooks;
 mod http1;
 mod interop;
+mod load;
 mod metrics;
 mod ops;
 mod vanish;
