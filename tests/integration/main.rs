@@ -15,6 +15,7 @@ mod crash;
 mod datapath;
 mod faults;
 mod getting;
+mod hookabuse;
 mod hooks;
 mod http1;
 mod interop;
