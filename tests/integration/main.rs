@@ -17,6 +17,7 @@ mod faults;
 mod getting;
 mod hookabuse;
 mod hooks;
+mod hostile;
 mod http1;
 mod interop;
 mod load;
