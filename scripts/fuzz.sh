@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Fuzzes tusring's parsers and a whole connection with cargo-fuzz (libFuzzer).
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   scripts/fuzz.sh [--ci] [SECONDS_PER_TARGET] [TARGET...]
 #
-# SECONDS_PER_TARGET defaults to 60; TARGET defaults to every target in fuzz/Cargo.toml:
-# head chunked metadata concat_checksum info config connection. `scripts/fuzz.sh 10` is
-# the short pass meant for CI.
+# SECONDS_PER_TARGET defaults to 60; TARGET defaults to every target `cargo fuzz list`
+# reports (fuzz/Cargo.toml's [[bin]]s: head chunked metadata concat_checksum info config
+# connection, and any added since).
+#
+# --ci is the short pass `.ci/run` runs after the tests: every target for 20 s
+# (SECONDS_PER_TARGET overrides it), the regressions replayed first, no corpus kept
+# between runs (a fresh clone has none). It prints how long the cargo-fuzz install (if
+# any), the build and the runs took.
 #
 # What it does:
 #   1. installs cargo-fuzz with `cargo install` if it is missing;
@@ -28,12 +33,37 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 FUZZ="$ROOT/fuzz"
-ALL_TARGETS=(head chunked metadata concat_checksum info config connection)
-
+CI_MODE=0
+if [ "${1:-}" = --ci ]; then
+    CI_MODE=1
+    shift
+fi
 SECONDS_PER_TARGET=60
+[ "$CI_MODE" = 0 ] || SECONDS_PER_TARGET=20
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then
     SECONDS_PER_TARGET=$1
     shift
+fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+export RUSTC_BOOTSTRAP=1
+export PATH="$HOME/.cargo/bin:$PATH"
+RUN_START=$SECONDS
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    step "cargo install cargo-fuzz"
+    install_start=$SECONDS
+    cargo install --locked cargo-fuzz || cargo install cargo-fuzz || exit 1
+    echo "cargo-fuzz installed in $((SECONDS - install_start)) s"
+fi
+echo "$(cargo fuzz --version)"
+
+# Every target fuzz/Cargo.toml declares, as cargo-fuzz sees them.
+mapfile -t ALL_TARGETS < <(cargo fuzz list --fuzz-dir "$FUZZ" 2>/dev/null)
+if [ ${#ALL_TARGETS[@]} -eq 0 ]; then
+    echo "cargo fuzz list found no targets in $FUZZ" >&2
+    exit 2
 fi
 if [ $# -gt 0 ]; then
     TARGETS=("$@")
@@ -41,21 +71,12 @@ else
     TARGETS=("${ALL_TARGETS[@]}")
 fi
 for t in "${TARGETS[@]}"; do
-    if [ ! -f "$FUZZ/fuzz_targets/$t.rs" ]; then
+    if [[ " ${ALL_TARGETS[*]} " != *" $t "* ]]; then
         echo "unknown fuzz target '$t' (targets: ${ALL_TARGETS[*]})" >&2
         exit 2
     fi
 done
-
-step() { printf '\n==> %s\n' "$*"; }
-
-export RUSTC_BOOTSTRAP=1
-export PATH="$HOME/.cargo/bin:$PATH"
-
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    step "cargo install cargo-fuzz"
-    cargo install --locked cargo-fuzz || cargo install cargo-fuzz || exit 1
-fi
+echo "targets: ${TARGETS[*]} (${SECONDS_PER_TARGET} s each)"
 
 # libFuzzer flags per target: dictionaries, input sizes big enough to reach the limits.
 target_flags() {
@@ -69,6 +90,14 @@ target_flags() {
         # The daemons run on threads of the fuzzer's process: LeakSanitizer would take
         # their live allocations for leaks.
         connection) echo "-dict=$FUZZ/dict/http.dict -max_len=8192 -detect_leaks=0 -timeout=60" ;;
+        # A target added since: libFuzzer's defaults, a dictionary if one is named after it.
+        *)
+            if [ -f "$FUZZ/dict/$1.dict" ]; then
+                echo "-dict=$FUZZ/dict/$1.dict -max_len=4096"
+            else
+                echo "-max_len=4096"
+            fi
+            ;;
     esac
 }
 
@@ -109,6 +138,9 @@ for t in "${TARGETS[@]}"; do
     artifacts="$FUZZ/artifacts/$t"
     corpus="$FUZZ/work/corpus/$t"
     mkdir -p "$artifacts" "$corpus"
+    # The committed seeds, when the target has any.
+    seeds=()
+    [ ! -d "$FUZZ/corpus/$t" ] || seeds=("$FUZZ/corpus/$t")
 
     regressions=()
     if [ -d "$FUZZ/regressions/$t" ]; then
@@ -132,7 +164,7 @@ for t in "${TARGETS[@]}"; do
     step "$t: fuzzing for ${SECONDS_PER_TARGET} s"
     start=$SECONDS
     "$BIN/$t" "${flags[@]}" -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 \
-        -artifact_prefix="$artifacts/" "$corpus" "$FUZZ/corpus/$t" >"$log" 2>&1
+        -artifact_prefix="$artifacts/" "$corpus" "${seeds[@]}" >"$log" 2>&1
     rc=$?
     took=$((SECONDS - start))
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)
@@ -154,10 +186,12 @@ for t in "${TARGETS[@]}"; do
     fi
 done
 
-step "summary (${SECONDS_PER_TARGET} s per target, sanitizer: $SANITIZER)"
+step "summary (${SECONDS_PER_TARGET} s per target, sanitizer: $SANITIZER, $((SECONDS - RUN_START)) s in all)"
 printf '%s\n' "${summary[@]}"
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failed: ${failures[*]}"
+    echo "fuzz: $((${#TARGETS[@]} - ${#failures[@]})) passed, ${#failures[@]} failed"
     exit 1
 fi
 echo "all fuzz targets passed"
+echo "fuzz: ${#TARGETS[@]} passed, 0 failed"
