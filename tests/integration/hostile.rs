@@ -80,13 +80,15 @@ fn assert_alive(d: &Daemon, what: &str) {
 /// being served throughout.
 #[test]
 fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
-    const ATTACKERS: usize = 1000;
-    const MAX_CONNS: usize = 600;
-    let limit = raise_nofile(4096);
+    // 1,000 attackers, fewer if the hard open-file limit does not allow them (the test
+    // process holds one fd per attacker, the daemon one per accepted connection).
+    let limit = raise_nofile(4096) as usize;
+    let attackers = 1000.min(limit.saturating_sub(300));
     assert!(
-        limit >= (ATTACKERS + 200) as u64,
-        "open-file limit {limit} is too low for {ATTACKERS} connections"
+        attackers >= 300,
+        "open-file limit {limit} is too low for a slowloris test"
     );
+    let max_conns = attackers * 6 / 10;
     let tmp = TempDir::new("slowloris");
     let d = Daemon::start(
         &tmp,
@@ -94,7 +96,7 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
             "--head-timeout",
             "3",
             "--max-connections",
-            &MAX_CONNS.to_string(),
+            &max_conns.to_string(),
             "--disable-access-log",
         ],
     );
@@ -108,8 +110,8 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
     let head = head.as_bytes();
     let t0 = Instant::now();
     // Open them all (the kernel queues what the daemon has not accepted yet).
-    let mut conns: Vec<(TcpStream, Option<Duration>)> = Vec::with_capacity(ATTACKERS);
-    for _ in 0..ATTACKERS {
+    let mut conns: Vec<(TcpStream, Option<Duration>)> = Vec::with_capacity(attackers);
+    for _ in 0..attackers {
         let s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect attacker");
         s.set_nonblocking(true).unwrap();
         conns.push((s, None));
@@ -189,7 +191,7 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
     let mut lat_sorted = lat.clone();
     lat_sorted.sort();
     eprintln!(
-        "slowloris: {ATTACKERS} opened in {opened:?}; still open after 8 s: {open_at_end}; \
+        "slowloris: {attackers} opened in {opened:?}; still open after 8 s: {open_at_end}; \
          daemon fds baseline {base_fds}, peak {peak_fds}; honest uploads {} \
          (p50 {:?}, max {:?}, 503s {refused})",
         lat.len(),
@@ -204,8 +206,8 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
     // accepted too, answered 503 and closed within 200 ms: in the first second all of
     // them may be open at once, so the peak is taken after it.
     assert!(
-        peak_fds <= base_fds + MAX_CONNS + 50,
-        "the daemon held {peak_fds} fds with --max-connections {MAX_CONNS}"
+        peak_fds <= base_fds + max_conns + 50,
+        "the daemon held {peak_fds} fds with --max-connections {max_conns}"
     );
     assert!(
         lat.len() >= 10,
