@@ -8,9 +8,11 @@
 # connection, and any added since).
 #
 # --ci is the short pass `.ci/run` runs after the tests: every target for 20 s
-# (SECONDS_PER_TARGET overrides it), the regressions replayed first, no corpus kept
-# between runs (a fresh clone has none). It prints how long the cargo-fuzz install (if
-# any), the build and the runs took.
+# (SECONDS_PER_TARGET overrides it), the regressions replayed first. It prints how long
+# the cargo-fuzz install (if any), the build and the runs took. So that each CI run (a
+# fresh clone) does not rebuild every dependency with the sanitizer, --ci builds in
+# ${XDG_CACHE_HOME:-~/.cache}/tusring-fuzz-target, a cache that is safe to delete.
+# FUZZ_TARGET_DIR sets the build directory in either mode (default: fuzz/target).
 #
 # What it does:
 #   1. installs cargo-fuzz with `cargo install` if it is missing;
@@ -27,6 +29,7 @@
 # remaining targets. A crash prints the artifact path (fuzz/artifacts/<target>/...) and
 # the end of the log (fuzz/work/logs/<target>.log); reproduce it with
 #   fuzz/target/x86_64-unknown-linux-gnu/release/<target> <artifact>
+# (or under $FUZZ_TARGET_DIR, or the --ci cache, when the build went there).
 # Once it is fixed, copy the artifact into fuzz/regressions/<target>/ so it is replayed.
 set -uo pipefail
 
@@ -78,6 +81,13 @@ for t in "${TARGETS[@]}"; do
 done
 echo "targets: ${TARGETS[*]} (${SECONDS_PER_TARGET} s each)"
 
+if [ -z "${FUZZ_TARGET_DIR:-}" ]; then
+    FUZZ_TARGET_DIR="$FUZZ/target"
+    [ "$CI_MODE" = 0 ] || FUZZ_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/tusring-fuzz-target"
+fi
+mkdir -p "$FUZZ_TARGET_DIR"
+echo "build directory: $FUZZ_TARGET_DIR"
+
 # libFuzzer flags per target: dictionaries, input sizes big enough to reach the limits.
 target_flags() {
     case "$1" in
@@ -105,10 +115,10 @@ SANITIZER=${FUZZ_SANITIZER:-address}
 # `cargo fuzz build` builds every target, or the one it is given.
 build() {
     if [ ${#TARGETS[@]} -eq ${#ALL_TARGETS[@]} ]; then
-        cargo fuzz build --sanitizer "$1"
+        cargo fuzz build --target-dir "$FUZZ_TARGET_DIR" --sanitizer "$1"
     else
         for t in "${TARGETS[@]}"; do
-            cargo fuzz build --sanitizer "$1" "$t" || return 1
+            cargo fuzz build --target-dir "$FUZZ_TARGET_DIR" --sanitizer "$1" "$t" || return 1
         done
     fi
 }
@@ -126,7 +136,7 @@ if ! build "$SANITIZER"; then
 fi
 echo "built in $((SECONDS - build_start)) s"
 
-BIN="$FUZZ/target/x86_64-unknown-linux-gnu/release"
+BIN="$FUZZ_TARGET_DIR/x86_64-unknown-linux-gnu/release"
 mkdir -p "$FUZZ/work/logs"
 failures=()
 summary=()
