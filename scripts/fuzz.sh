@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Fuzzes tusring's parsers and a whole connection with cargo-fuzz (libFuzzer).
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#   scripts/fuzz.sh [--ci] [SECONDS_PER_TARGET] [TARGET...]
 #
-# SECONDS_PER_TARGET defaults to 60; TARGET defaults to every target in fuzz/Cargo.toml:
-# head chunked metadata concat_checksum checksum concat info config connection. `scripts/fuzz.sh 10` is
-# the short pass meant for CI.
+# SECONDS_PER_TARGET defaults to 60; TARGET defaults to every target `cargo fuzz list`
+# reports (fuzz/Cargo.toml's [[bin]]s: head chunked metadata concat_checksum checksum
+# concat info config connection, and any added since).
+#
+# --ci is the short pass `.ci/run` runs after the tests: every target for 20 s
+# (SECONDS_PER_TARGET overrides it), the regressions replayed first. It prints how long
+# the cargo-fuzz install (if any), the build and the runs took. So that each CI run (a
+# fresh clone) does not rebuild every dependency with the sanitizer, --ci builds in
+# ${XDG_CACHE_HOME:-~/.cache}/tusring-fuzz-target, a cache that is safe to delete.
+# FUZZ_TARGET_DIR sets the build directory in either mode (default: fuzz/target).
 #
 # What it does:
 #   1. installs cargo-fuzz with `cargo install` if it is missing;
@@ -22,18 +29,44 @@
 # remaining targets. A crash prints the artifact path (fuzz/artifacts/<target>/...) and
 # the end of the log (fuzz/work/logs/<target>.log); reproduce it with
 #   fuzz/target/x86_64-unknown-linux-gnu/release/<target> <artifact>
+# (or under $FUZZ_TARGET_DIR, or the --ci cache, when the build went there).
 # Once it is fixed, copy the artifact into fuzz/regressions/<target>/ so it is replayed.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 FUZZ="$ROOT/fuzz"
-ALL_TARGETS=(head chunked metadata concat_checksum checksum concat info config connection)
-
+CI_MODE=0
+if [ "${1:-}" = --ci ]; then
+    CI_MODE=1
+    shift
+fi
 SECONDS_PER_TARGET=60
+[ "$CI_MODE" = 0 ] || SECONDS_PER_TARGET=20
 if [ $# -gt 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then
     SECONDS_PER_TARGET=$1
     shift
+fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+export RUSTC_BOOTSTRAP=1
+export PATH="$HOME/.cargo/bin:$PATH"
+RUN_START=$SECONDS
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    step "cargo install cargo-fuzz"
+    install_start=$SECONDS
+    cargo install --locked cargo-fuzz || cargo install cargo-fuzz || exit 1
+    echo "cargo-fuzz installed in $((SECONDS - install_start)) s"
+fi
+echo "$(cargo fuzz --version)"
+
+# Every target fuzz/Cargo.toml declares, as cargo-fuzz sees them.
+mapfile -t ALL_TARGETS < <(cargo fuzz list --fuzz-dir "$FUZZ" 2>/dev/null)
+if [ ${#ALL_TARGETS[@]} -eq 0 ]; then
+    echo "cargo fuzz list found no targets in $FUZZ" >&2
+    exit 2
 fi
 if [ $# -gt 0 ]; then
     TARGETS=("$@")
@@ -41,21 +74,19 @@ else
     TARGETS=("${ALL_TARGETS[@]}")
 fi
 for t in "${TARGETS[@]}"; do
-    if [ ! -f "$FUZZ/fuzz_targets/$t.rs" ]; then
+    if [[ " ${ALL_TARGETS[*]} " != *" $t "* ]]; then
         echo "unknown fuzz target '$t' (targets: ${ALL_TARGETS[*]})" >&2
         exit 2
     fi
 done
+echo "targets: ${TARGETS[*]} (${SECONDS_PER_TARGET} s each)"
 
-step() { printf '\n==> %s\n' "$*"; }
-
-export RUSTC_BOOTSTRAP=1
-export PATH="$HOME/.cargo/bin:$PATH"
-
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    step "cargo install cargo-fuzz"
-    cargo install --locked cargo-fuzz || cargo install cargo-fuzz || exit 1
+if [ -z "${FUZZ_TARGET_DIR:-}" ]; then
+    FUZZ_TARGET_DIR="$FUZZ/target"
+    [ "$CI_MODE" = 0 ] || FUZZ_TARGET_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/tusring-fuzz-target"
 fi
+mkdir -p "$FUZZ_TARGET_DIR"
+echo "build directory: $FUZZ_TARGET_DIR"
 
 # libFuzzer flags per target: dictionaries, input sizes big enough to reach the limits.
 target_flags() {
@@ -71,6 +102,14 @@ target_flags() {
         # The daemons run on threads of the fuzzer's process: LeakSanitizer would take
         # their live allocations for leaks.
         connection) echo "-dict=$FUZZ/dict/http.dict -max_len=8192 -detect_leaks=0 -timeout=60" ;;
+        # A target added since: libFuzzer's defaults, a dictionary if one is named after it.
+        *)
+            if [ -f "$FUZZ/dict/$1.dict" ]; then
+                echo "-dict=$FUZZ/dict/$1.dict -max_len=4096"
+            else
+                echo "-max_len=4096"
+            fi
+            ;;
     esac
 }
 
@@ -78,10 +117,10 @@ SANITIZER=${FUZZ_SANITIZER:-address}
 # `cargo fuzz build` builds every target, or the one it is given.
 build() {
     if [ ${#TARGETS[@]} -eq ${#ALL_TARGETS[@]} ]; then
-        cargo fuzz build --sanitizer "$1"
+        cargo fuzz build --target-dir "$FUZZ_TARGET_DIR" --sanitizer "$1"
     else
         for t in "${TARGETS[@]}"; do
-            cargo fuzz build --sanitizer "$1" "$t" || return 1
+            cargo fuzz build --target-dir "$FUZZ_TARGET_DIR" --sanitizer "$1" "$t" || return 1
         done
     fi
 }
@@ -99,7 +138,7 @@ if ! build "$SANITIZER"; then
 fi
 echo "built in $((SECONDS - build_start)) s"
 
-BIN="$FUZZ/target/x86_64-unknown-linux-gnu/release"
+BIN="$FUZZ_TARGET_DIR/x86_64-unknown-linux-gnu/release"
 mkdir -p "$FUZZ/work/logs"
 failures=()
 summary=()
@@ -111,6 +150,9 @@ for t in "${TARGETS[@]}"; do
     artifacts="$FUZZ/artifacts/$t"
     corpus="$FUZZ/work/corpus/$t"
     mkdir -p "$artifacts" "$corpus"
+    # The committed seeds, when the target has any.
+    seeds=()
+    [ ! -d "$FUZZ/corpus/$t" ] || seeds=("$FUZZ/corpus/$t")
 
     regressions=()
     if [ -d "$FUZZ/regressions/$t" ]; then
@@ -134,7 +176,7 @@ for t in "${TARGETS[@]}"; do
     step "$t: fuzzing for ${SECONDS_PER_TARGET} s"
     start=$SECONDS
     "$BIN/$t" "${flags[@]}" -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 \
-        -artifact_prefix="$artifacts/" "$corpus" "$FUZZ/corpus/$t" >"$log" 2>&1
+        -artifact_prefix="$artifacts/" "$corpus" "${seeds[@]}" >"$log" 2>&1
     rc=$?
     took=$((SECONDS - start))
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)
@@ -156,10 +198,12 @@ for t in "${TARGETS[@]}"; do
     fi
 done
 
-step "summary (${SECONDS_PER_TARGET} s per target, sanitizer: $SANITIZER)"
+step "summary (${SECONDS_PER_TARGET} s per target, sanitizer: $SANITIZER, $((SECONDS - RUN_START)) s in all)"
 printf '%s\n' "${summary[@]}"
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failed: ${failures[*]}"
+    echo "fuzz: $((${#TARGETS[@]} - ${#failures[@]})) passed, ${#failures[@]} failed"
     exit 1
 fi
 echo "all fuzz targets passed"
+echo "fuzz: ${#TARGETS[@]} passed, 0 failed"

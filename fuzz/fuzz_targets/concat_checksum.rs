@@ -269,6 +269,8 @@ fn routes(path: &str, base: &str) {
             assert!(!path.contains('\0'));
         }
         Route::Health => assert!(path == "/health" || path == "/health/"),
+        Route::Metrics => assert!(path == "/metrics" || path == "/metrics/"),
+        Route::Ready => assert!(path == "/ready" || path == "/ready/"),
         Route::Collection => {
             assert!(
                 path == base || path == format!("{base}/"),

@@ -182,6 +182,9 @@ impl Conn {
     async fn read_head(&mut self) -> HeadRead {
         let cfg = &self.core.shared.config;
         let (head_timeout, idle_timeout) = (cfg.head_timeout, cfg.idle_timeout);
+        // The head timeout bounds the whole head, not each read: a client trickling a
+        // byte at a time (slowloris) is cut when it runs out, however often it sends.
+        let mut head_deadline: Option<Instant> = None;
         loop {
             if !self.inbuf.is_empty() {
                 match parse_head(&self.inbuf) {
@@ -200,7 +203,8 @@ impl Conn {
             let timeout = if waiting && self.served > 0 {
                 idle_timeout
             } else {
-                head_timeout
+                let deadline = *head_deadline.get_or_insert_with(|| Instant::now() + head_timeout);
+                deadline.saturating_duration_since(Instant::now())
             };
             if self.inbuf.capacity() - self.inbuf.len() < HEAD_READ_BYTES {
                 self.inbuf.reserve(HEAD_READ_BYTES);

@@ -112,7 +112,12 @@ impl FileStore {
     pub async fn read_info(&self, id: &Uuid) -> Result<Upload, Error> {
         let id_str = id.to_string();
         let info_path = layout::info_path(&self.info_dir, &id_str);
-        let file = match File::open(&info_path).await {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&info_path)
+            .await;
+        let file = match opened {
             Ok(f) => f,
             Err(e) if is_not_found(&e) => return Err(Error::NotFound),
             Err(e) => return Err(Error::storage("open info record", e)),
@@ -147,7 +152,27 @@ impl FileStore {
     /// Loads an upload: its info record and, from the data file's size, its offset.
     pub async fn load(&self, id: &Uuid) -> Result<Upload, Error> {
         let mut upload = self.read_info(id).await?;
-        let size = match tokio_uring::fs::statx(&upload.data_path).await {
+        let stat = match tokio_uring::fs::StatxBuilder::new().pathname(&upload.data_path) {
+            Ok(b) => {
+                b.flags(libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+                    .statx()
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let size = match stat {
+            // Only a regular file is an upload's data: a symlink planted in the data
+            // directory must not lead reads or writes outside it.
+            Ok(st) if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFREG => {
+                crate::warn!(
+                    "upload {id}: data file {} is not a regular file (a symlink?); refusing it",
+                    upload.data_path.display()
+                );
+                return Err(Error::storage(
+                    "stat data file",
+                    io::Error::from_raw_os_error(libc::ELOOP),
+                ));
+            }
             Ok(st) => {
                 upload.modified = Some(st.stx_mtime.tv_sec);
                 st.stx_size
@@ -253,6 +278,7 @@ impl FileStore {
     pub async fn open_data(&self, path: &Path) -> Result<File, Error> {
         OpenOptions::new()
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .await
             .map_err(|e| {
@@ -266,7 +292,12 @@ impl FileStore {
 
     /// Opens an existing data file for reading (a download).
     pub async fn open_read(&self, path: &Path) -> Result<File, Error> {
-        File::open(path).await.map_err(|e| {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .await;
+        file.map_err(|e| {
             if is_not_found(&e) {
                 Error::NotFound
             } else {
@@ -323,10 +354,12 @@ impl FileStore {
         let json = info.to_json();
         let tmp = layout::info_tmp_path(&self.info_dir, &info.id);
         let dest = layout::info_path(&self.info_dir, &info.id);
+        // O_NOFOLLOW: a symlink planted at the temporary path is not written through.
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .await
             .map_err(|e| Error::storage("create info record", e))?;

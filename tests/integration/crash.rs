@@ -111,3 +111,158 @@ fn sigterm_when_idle_exits_promptly() {
         "idle shutdown took {took:?}"
     );
 }
+
+/// Fifty uploads in flight, each on its own connection with its body arriving in pieces,
+/// when the daemon is killed with SIGKILL. After a restart on the same directories every
+/// info record parses, every upload's HEAD offset is at most what its client sent and
+/// the data file holds exactly those bytes, and every upload resumes from its HEAD
+/// offset to a byte-exact end.
+#[test]
+fn kill9_during_50_concurrent_uploads_then_all_resume_splice() {
+    kill9_during_50_uploads(&[]);
+}
+
+#[test]
+fn kill9_during_50_concurrent_uploads_then_all_resume_buffered() {
+    kill9_during_50_uploads(&["--disable-splice"]);
+}
+
+/// One upload in five sends its body chunked (so the buffered decoder is cut too).
+fn kill9_during_50_uploads(extra: &[&str]) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const UPLOADS: usize = 50;
+    let tmp = TempDir::new("kill9-50");
+    let mut d = Daemon::start(&tmp, extra);
+    let lens: Vec<usize> = (0..UPLOADS).map(|i| (2 << 20) + 4096 * i + i).collect();
+    let datas: Arc<Vec<Vec<u8>>> = Arc::new(
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| random_bytes(5000 + i as u64, n))
+            .collect(),
+    );
+    let ids: Vec<String> = lens.iter().map(|&n| d.create(n as u64)).collect();
+    let ready = Arc::new(AtomicUsize::new(0));
+    let killed = Arc::new(AtomicBool::new(false));
+    let port = d.port;
+    let handles: Vec<_> = (0..UPLOADS)
+        .map(|i| {
+            let (datas, ready, killed, id) =
+                (datas.clone(), ready.clone(), killed.clone(), ids[i].clone());
+            thread::spawn(move || {
+                let data = &datas[i];
+                let mut c = Conn::connect(port);
+                let mut sent = 0usize;
+                let chunked_body = i % 5 == 4;
+                let wire = if chunked_body {
+                    c.send_head(
+                        &patch_req(&id, 0, b"")
+                            .h("Transfer-Encoding", "chunked")
+                            .raw_framing(),
+                    );
+                    chunked(data, 32 * 1024)
+                } else {
+                    c.send_head(&patch_req(&id, 0, data));
+                    data.clone()
+                };
+                // A first part at once (10 % to 60 % of the body, by upload)...
+                let first = wire.len() * (10 + i % 6 * 10) / 100;
+                if c.send_raw(&wire[..first]).is_ok() {
+                    sent = first;
+                }
+                ready.fetch_add(1, Ordering::SeqCst);
+                // ...then 16 KiB every 10 ms until the daemon is gone.
+                while sent < wire.len() - 5 && !killed.load(Ordering::SeqCst) {
+                    let end = (sent + 16 * 1024).min(wire.len() - 5);
+                    if c.send_raw(&wire[sent..end]).is_err() {
+                        break;
+                    }
+                    sent = end;
+                    thread::sleep(Duration::from_millis(10));
+                }
+                // Wire bytes sent, as body bytes: for chunked, at most that many.
+                sent
+            })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(20), || ready.load(Ordering::SeqCst)
+            == UPLOADS),
+        "only {} uploads started",
+        ready.load(Ordering::SeqCst)
+    );
+    thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    killed.store(true, Ordering::SeqCst);
+    let sent: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+
+    d.restart();
+    // No torn record: every .info parses (and has rustus's field order).
+    let infos: Vec<_> = list_files(d.info_dir())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "info"))
+        .collect();
+    assert_eq!(infos.len(), UPLOADS, "info records: {infos:?}");
+    for p in &infos {
+        let v = read_info(p);
+        assert!(v["offset"].as_u64().is_some(), "{p:?}: {v}");
+    }
+    let mut offsets = Vec::new();
+    let mut in_flight = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let h = d.head(id);
+        assert_eq!(h.status, 200, "HEAD {id} after kill -9: {h:?}");
+        assert_eq!(h.upload_length(), Some(lens[i] as u64));
+        let off = h.upload_offset() as usize;
+        assert!(
+            off <= sent[i],
+            "upload {i}: offset {off} is past the {} bytes its client sent",
+            sent[i]
+        );
+        let stored = d.read_data(id);
+        assert_eq!(
+            stored.len(),
+            off,
+            "upload {i}: data file size vs HEAD offset"
+        );
+        assert_bytes_eq(&stored, &datas[i][..off], &format!("upload {i} prefix"));
+        if off > 0 && off < lens[i] {
+            in_flight += 1;
+        }
+        offsets.push(off);
+    }
+    assert!(
+        in_flight >= UPLOADS * 9 / 10,
+        "only {in_flight} of {UPLOADS} uploads were caught mid-body: {offsets:?}"
+    );
+
+    // Every upload resumes from its HEAD offset, 50 at once.
+    let port = d.port;
+    let resumed: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (datas, id, off) = (datas.clone(), id.clone(), offsets[i]);
+            thread::spawn(move || {
+                let mut c = Conn::connect(port);
+                let r = c.request(&patch_req(&id, off as u64, &datas[i][off..]));
+                (r.status, r.header("Upload-Offset").map(str::to_string))
+            })
+        })
+        .collect();
+    for (i, h) in resumed.into_iter().enumerate() {
+        let (status, off) = h.join().unwrap();
+        assert_eq!(status, 204, "resume of upload {i}");
+        assert_eq!(off, Some(lens[i].to_string()), "upload {i}");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        assert_bytes_eq(
+            &d.read_data(id),
+            &datas[i],
+            &format!("upload {i} completed"),
+        );
+        let info = read_info(&d.info_path(id));
+        assert_eq!(info["offset"], lens[i] as u64, "upload {i}: {info}");
+    }
+}

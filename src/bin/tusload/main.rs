@@ -3,6 +3,7 @@
 
 mod data;
 mod http;
+mod mix;
 mod modes;
 mod sink;
 
@@ -22,6 +23,7 @@ USAGE:
                  [--keep-ids --ids-file F]
   tusload hold   --url URL --uploads M --size N [--interval D] [--piece N]
                  [--server-pid PID] [--csv] [--ids-file F]
+  tusload mix    --url URL [--size N] [--conns C] [--duration D] [--csv] [--ids-file F]
   tusload verify --ids-file F [--url URL] [--data-dir DIR]
   tusload sink   --listen ADDR --dir DIR [--pipe-size N] [--pin CPU]
   tusload touch  --size N
@@ -40,6 +42,14 @@ MODES:
           in flight together for about N/piece*interval. With --server-pid, samples the
           server's VmRSS every 100 ms (before and peak). At the end HEADs every upload and
           counts those with Upload-Offset == N as intact.
+  mix     C threads, each with its own keep-alive connection, repeat for --duration a
+          random scenario on an upload of 1..=N bytes (--size, default 64K): keep (POST,
+          1-3 PATCHes each followed by a HEAD), keep with creation-with-upload, finish
+          then DELETE (then HEAD: 404/410), abandon half-way then DELETE, conflict (PATCH
+          at a wrong offset: 409, then DELETE). Expected 4xx (404/410 after DELETE, 409)
+          are counted by status; any other answer is an error. --ids-file gets the kept
+          uploads, for `verify --data-dir`. Prints requests by method, latency
+          p50/p90/p99/max, scenarios, expected 4xx, errors.
   verify  For each line of --ids-file: HEAD, expect Upload-Offset == length (and
           Upload-Length, if sent). With --data-dir, also finds the file named <id> under
           DIR (recursively) and compares its bytes with the content that was sent.
@@ -57,24 +67,26 @@ MODES:
 OPTIONS:
   --url URL         tus creation URL, e.g. http://127.0.0.1:1081/files (plain http).
                     verify: host:port to use instead of the one in each line
-  --size N          upload length in bytes; K, M, G = 2^10, 2^20, 2^30 (4K, 64M, 1G)
+  --size N          upload length in bytes (mix: the largest [64K]); K, M, G = 2^10,
+                    2^20, 2^30 (4K, 64M, 1G)
   --chunk N         big: bytes per PATCH, 0 = all in one PATCH [0]
   --repeat R        big: number of uploads [1]
   --write-size N    big: bytes per write() of a body [1M]
-  --conns C         small: connections (threads) [16]
-  --duration D      small: measured time; D like 10s, 500ms, 2m, 1.5s [10s]
+  --conns C         small, mix: connections (threads) [16]
+  --duration D      small, mix: measured time; D like 10s, 500ms, 2m, 1.5s [10s]
   --warmup D        small: unmeasured time before it [1s]
   --csv             also print machine-readable lines: small: small,conns,size,
                     uploads_per_s,p50_us,p99_us,errors; big (one per upload): big,size,
                     secs,MB_per_s; hold: hold,uploads,size,rss_before,rss_peak,intact,
-                    failed (RSS in bytes, 0 without --server-pid)
+                    failed (RSS in bytes, 0 without --server-pid); mix: mix,conns,
+                    max_size,requests,requests_per_s,p50_us,p99_us,kept,errors
   --keep-ids        small: remember every upload (required for --ids-file in small)
   --uploads M       hold: concurrent uploads / connections / threads [100]
   --interval D      hold: time between pieces [100ms]
   --piece N         hold: bytes per piece [1K]
   --server-pid PID  hold: sample VmRSS of this process from /proc/PID/status
-  --ids-file F      big, small, hold: write one `<url> <length> <seed_offset>` line per
-                    upload; verify: the file to read
+  --ids-file F      big, small, hold, mix: write one `<url> <length> <seed_offset>` line
+                    per upload (mix: the kept ones); verify: the file to read
   --data-dir DIR    verify: the server's data directory
   --seed S          content seed [1] (verify takes it from the ids file header)
   --timeout D       connect / read / write timeout [60s]
@@ -102,6 +114,7 @@ pub enum Mode {
     Big,
     Small,
     Hold,
+    Mix,
     Verify,
     Sink,
     Touch,
@@ -178,12 +191,13 @@ fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli,
             Some("big") => Mode::Big,
             Some("small") => Mode::Small,
             Some("hold") => Mode::Hold,
+            Some("mix") => Mode::Mix,
             Some("verify") => Mode::Verify,
             Some("sink") => Mode::Sink,
             Some("touch") => Mode::Touch,
             _ => {
                 return Err(format!(
-                    "unknown mode {v:?} (big, small, hold, verify, sink, touch)"
+                    "unknown mode {v:?} (big, small, hold, mix, verify, sink, touch)"
                 ))
             }
         },
@@ -243,7 +257,7 @@ fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli,
             _ => return Err(format!("unknown option {name} (see --help)")),
         }
     }
-    if matches!(o.mode, Mode::Big | Mode::Small | Mode::Hold) && o.url.is_none() {
+    if matches!(o.mode, Mode::Big | Mode::Small | Mode::Hold | Mode::Mix) && o.url.is_none() {
         return Err("--url is required".into());
     }
     if matches!(o.mode, Mode::Big | Mode::Small | Mode::Hold | Mode::Touch) && o.size.is_none() {
@@ -434,11 +448,12 @@ fn main() -> ExitCode {
         Mode::Big => modes::big(&opts),
         Mode::Small => modes::small(&opts),
         Mode::Hold => modes::hold(&opts),
+        Mode::Mix => mix::mix(&opts),
         Mode::Verify => modes::verify(&opts),
         Mode::Sink => sink::sink(&opts),
         Mode::Touch => touch(opts.size.unwrap_or(0)),
     };
-    if matches!(opts.mode, Mode::Big | Mode::Small | Mode::Hold) {
+    if matches!(opts.mode, Mode::Big | Mode::Small | Mode::Hold | Mode::Mix) {
         print_cpu();
     }
     ERRORS.print();
@@ -528,6 +543,11 @@ mod tests {
         assert!(parse("big --url http://h/f").is_err());
         assert!(parse("small --url http://h/f --size 1 --ids-file x").is_err());
         assert!(parse("verify").is_err());
+        assert!(parse("mix --size 1K").is_err());
+        let Ok(Cli::Run(o)) = parse("mix --url http://h/files --conns 3 --duration 2s") else {
+            panic!()
+        };
+        assert_eq!((o.mode, o.conns, o.size), (Mode::Mix, 3, None));
         assert!(parse("nope").is_err());
         assert!(parse("big --url http://h/f --size 1 --bogus").is_err());
         assert_eq!(fmt_bytes(64 << 20), "64 MiB");
