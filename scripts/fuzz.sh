@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [--ci] [SECONDS_PER_TARGET] [TARGET...]
 #
 # SECONDS_PER_TARGET defaults to 60; TARGET defaults to every target `cargo fuzz list`
-# reports (fuzz/Cargo.toml's [[bin]]s: head chunked metadata concat_checksum checksum
+# reports (fuzz/Cargo.toml's [[bin]]s: head chunked metadata rules checksum
 # concat info config connection, and any added since).
 #
 # --ci is the short pass `.ci/run` runs after the tests: every target for 20 s
@@ -95,7 +95,7 @@ target_flags() {
         chunked) echo "-dict=$FUZZ/dict/chunked.dict -max_len=20000" ;;
         metadata) echo "-dict=$FUZZ/dict/metadata.dict -max_len=20000" ;;
         info) echo "-dict=$FUZZ/dict/info.dict -max_len=4096" ;;
-        concat_checksum) echo "-max_len=4096" ;;
+        rules) echo "-max_len=4096" ;;
         checksum) echo "-dict=$FUZZ/dict/checksum.dict -max_len=4096" ;;
         concat) echo "-dict=$FUZZ/dict/concat.dict -max_len=4096" ;;
         config) echo "-max_len=4096" ;;

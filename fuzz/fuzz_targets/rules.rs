@@ -1,9 +1,7 @@
 //! The tus rules, as pure functions: `parse_tus_integer`, `creation_length`,
 //! `patch_plan`, the header checks, and `tus::routes::route` (upload IDs from paths).
-//!
-//! Named for the `Upload-Concat` / `Upload-Checksum` parsers, which do not exist yet
-//! (another issue): when they land, their checks join this target. Until then it checks
-//! the rules that decide what a request may write.
+//! (The `Upload-Concat` and `Upload-Checksum` parsers have targets of their own:
+//! `concat` and `checksum`.)
 //!
 //! The input is decoded with `arbitrary` into a `Case`. Invariants:
 //! * never panics;
