@@ -15,7 +15,7 @@
 use super::core::Core;
 use super::handler;
 use super::listen::{local_addr, shutdown_fd};
-use super::splice::{is_unsupported, poll_readable, splice, Pipe};
+use super::splice::{is_unsupported, poll_readable, poll_writable, send_room, splice, Pipe};
 use crate::error::Error;
 use crate::http::body::{BodyError, ChunkedDecoder, Step};
 use crate::http::head::{parse_head, BodyKind, Method, RequestHead};
@@ -239,6 +239,109 @@ impl Conn {
     /// has the body timeout; a client that stops reading has its socket shut down.
     /// An error means the body is cut short and the connection must close.
     async fn send_file(&mut self, fb: &handler::FileBody) -> io::Result<()> {
+        if self.core.splice_enabled() {
+            match self.splice_file(fb).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {} // nothing sent yet: the buffered path sends it all
+                Err(e) => {
+                    crate::debug!("download cut short: {e}");
+                    return Err(e);
+                }
+            }
+        }
+        self.send_file_buffered(fb).await
+    }
+
+    /// Sends a download's byte range without copying it through user space: the file
+    /// is spliced into the connection's pipe (a pipe-load at a time, on an io-wq
+    /// thread) and the pipe into the socket. Before each splice into the socket, the
+    /// socket is polled for room in the ring and the splice is cut to the room its send
+    /// buffer has (`splice::send_room`), so a client that reads slowly never holds a
+    /// kernel thread waiting; the body timeout bounds each wait. Returns `Ok(false)`,
+    /// with nothing sent, when the file cannot be spliced here (the caller falls back
+    /// to the buffered path and the core stops trying); an error once bytes have gone
+    /// out. On any error the pipe is dropped, since it may hold bytes.
+    async fn splice_file(&mut self, fb: &handler::FileBody) -> io::Result<bool> {
+        let timeout = self.core.shared.config.body_timeout;
+        if self.pipe.is_none() {
+            match Pipe::new(self.core.shared.config.pipe_size) {
+                Ok(p) => self.pipe = Some(p),
+                Err(_) => return Ok(false),
+            }
+        }
+        let Some(pipe) = self.pipe.as_ref() else {
+            return Ok(false);
+        };
+        let sock = self.stream.as_raw_fd();
+        let file = fb.file.as_raw_fd();
+        let (mut pos, end) = (fb.start, fb.start + fb.len);
+        let mut result = Ok(true);
+        'file: while pos < end {
+            let want = (end - pos).min(pipe.capacity as u64) as u32;
+            let n = match splice(file, pos as i64, pipe.write_fd(), -1, want).await {
+                Ok(0) => {
+                    result = Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the data file shrank while it was being sent",
+                    ));
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if pos == fb.start && is_unsupported(&e) => {
+                    self.core.disable_splice();
+                    return Ok(false);
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            pos += u64::from(n);
+            let mut left = n;
+            while left > 0 {
+                let (moved, timed_out) = with_deadline(
+                    async {
+                        poll_writable(sock).await?;
+                        let room = send_room(sock).unwrap_or(64 * 1024).max(4096) as u32;
+                        splice(pipe.read_fd(), -1, sock, -1, left.min(room)).await
+                    },
+                    sock,
+                    timeout,
+                    libc::SHUT_RDWR,
+                )
+                .await;
+                match moved {
+                    Ok(m) if m > 0 && !timed_out => left -= m,
+                    Ok(_) if timed_out => {
+                        result = Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client stopped reading the download",
+                        ));
+                        break 'file;
+                    }
+                    Ok(_) => {
+                        result = Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "the client closed the connection during the download",
+                        ));
+                        break 'file;
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break 'file;
+                    }
+                }
+            }
+        }
+        if result.is_err() {
+            self.pipe = None;
+        }
+        result
+    }
+
+    /// Sends a download's byte range through one pooled body buffer: read from the file,
+    /// write to the socket, a buffer at a time, each write with the body timeout.
+    async fn send_file_buffered(&mut self, fb: &handler::FileBody) -> io::Result<()> {
         let core = self.core.clone();
         let timeout = core.shared.config.body_timeout;
         let fd = self.stream.as_raw_fd();

@@ -1,4 +1,5 @@
-//! Zero-copy body transfer: socket → pipe → file with IORING_OP_SPLICE.
+//! Zero-copy body transfer with IORING_OP_SPLICE: socket → pipe → file for uploads, and
+//! file → pipe → socket for downloads.
 //!
 //! tokio-uring has no splice; its public `UnsubmittedOneshot` takes any io-uring 0.6
 //! submission entry, which is how these operations are submitted. The kernel always runs
@@ -57,6 +58,40 @@ pub async fn splice(
 pub async fn poll_readable(fd: RawFd) -> io::Result<u32> {
     let events = (libc::POLLIN | libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
     submit(opcode::PollAdd::new(types::Fd(fd), events).build()).await
+}
+
+/// Waits in the ring until `fd` is writable (or hung up); returns the poll events.
+pub async fn poll_writable(fd: RawFd) -> io::Result<u32> {
+    let events = (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) as u32;
+    submit(opcode::PollAdd::new(types::Fd(fd), events).build()).await
+}
+
+/// Room for new bytes in a TCP socket's send buffer, estimated from `SO_SNDBUF` (which
+/// counts kernel overhead: about half of it holds data) minus the bytes queued
+/// (`SIOCOUTQ`); `None` if either cannot be read. A splice into the socket of at most
+/// this many bytes returns without waiting for the peer to read.
+pub fn send_room(fd: RawFd) -> Option<usize> {
+    let mut sndbuf: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `sndbuf` and `len` are valid for writes and `len` is the size of `sndbuf`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&mut sndbuf as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which is valid for it.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued as *mut libc::c_int) } != 0 {
+        return None;
+    }
+    Some((sndbuf.max(0) as usize / 2).saturating_sub(queued.max(0) as usize))
 }
 
 /// A connection's pipe, created when its first body is spliced and reused for every

@@ -3,6 +3,7 @@
 
 use crate::harness::*;
 use base64::Engine;
+use std::io::{Read, Write};
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -216,4 +217,85 @@ fn getting_disabled_is_not_served() {
     assert!(!r.body.starts_with(b"abc"), "{r:?}");
     let o = d.options("/files");
     assert_eq!(o.header("Tus-Extension"), Some("creation,termination"));
+}
+
+#[test]
+fn downloads_are_identical_on_both_paths_back_to_back_and_to_a_slow_reader() {
+    // The default path splices file -> pipe -> socket; --disable-splice reads through a
+    // buffer. Both must give the same bytes, keep the connection usable (the pipe is
+    // empty after each download), and serve a client that reads slowly.
+    let tmp = TempDir::new("get-paths");
+    let body: Vec<u8> = (0..3u64 * 1024 * 1024 + 777)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    for extra in [&[][..], &["--disable-splice"][..]] {
+        let d = Daemon::builder(&tmp)
+            .info_dir(tmp.join(if extra.is_empty() { "i-s" } else { "i-b" }))
+            .args(extra)
+            .start();
+        let id = upload(&d, &body, Some("paths.bin"));
+        // Several downloads on one keep-alive connection: full, ranges at odd offsets,
+        // one byte, the tail.
+        let mut c = d.conn();
+        let ranges: [(usize, usize); 5] = [
+            (0, body.len() - 1),
+            (1, 1_048_577),
+            (1_048_575, 2_097_153),
+            (12345, 12345),
+            (body.len() - 1000, body.len() - 1),
+        ];
+        for (a, b) in ranges {
+            let req =
+                Req::new("GET", &format!("/files/{id}")).h("Range", &format!("bytes={a}-{b}"));
+            let r = c.request(&req);
+            assert_eq!(r.status, 206, "{extra:?} {a}-{b}: {:?}", r.headers);
+            assert!(r.body == body[a..=b], "{extra:?}: range {a}-{b} differs");
+        }
+        let r = c.request(&Req::new("GET", &format!("/files/{id}")));
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "{extra:?}: full download differs");
+        // A slow reader: a small receive buffer, 64 KiB every 10 ms.
+        let s = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        assert_eq!(set_rcvbuf(&s, 16 * 1024), 0);
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut w = s.try_clone().unwrap();
+        write!(
+            w,
+            "GET /files/{id} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut r = s;
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{extra:?}");
+        assert!(
+            got[head_end..] == body[..],
+            "{extra:?}: slow download differs"
+        );
+        assert_eq!(d.send(&Req::new("GET", "/health")).status, 200);
+    }
+}
+
+/// Shrinks a socket's receive buffer (so the server's sends fill it quickly).
+fn set_rcvbuf(s: &std::net::TcpStream, bytes: i32) -> i32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads one int from a valid pointer.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    }
 }
