@@ -897,7 +897,7 @@ const FLAGS: &[Flag] = &[
         env: "RUSTUS_DISABLE_SPLICE",
         value: None,
         fallback: Fallback::Value("false"),
-        help: "Never splice bodies or downloads (zero-copy); always use the buffered path",
+        help: "Never splice bodies or downloads (zero-copy); buffered path only",
     },
     Flag {
         key: Key::BodyBufferSize,
