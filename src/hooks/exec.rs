@@ -96,6 +96,11 @@ fn kill_group(pgid: i32) {
     }
 }
 
+/// Times a hook whose file is busy (`ETXTBSY`) is spawned again before giving up.
+const SPAWN_BUSY_RETRIES: u32 = 5;
+/// Wait before each of those attempts.
+const SPAWN_BUSY_WAIT: Duration = Duration::from_millis(20);
+
 /// Runs `program` with `args` (argv[0] is the program path), logging its output with
 /// `tag` (`"<event> <upload id>"`), for at most `timeout`.
 pub fn run(
@@ -111,10 +116,21 @@ pub fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ExecError::NotFound),
-        Err(e) => return Err(ExecError::Spawn(e)),
+    let mut attempt = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Ok(c) => break c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ExecError::NotFound),
+            // "Text file busy": some process still holds the hook file open for writing,
+            // typically for an instant (a deploy replacing it, or a fork elsewhere that
+            // inherited the writer's descriptor and has not exec'd yet). This runs on a
+            // hook thread, so a short wait is fine.
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < SPAWN_BUSY_RETRIES => {
+                attempt += 1;
+                std::thread::sleep(SPAWN_BUSY_WAIT);
+            }
+            Err(e) => return Err(ExecError::Spawn(e)),
+        }
     };
     let pgid = i32::try_from(child.id()).unwrap_or(0);
     running.add(pgid);
