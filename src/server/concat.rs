@@ -93,12 +93,7 @@ pub fn rebuild_index(info_dir: &std::path::Path, data_dir: &std::path::Path, tem
     };
     let mut found = 0usize;
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".info"))
-            .and_then(parse_upload_id)
-        else {
+        let Some(id) = crate::storage::layout::id_of_info_file(&entry.file_name()) else {
             continue;
         };
         let Ok(bytes) = std::fs::read(entry.path()) else {

@@ -208,12 +208,7 @@ pub fn sweep_once(
         if matches!(stop.try_recv(), Err(TryRecvError::Disconnected) | Ok(())) {
             break;
         }
-        let name = entry.file_name();
-        let Some(id) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".info"))
-            .and_then(parse_upload_id)
-        else {
+        let Some(id) = crate::storage::layout::id_of_info_file(&entry.file_name()) else {
             continue;
         };
         let info_path = entry.path();

@@ -131,6 +131,13 @@ pub fn info_path(info_dir: &Path, id: &str) -> PathBuf {
     info_dir.join(format!("{id}.info"))
 }
 
+/// The upload ID an info directory entry is the record of (`<id>.info`), if it is one.
+pub fn id_of_info_file(name: &std::ffi::OsStr) -> Option<Uuid> {
+    name.to_str()
+        .and_then(|n| n.strip_suffix(".info"))
+        .and_then(parse_upload_id)
+}
+
 /// `info_dir/<id>.info.tmp`, written then renamed over the record.
 pub fn info_tmp_path(info_dir: &Path, id: &str) -> PathBuf {
     info_dir.join(format!("{id}.info.tmp"))
