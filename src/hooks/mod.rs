@@ -556,6 +556,18 @@ impl Hooks {
         let Some(pool) = self.pool.as_ref().filter(|_| self.events.contains(event)) else {
             return;
         };
+        if pool.no_verdict {
+            // AMQP is the only notifier, and its queue is an in-memory one of its own
+            // (`amqp::Amqp::enqueue`: a short mutex push, never waiting for the broker):
+            // the event goes straight into it, without a hand-off to a hook worker
+            // thread. Events of one upload are queued in the order they happen (each is
+            // queued while its request holds the upload's lock).
+            if let Some(a) = &pool.inner.notifiers.amqp {
+                let json = payload::render(pool.inner.format, &upload, &origin.request);
+                a.enqueue(event, &upload.id, &json);
+            }
+            return;
+        }
         let stats = &pool.inner.stats;
         let mut job = Job {
             event,
