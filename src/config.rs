@@ -1242,16 +1242,6 @@ const FLAGS: &[Flag] = &[
     },
 ];
 
-/// Whether an unsupported rustus flag may come later.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Support {
-    /// Planned: "not supported by this build of tusring yet". (No row is, today.)
-    #[allow(dead_code)]
-    NotYet,
-    /// Out of scope: "not supported by tusring".
-    Never,
-}
-
 /// A rustus flag tusring recognises but does not implement. Using it is an error naming
 /// it; its environment variable is ignored.
 #[derive(Debug)]
@@ -1261,15 +1251,13 @@ struct Unsupported {
     alias: Option<&'static str>,
     /// The feature the flag belongs to, as `--help` groups them.
     feature: &'static str,
-    support: Support,
 }
 
-const fn unsupported(long: &'static str, feature: &'static str, support: Support) -> Unsupported {
+const fn unsupported(long: &'static str, feature: &'static str) -> Unsupported {
     Unsupported {
         long,
         alias: None,
         feature,
-        support,
     }
 }
 
@@ -1282,47 +1270,44 @@ const NATS: &str = "NATS hooks";
 
 /// rustus's flags that tusring does not implement (`rustus-compat.md` §1.2-§1.5).
 const UNSUPPORTED: &[Unsupported] = &[
-    unsupported("s3-url", S3, Support::Never),
-    unsupported("s3-bucket", S3, Support::Never),
-    unsupported("s3-region", S3, Support::Never),
-    unsupported("s3-access-key", S3, Support::Never),
-    unsupported("s3-access-key-path", S3, Support::Never),
-    unsupported("s3-secret-key", S3, Support::Never),
-    unsupported("s3-secret-key-path", S3, Support::Never),
-    unsupported("s3-security-token", S3, Support::Never),
-    unsupported("s3-session-token", S3, Support::Never),
-    unsupported("s3-profile", S3, Support::Never),
-    unsupported("s3-headers", S3, Support::Never),
-    unsupported("s3-force-path-style", S3, Support::Never),
-    unsupported("s3-concat-concurrent-downloads", S3, Support::Never),
-    unsupported("info-db-dsn", INFO, Support::Never),
-    unsupported("redis-info-expiration", INFO, Support::Never),
-    unsupported("sentry-dsn", SENTRY, Support::Never),
-    unsupported("sentry-sample-rate", SENTRY, Support::Never),
-    unsupported("hooks-kafka-urls", KAFKA, Support::Never),
-    unsupported("hooks-kafka-client-id", KAFKA, Support::Never),
-    unsupported("hooks-kafka-topic", KAFKA, Support::Never),
-    unsupported("hooks-kafka-prefix", KAFKA, Support::Never),
-    unsupported("hooks-kafka-required-acks", KAFKA, Support::Never),
-    unsupported("hooks-kafka-compression", KAFKA, Support::Never),
-    unsupported("hooks-kafka-idle-timeout", KAFKA, Support::Never),
-    unsupported("hooks-kafka-send-timeout", KAFKA, Support::Never),
-    unsupported("hooks-kafka-extra-options", KAFKA, Support::Never),
-    unsupported("hooks-nats-urls", NATS, Support::Never),
-    unsupported("hooks-nats-subject", NATS, Support::Never),
-    unsupported("hooks-nats-prefix", NATS, Support::Never),
-    unsupported("hooks-nats-wait-for-replies", NATS, Support::Never),
-    unsupported("hooks-nats-user", NATS, Support::Never),
-    unsupported("hooks-nats-password", NATS, Support::Never),
-    unsupported("hooks-nats-token", NATS, Support::Never),
+    unsupported("s3-url", S3),
+    unsupported("s3-bucket", S3),
+    unsupported("s3-region", S3),
+    unsupported("s3-access-key", S3),
+    unsupported("s3-access-key-path", S3),
+    unsupported("s3-secret-key", S3),
+    unsupported("s3-secret-key-path", S3),
+    unsupported("s3-security-token", S3),
+    unsupported("s3-session-token", S3),
+    unsupported("s3-profile", S3),
+    unsupported("s3-headers", S3),
+    unsupported("s3-force-path-style", S3),
+    unsupported("s3-concat-concurrent-downloads", S3),
+    unsupported("info-db-dsn", INFO),
+    unsupported("redis-info-expiration", INFO),
+    unsupported("sentry-dsn", SENTRY),
+    unsupported("sentry-sample-rate", SENTRY),
+    unsupported("hooks-kafka-urls", KAFKA),
+    unsupported("hooks-kafka-client-id", KAFKA),
+    unsupported("hooks-kafka-topic", KAFKA),
+    unsupported("hooks-kafka-prefix", KAFKA),
+    unsupported("hooks-kafka-required-acks", KAFKA),
+    unsupported("hooks-kafka-compression", KAFKA),
+    unsupported("hooks-kafka-idle-timeout", KAFKA),
+    unsupported("hooks-kafka-send-timeout", KAFKA),
+    unsupported("hooks-kafka-extra-options", KAFKA),
+    unsupported("hooks-nats-urls", NATS),
+    unsupported("hooks-nats-subject", NATS),
+    unsupported("hooks-nats-prefix", NATS),
+    unsupported("hooks-nats-wait-for-replies", NATS),
+    unsupported("hooks-nats-user", NATS),
+    unsupported("hooks-nats-password", NATS),
+    unsupported("hooks-nats-token", NATS),
 ];
 
 impl Unsupported {
     fn error(&self, spelled: &str) -> ConfigError {
-        let message = match self.support {
-            Support::NotYet => format!("'{spelled}' is not supported by this build of tusring yet"),
-            Support::Never => format!("'{spelled}' is not supported by tusring ({})", self.feature),
-        };
+        let message = format!("'{spelled}' is not supported by tusring ({})", self.feature);
         ConfigError::new(spelled, message)
     }
 }

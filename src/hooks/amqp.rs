@@ -34,7 +34,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -360,25 +360,6 @@ fn push_bounded(q: &mut VecDeque<Message>, msg: Message, bound: usize) -> Vec<Me
     dropped
 }
 
-/// AMQP counters since startup.
-#[derive(Debug, Default)]
-pub struct AmqpStats {
-    /// Events handed to the notifier.
-    pub queued: AtomicU64,
-    /// Messages published (a message published again counts again).
-    pub published: AtomicU64,
-    /// Events confirmed by the broker: delivered.
-    pub confirmed: AtomicU64,
-    /// Messages the broker nacked (published again).
-    pub nacked: AtomicU64,
-    /// Events dropped: the queue was full, or left at the end of the grace period.
-    pub dropped: AtomicU64,
-    /// Connections opened.
-    pub connects: AtomicU64,
-    /// Connect attempts that failed and connections lost.
-    pub connection_failures: AtomicU64,
-}
-
 /// What the hook workers and the publisher share.
 struct Shared {
     config: AmqpConfig,
@@ -387,8 +368,6 @@ struct Shared {
     wake: Condvar,
     /// Events taken by the publisher and not yet confirmed.
     in_flight: AtomicUsize,
-    connected: AtomicBool,
-    stats: AmqpStats,
     /// The `origin` header of Celery messages: `tusring@<host>`.
     origin: String,
 }
@@ -440,8 +419,6 @@ impl Amqp {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             in_flight: AtomicUsize::new(0),
-            connected: AtomicBool::new(false),
-            stats: AmqpStats::default(),
             origin: format!("tusring@{host}"),
         });
         let worker = shared.clone();
@@ -491,9 +468,7 @@ impl Amqp {
             dropped
         };
         self.shared.wake.notify_one();
-        self.shared.stats.queued.fetch_add(1, Ordering::Relaxed);
         for old in dropped {
-            self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::AMQP_DROPPED.fetch_add(1, Ordering::Relaxed);
             crate::error!(
                 "hook {} {}: AMQP: dropped: {} events wait for the broker \
@@ -508,11 +483,6 @@ impl Amqp {
     /// Events queued or in flight (not yet confirmed).
     pub fn backlog(&self) -> usize {
         self.shared.backlog()
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> &AmqpStats {
-        &self.shared.stats
     }
 
     /// Publishes what is queued, then stops the publisher; gives up at `deadline`,
@@ -535,10 +505,6 @@ impl Amqp {
             let _ = thread.join();
         }
         if left > 0 {
-            self.shared
-                .stats
-                .dropped
-                .fetch_add(left as u64, Ordering::Relaxed);
             metrics::AMQP_DROPPED.fetch_add(left as u64, Ordering::Relaxed);
             crate::warn!(
                 "hooks: the grace period ended with {left} AMQP event(s) not confirmed by \
@@ -626,10 +592,6 @@ impl Publisher {
                 }
                 if let Err(e) = self.connect() {
                     self.failures = self.failures.saturating_add(1);
-                    self.shared
-                        .stats
-                        .connection_failures
-                        .fetch_add(1, Ordering::Relaxed);
                     let pause = backoff(self.failures);
                     if self.failures == 1 {
                         crate::warn!(
@@ -770,9 +732,7 @@ impl Publisher {
             smoother: ConfirmSmoother::new(),
             connection,
         });
-        self.shared.connected.store(true, Ordering::Relaxed);
         metrics::AMQP_CONNECTED.store(1, Ordering::Relaxed);
-        self.shared.stats.connects.fetch_add(1, Ordering::Relaxed);
         metrics::AMQP_CONNECTS.fetch_add(1, Ordering::Relaxed);
         self.last_active = Instant::now();
         self.idle_closed = false;
@@ -802,19 +762,13 @@ impl Publisher {
             let _ = channel.close();
             let _ = connection.close();
         }
-        self.shared.connected.store(false, Ordering::Relaxed);
         metrics::AMQP_CONNECTED.store(0, Ordering::Relaxed);
     }
 
     /// Drops a broken connection; its events were already put back.
     fn lost(&mut self, why: &str) {
         self.link = None; // dropping closes what can still be closed
-        self.shared.connected.store(false, Ordering::Relaxed);
         metrics::AMQP_CONNECTED.store(0, Ordering::Relaxed);
-        self.shared
-            .stats
-            .connection_failures
-            .fetch_add(1, Ordering::Relaxed);
         self.failures = self.failures.saturating_add(1);
         if self.failures == 1 {
             crate::warn!(
@@ -843,16 +797,19 @@ impl Publisher {
         let confirmed = acked.len() as u64;
         let config_bound = self.config().queue_size;
         {
+            let mut again = vec![false; batch.len()];
+            for &i in &retry {
+                again[i] = true;
+            }
             let mut q = self.shared.lock();
-            for (i, msg) in batch.into_iter().enumerate().rev() {
-                if retry.contains(&i) {
+            for (msg, again) in batch.into_iter().zip(again).rev() {
+                if again {
                     q.waiting.push_front(msg);
                 }
             }
             // Put-back events may exceed the bound only until the oldest are trimmed.
             while q.waiting.len() > config_bound.max(1) {
                 if let Some(old) = q.waiting.pop_front() {
-                    self.shared.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     metrics::AMQP_DROPPED.fetch_add(1, Ordering::Relaxed);
                     crate::error!(
                         "hook {} {}: AMQP: dropped: the queue is full (--hooks-amqp-queue-size)",
@@ -864,10 +821,6 @@ impl Publisher {
             self.shared.in_flight.store(0, Ordering::Relaxed);
             self.shared.publish_gauges(q.waiting.len());
         }
-        self.shared
-            .stats
-            .confirmed
-            .fetch_add(confirmed, Ordering::Relaxed);
         metrics::AMQP_CONFIRMED.fetch_add(confirmed, Ordering::Relaxed);
         if confirmed > 0 {
             self.last_active = Instant::now();
@@ -917,10 +870,6 @@ impl Publisher {
                 }
             }
         }
-        self.shared
-            .stats
-            .published
-            .fetch_add(published as u64, Ordering::Relaxed);
         metrics::AMQP_PUBLISHED.fetch_add(published as u64, Ordering::Relaxed);
         // Confirms arrive in order after the smoother: the n-th is for batch[n].
         let mut acked = Vec::with_capacity(published);
@@ -953,7 +902,6 @@ impl Publisher {
                         match c {
                             Confirm::Ack(_) => acked.push(resolved),
                             Confirm::Nack(_) => {
-                                self.shared.stats.nacked.fetch_add(1, Ordering::Relaxed);
                                 crate::warn!(
                                     "hook {} {}: AMQP: the broker nacked the message; \
                                      publishing it again",

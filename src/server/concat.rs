@@ -105,10 +105,7 @@ pub fn rebuild_index(info_dir: &std::path::Path, data_dir: &std::path::Path, tem
         let Ok(info) = UploadInfo::from_json(&bytes) else {
             continue;
         };
-        let path = match &info.path {
-            Some(p) => PathBuf::from(p),
-            None => layout::data_path(data_dir, template, info.created_at, &info.id),
-        };
+        let path = layout::upload_data_path(&info, data_dir, template);
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if !info.is_final || info.length.is_none_or(|l| size >= l) {
             continue;
@@ -310,12 +307,7 @@ pub async fn create_final(
     }
     let loc = location(ctx, &cfg.url, &info.id);
     if plan.ready {
-        let dest = layout::data_path(
-            &store.data_dir,
-            &store.dir_structure,
-            info.created_at,
-            &info.id,
-        );
+        let dest = store.data_path_for(&info);
         assemble(part_files(&parts), dest.clone(), store.force_fsync).await?;
         info.path = Some(dest.to_string_lossy().into_owned());
         info.offset = plan.length;

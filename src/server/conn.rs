@@ -235,9 +235,10 @@ impl Conn {
     }
 
     /// Streams `fb.len` bytes of a file from `fb.start` to the socket (the head is
-    /// sent), through one pooled body buffer: read, then write, until done. Each write
-    /// has the body timeout; a client that stops reading has its socket shut down.
-    /// An error means the body is cut short and the connection must close.
+    /// sent): spliced (`splice_file`) when the core splices, else, or when the file
+    /// cannot be spliced, through one pooled body buffer (`send_file_buffered`). A
+    /// client that stops reading has its socket shut down at the body timeout. An error
+    /// means the body is cut short and the connection must close.
     async fn send_file(&mut self, fb: &handler::FileBody) -> io::Result<()> {
         if self.core.splice_enabled() {
             match self.splice_file(fb).await {
@@ -743,15 +744,6 @@ impl<'a> BodyIo<'a> {
             return Spliced::fallback(pos);
         };
         let mut remaining = remaining;
-        if self.pipe.is_none() {
-            match Pipe::new(self.pipe_size) {
-                Ok(p) => *self.pipe = Some(p),
-                Err(e) => {
-                    crate::debug!("no pipe for splicing ({e}); buffered path");
-                    return Spliced::fallback(pos);
-                }
-            }
-        }
         // Body bytes that arrived with the head.
         if !self.inbuf.is_empty() {
             let n = (self.inbuf.len() as u64).min(remaining) as usize;
@@ -774,6 +766,17 @@ impl<'a> BodyIo<'a> {
         if let Err(e) = self.send_continue().await {
             self.end = Some(BodyEnd::Failed(e));
             return Spliced::done(pos);
+        }
+        // The pipe is made only now, when the socket has body bytes to give: a body that
+        // came whole with its head never needs one.
+        if self.pipe.is_none() {
+            match Pipe::new(self.pipe_size) {
+                Ok(p) => *self.pipe = Some(p),
+                Err(e) => {
+                    crate::debug!("no pipe for splicing ({e}); buffered path");
+                    return Spliced::fallback(pos);
+                }
+            }
         }
         let Some(pipe) = self.pipe.as_ref() else {
             return Spliced::fallback(pos);
@@ -976,10 +979,18 @@ async fn drain_pipe(pipe: &Pipe, file: &File, fd: RawFd, pos: &mut u64, n: u32) 
                     return Err(e);
                 }
                 let len = rescued.len();
+                if len == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the pipe held fewer bytes than were spliced into it",
+                    ));
+                }
                 let (res, _) = crate::storage::files::write_data(file, rescued, 0..len, *pos).await;
                 res?;
-                *pos += u64::from(left);
-                left = 0;
+                // What was read and written, not what was asked for: the rest, if the read
+                // came short, is still in the pipe for the next turn of the loop.
+                *pos += len as u64;
+                left -= len as u32;
             }
         }
     }

@@ -194,7 +194,7 @@ impl Core {
         self.conns.borrow().len()
     }
 
-    /// Takes a body buffer (capacity `BODY_BUF_BYTES`, empty) from the pool.
+    /// Takes a body buffer (capacity `buf_bytes()`, empty) from the pool.
     pub fn take_buffer(&self) -> Vec<u8> {
         self.buffers
             .borrow_mut()

@@ -18,7 +18,7 @@ use crate::storage::info::UploadInfo;
 use crate::storage::layout::{self, parse_upload_id};
 use crate::storage::locks::UploadLock;
 use crate::tus::expiry::{expiry, Expiry};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -142,13 +142,6 @@ fn read_record(path: &Path) -> Option<UploadInfo> {
     UploadInfo::from_json(&std::fs::read(path).ok()?).ok()
 }
 
-fn data_path(info: &UploadInfo, data_dir: &Path, template: &str) -> PathBuf {
-    match &info.path {
-        Some(p) => PathBuf::from(p),
-        None => layout::data_path(data_dir, template, info.created_at, &info.id),
-    }
-}
-
 /// Where the sweep looks.
 struct Dirs<'a> {
     info: &'a Path,
@@ -158,7 +151,7 @@ struct Dirs<'a> {
 
 /// Whether the upload recorded in `info` has expired now.
 fn expired(info: &UploadInfo, dirs: &Dirs<'_>, lifetime: u64) -> bool {
-    let Some(data) = stat(&data_path(info, dirs.data, dirs.template)) else {
+    let Some(data) = stat(&layout::upload_data_path(info, dirs.data, dirs.template)) else {
         return false; // no data file: not ours to judge (the request path answers 404)
     };
     let finished = info.length.is_some_and(|l| data.size >= l);
@@ -232,7 +225,7 @@ pub fn sweep_once(
             crate::warn!("expiration: cannot remove {}: {e}", info_path.display());
             continue;
         }
-        let data = data_path(&info, data_dir, template);
+        let data = layout::upload_data_path(&info, data_dir, template);
         if let Err(e) = std::fs::remove_file(&data) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 crate::warn!("expiration: cannot remove {}: {e}", data.display());

@@ -1092,8 +1092,9 @@ async fn copy_staged(
     while !cur.is_empty() {
         let n = cur.len() as u64;
         spare.clear();
+        let len = cur.len();
         let ((wres, written), (rres, next)) = tokio::join!(
-            file.write_all_at(cur, start + copied),
+            crate::storage::files::write_data(file, cur, 0..len, start + copied),
             read(spare, copied + n)
         );
         spare = written;

@@ -109,7 +109,14 @@ fn assemble_into(
     if total > 0 {
         // Best effort: find a full disk before copying, as creation does.
         // SAFETY: `out` is an open file descriptor for the call's duration.
-        let r = unsafe { libc::fallocate(out.as_raw_fd(), 0x01, 0, total as libc::off_t) };
+        let r = unsafe {
+            libc::fallocate(
+                out.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                total as libc::off_t,
+            )
+        };
         if r != 0 {
             let e = io::Error::last_os_error();
             if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {

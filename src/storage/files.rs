@@ -28,7 +28,7 @@ use uuid::Uuid;
 pub const MAX_INFO_BYTES: u64 = 1024 * 1024;
 
 /// `fallocate` flag: reserve blocks without changing the file size.
-const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+const FALLOC_FL_KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
 
 /// Writes `buf[range]` into a data file at `pos`: all of it, or an error (after which
 /// the file's size says how much was stored). Every body write goes through here (the
@@ -133,15 +133,7 @@ impl FileStore {
             crate::error!("info record {} names another id", info_path.display());
             return Err(Error::CorruptInfo);
         }
-        let data_path = match &info.path {
-            Some(p) => PathBuf::from(p),
-            None => layout::data_path(
-                &self.data_dir,
-                &self.dir_structure,
-                info.created_at,
-                &id_str,
-            ),
-        };
+        let data_path = self.data_path_for(&info);
         Ok(Upload {
             info,
             data_path,
@@ -198,13 +190,13 @@ impl FileStore {
 
     /// Sets `info.path` to where the data file of a new upload goes.
     pub fn set_data_path(&self, info: &mut UploadInfo) {
-        let path = layout::data_path(
-            &self.data_dir,
-            &self.dir_structure,
-            info.created_at,
-            &info.id,
-        );
-        info.path = Some(path.to_string_lossy().into_owned());
+        info.path = Some(self.data_path_for(info).to_string_lossy().into_owned());
+    }
+
+    /// The data file of `info`'s upload: its record's `path`, or (a new upload) where
+    /// `--dir-structure` puts it under the data directory.
+    pub fn data_path_for(&self, info: &UploadInfo) -> PathBuf {
+        layout::upload_data_path(info, &self.data_dir, &self.dir_structure)
     }
 
     /// Removes the info record (and its temporary file) of an upload that could not be
@@ -222,12 +214,7 @@ impl FileStore {
         info: &mut UploadInfo,
         preallocate: bool,
     ) -> Result<(File, PathBuf), Error> {
-        let path = layout::data_path(
-            &self.data_dir,
-            &self.dir_structure,
-            info.created_at,
-            &info.id,
-        );
+        let path = self.data_path_for(info);
         let file = match create_exclusive(&path).await {
             Ok(f) => f,
             Err(e) if is_not_found(&e) => {

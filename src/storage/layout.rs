@@ -126,6 +126,20 @@ pub fn data_path(data_dir: &Path, template: &str, created_at: i64, id: &str) -> 
     path
 }
 
+/// The data file of the upload `info` describes: the record's `path` when it has one (a
+/// record written by rustus or an earlier tusring says where the file is), else where
+/// [`data_path`] puts it.
+pub fn upload_data_path(
+    info: &crate::storage::info::UploadInfo,
+    data_dir: &Path,
+    template: &str,
+) -> PathBuf {
+    match &info.path {
+        Some(p) => PathBuf::from(p),
+        None => data_path(data_dir, template, info.created_at, &info.id),
+    }
+}
+
 /// `info_dir/<id>.info` (one flat directory, whatever the template says).
 pub fn info_path(info_dir: &Path, id: &str) -> PathBuf {
     info_dir.join(format!("{id}.info"))
