@@ -2,6 +2,7 @@
 
 use crate::http::body::BodyError;
 use crate::http::head::HeadError;
+use crate::storage::StoreError;
 use crate::tus::checksum::ChecksumError;
 use std::io;
 
@@ -72,6 +73,9 @@ pub enum Error {
     },
     /// 500: an info record on disk could not be parsed.
     CorruptInfo,
+    /// 503 with `Retry-After`: the storage cannot answer now (a remote store that is
+    /// down or slow); nothing was changed and the client may retry.
+    StorageUnavailable(&'static str),
     /// A pre-hook refused the request or could not be asked; see [`HookError`].
     Hook(HookError),
     /// 400: `Upload-Checksum` (header or trailer) malformed, of an unknown algorithm,
@@ -184,7 +188,7 @@ impl Error {
             Error::UnsupportedMediaType => 415,
             Error::Locked => 423,
             Error::TakenOver => 400,
-            Error::Unavailable(_) => 503,
+            Error::Unavailable(_) | Error::StorageUnavailable(_) => 503,
             Error::InsufficientStorage => 507,
             Error::Storage { .. } | Error::CorruptInfo => 500,
             Error::Hook(h) => h.status(),
@@ -197,9 +201,10 @@ impl Error {
     /// Whose fault it is.
     pub fn source(&self) -> Source {
         match self {
-            Error::Storage { .. } | Error::CorruptInfo | Error::InsufficientStorage => {
-                Source::Storage
-            }
+            Error::Storage { .. }
+            | Error::CorruptInfo
+            | Error::InsufficientStorage
+            | Error::StorageUnavailable(_) => Source::Storage,
             Error::Unavailable(_) => Source::Internal,
             Error::Hook(h) if !h.is_verdict() => Source::Internal,
             _ => Source::Client,
@@ -212,7 +217,7 @@ impl Error {
             Error::Head(e) => e.reason().to_string(),
             Error::Body(e) => e.reason().to_string(),
             Error::BadRequest(m) | Error::Forbidden(m) | Error::TooLarge(m) => m.to_string(),
-            Error::Unavailable(m) => m.to_string(),
+            Error::Unavailable(m) | Error::StorageUnavailable(m) => m.to_string(),
             Error::BadRequestOwned(m) => m.clone(),
             Error::NotFound => String::new(),
             Error::Gone => "The upload expired".to_string(),
@@ -240,6 +245,18 @@ impl Error {
                 "The request body does not match Upload-Checksum; nothing of it was stored"
                     .to_string()
             }
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Error::NotFound,
+            StoreError::Corrupt => Error::CorruptInfo,
+            StoreError::TooLarge(m) => Error::TooLarge(m),
+            StoreError::Io { what, err } => Error::storage(what, err),
+            StoreError::Unavailable(m) => Error::StorageUnavailable(m),
         }
     }
 }

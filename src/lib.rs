@@ -7,10 +7,13 @@
 //!   decoder (memchr) and response encoding. Fed bytes, returns decisions.
 //! * [`tus`]: the tus protocol as pure functions: header values, metadata, routes and
 //!   the rules of each method.
-//! * [`storage`]: the on-disk layout (rustus's `.info` records and data paths), the
-//!   process-wide upload locks and the io_uring file operations.
+//! * [`net`]: socket I/O shared by the server and the stores: reads and writes with
+//!   deadlines, io_uring splice and poll, a request body as a source, a download's sink.
+//! * [`storage`]: the interfaces uploads are kept behind (info records, data, locks) and
+//!   their implementations: rustus's files through io_uring, the process-wide lock table.
 //! * [`server`]: the I/O shell: one tokio-uring runtime per core, each with its own
-//!   `SO_REUSEPORT` listener, driving connections through the pure layers.
+//!   `SO_REUSEPORT` listener, driving connections through the pure layers; a request
+//!   goes connection → request handling → body ingest → storage.
 //! * [`config`]: rustus's flags and `RUSTUS_*` variables, parsed and validated.
 //! * [`hooks`]: rustus's hooks (file, directory, HTTP, AMQP) on a pool of blocking worker
 //!   threads, fed by bounded channels; core threads only enqueue and await verdicts. AMQP
@@ -27,6 +30,7 @@ pub mod http;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod net;
 pub mod server;
 pub mod storage;
 pub mod time;

@@ -96,8 +96,29 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-/// The interim answer to `Expect: 100-continue`.
-pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Encodes an informational (1xx) answer into `out` (cleared first): status line and
+/// header fields only, since a 1xx answer has no body, no `Content-Length` and no `Date`
+/// (RFC 9110 §15.2). `100 Continue` answers `Expect: 100-continue`.
+pub fn encode_interim(resp: &Response, out: &mut Vec<u8>) {
+    debug_assert!((100..200).contains(&resp.status), "{}", resp.status);
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(resp.status));
+    out.push(b' ');
+    out.extend_from_slice(reason(resp.status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    push_headers(resp, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_headers(resp: &Response, out: &mut Vec<u8>) {
+    for (name, value) in &resp.headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
 
 /// Encodes `resp` into `out` (cleared first). `head_only` leaves the body out (HEAD
 /// requests); `close` adds `Connection: close`. `date` is the IMF-fixdate to send.
@@ -108,12 +129,7 @@ pub fn encode(resp: &Response, head_only: bool, close: bool, date: &[u8], out: &
     out.push(b' ');
     out.extend_from_slice(reason(resp.status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &resp.headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    push_headers(resp, out);
     // RFC 9110 §8.6: no Content-Length in 1xx and 204 answers. HEAD answers leave it out
     // as well: they describe no representation here.
     if resp.status != 204 && resp.status >= 200 && !head_only {
@@ -183,6 +199,20 @@ mod tests {
         assert_eq!(
             out,
             b"HTTP/1.1 206 Partial Content\r\nContent-Length: 12\r\nDate: D\r\n\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn interim_answers_have_no_length_and_no_date() {
+        let mut out = b"junk".to_vec();
+        encode_interim(&Response::new(100), &mut out);
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec());
+        let mut r = Response::new(103);
+        r.header("Link", "</a>; rel=preload");
+        encode_interim(&r, &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 103 Unknown\r\nLink: </a>; rel=preload\r\n\r\n".to_vec()
         );
     }
 

@@ -5,69 +5,27 @@
 //! thread, see [`crate::storage::assemble`]) and answered 201 with
 //! `Upload-Offset = Upload-Length`. With `concatenation-unfinished`, a final naming
 //! unfinished parts is created empty (offset 0, no `Upload-Offset` on HEAD) and put in
-//! the process-wide [`PENDING`] index; the PATCH that completes one of its parts looks
-//! it up there and starts the assembly in a task of its core, after its own answer is
-//! decided, so the PATCH is not held up by the copy.
+//! the index of waiting finals ([`super::finals::WaitingFinals`]); the PATCH that
+//! completes one of its parts looks it up there and starts the assembly in a task of its
+//! core, after its own answer is decided, so the PATCH is not held up by the copy.
 
 use super::core::Core;
-use super::handler::{location, origin, Reply, RequestCtx};
+use super::finals::WaitingFinals;
+use super::reply::Reply;
+use super::request::{location, origin, RequestCtx};
 use crate::error::Error;
 use crate::hooks::{Event, Origin};
 use crate::http::response::Response;
 use crate::metrics;
-use crate::storage::assemble::{assemble_blocking, AssembleError, PartFile};
-use crate::storage::files::Upload;
 use crate::storage::info::UploadInfo;
-use crate::storage::layout::{self, new_upload_id, parse_upload_id};
-use crate::storage::locks::UploadLock;
+use crate::storage::layout::{new_upload_id, parse_upload_id};
+use crate::storage::{StoreError, Stores, Upload};
 use crate::tus::concat::{final_header, plan_final, PartState, PartsError};
 use crate::tus::expiry::Expiry;
 use crate::tus::metadata::Metadata;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Mutex;
 use uuid::Uuid;
-
-/// Finals created before all their parts were complete and not yet assembled: final ID
-/// → its part IDs. Invariant: a final is in the map from the moment its info record is
-/// written until its assembly has written the complete record or it is deleted or
-/// swept. The map is per process and is not persisted: after a restart a waiting final
-/// is found again by the next HEAD or GET of it ([`recover`]). Lookups by part scan the
-/// map (O(pending finals)), which stays small: finals are only waiting while their
-/// parts upload.
-static PENDING: Mutex<BTreeMap<u128, Vec<u128>>> = Mutex::new(BTreeMap::new());
-
-fn pending() -> std::sync::MutexGuard<'static, BTreeMap<u128, Vec<u128>>> {
-    PENDING.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn register(final_id: Uuid, parts: &[Uuid]) {
-    let parts = parts.iter().map(|p| p.as_u128()).collect();
-    pending().insert(final_id.as_u128(), parts);
-}
-
-/// Takes a final out of the waiting index (assembled, deleted or swept).
-pub fn forget(final_id: &Uuid) {
-    pending().remove(&final_id.as_u128());
-}
-
-/// Whether a waiting final names this upload as a part (such a part is not deleted by
-/// DELETE or `--remove-parts`).
-pub fn part_in_use(part: &Uuid) -> bool {
-    let p = part.as_u128();
-    pending().values().any(|parts| parts.contains(&p))
-}
-
-/// The waiting finals that name `part`.
-fn waiting_on(part: &Uuid) -> Vec<Uuid> {
-    let p = part.as_u128();
-    pending()
-        .iter()
-        .filter(|(_, parts)| parts.contains(&p))
-        .map(|(f, _)| Uuid::from_u128(*f))
-        .collect()
-}
 
 /// The part IDs recorded in a final's info record.
 fn recorded_parts(info: &UploadInfo) -> Result<Vec<Uuid>, Error> {
@@ -83,36 +41,45 @@ fn recorded_parts(info: &UploadInfo) -> Result<Vec<Uuid>, Error> {
 }
 
 /// Startup, on a helper thread (`concatenation-unfinished` only): finds the finals left
-/// waiting by the previous run (records with `"is_final":true` whose data file is shorter
-/// than their length) and puts them back in the index, so the PATCH completing their last
-/// part assembles them. Reads every info record once; a final whose last part completes
-/// before the scan reaches it is assembled by the next HEAD of it ([`recover`]).
-pub fn rebuild_index(info_dir: &std::path::Path, data_dir: &std::path::Path, template: &str) {
-    let Ok(entries) = std::fs::read_dir(info_dir) else {
-        return;
+/// waiting by the previous run (records with `is_final` whose data is shorter than their
+/// length) and puts them back in the index, so the PATCH completing their last part
+/// assembles them. Reads every record once, with the stores' one reader; a final whose
+/// last part completes before the scan reaches it is assembled by the next HEAD of it
+/// ([`recover`]). `stop` ends the scan early (shutdown).
+pub async fn rebuild_index(stores: &Stores, finals: &WaitingFinals, stop: &dyn Fn() -> bool) {
+    let mut scan = match stores.info.scan() {
+        Ok(scan) => scan,
+        Err(e) => {
+            crate::warn!(
+                "cannot scan for waiting final uploads: {}",
+                Error::from(e).message()
+            );
+            return;
+        }
     };
     let mut found = 0usize;
-    for entry in entries.flatten() {
-        let Some(id) = crate::storage::layout::id_of_info_file(&entry.file_name()) else {
+    while let Some(batch) = scan.next_batch().await {
+        let Ok(ids) = batch else {
             continue;
         };
-        let Ok(bytes) = std::fs::read(entry.path()) else {
-            continue;
-        };
-        if !bytes.windows(15).any(|w| w == b"\"is_final\":true") {
-            continue;
-        }
-        let Ok(info) = UploadInfo::from_json(&bytes) else {
-            continue;
-        };
-        let path = layout::upload_data_path(&info, data_dir, template);
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if !info.is_final || info.length.is_none_or(|l| size >= l) {
-            continue;
-        }
-        if let Ok(parts) = recorded_parts(&info) {
-            register(id, &parts);
-            found += 1;
+        for id in ids {
+            if stop() {
+                return;
+            }
+            let Ok(info) = stores.info.get(&id).await else {
+                continue;
+            };
+            if !info.is_final {
+                continue;
+            }
+            let size = stores.data.stat(&info).await.map(|s| s.size).unwrap_or(0);
+            if info.length.is_none_or(|l| size >= l) {
+                continue;
+            }
+            if let Ok(parts) = recorded_parts(&info) {
+                finals.register(id, &parts);
+                found += 1;
+            }
         }
     }
     if found > 0 {
@@ -148,10 +115,11 @@ pub fn recover(core: &Rc<Core>, upload: &Upload, from: Origin) {
     let Some(id) = parse_upload_id(&info.id) else {
         return;
     };
-    if pending().contains_key(&id.as_u128()) {
+    let finals = &core.shared.finals;
+    if finals.contains(&id) {
         return; // known: its last part's PATCH will assemble it
     }
-    register(id, &parts);
+    finals.register(id, &parts);
     let core = core.clone();
     tokio_uring::spawn(async move {
         if let Err(e) = try_assemble(&core, id, from).await {
@@ -163,7 +131,7 @@ pub fn recover(core: &Rc<Core>, upload: &Upload, from: Origin) {
 /// A PATCH completed `part`: assemble, in tasks of this core, every waiting final whose
 /// parts are now all complete.
 pub fn part_finished(core: &Rc<Core>, part: &Uuid, from: &Origin) {
-    for id in waiting_on(part) {
+    for id in core.shared.finals.waiting_on(part) {
         let core = core.clone();
         let from = from.clone();
         tokio_uring::spawn(async move {
@@ -182,7 +150,7 @@ async fn load_parts(core: &Rc<Core>, ids: &[Uuid]) -> Result<Vec<Upload>, Error>
         if loaded.contains_key(&id.as_u128()) {
             continue;
         }
-        let upload = core.shared.store.load(id).await?;
+        let upload = core.stores.load(id).await?;
         if super::expire::state(&core.shared.config, &upload) == Expiry::Expired {
             return Err(Error::Gone);
         }
@@ -199,49 +167,6 @@ fn part_state(u: &Upload) -> PartState {
         is_partial: u.info.is_partial,
         length: u.info.length,
         offset: u.offset(),
-    }
-}
-
-fn part_files(parts: &[Upload]) -> Vec<PartFile> {
-    parts
-        .iter()
-        .map(|p| PartFile {
-            path: p.data_path.clone(),
-            len: p.info.length.unwrap_or(0),
-        })
-        .collect()
-}
-
-/// Copies the parts into `dest` on a helper thread; the core awaits the result.
-async fn assemble(files: Vec<PartFile>, dest: PathBuf, fsync: bool) -> Result<(), Error> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let shown = dest.clone();
-    std::thread::Builder::new()
-        .name("tusring-assemble".into())
-        .spawn(move || {
-            let _ = tx.send(assemble_blocking(&files, &dest, fsync));
-        })
-        .map_err(|e| Error::storage("start the assembly thread", e))?;
-    match rx.await {
-        Ok(Ok(copied)) => {
-            crate::debug!(
-                "assembled {}: {} bytes copied in the kernel, {} through user space",
-                shown.display(),
-                copied.in_kernel,
-                copied.fallback
-            );
-            Ok(())
-        }
-        Ok(Err(AssembleError::PartMissing(_))) => Err(Error::NotFound),
-        Ok(Err(AssembleError::PartShort(i))) => Err(Error::storage(
-            "copy part data",
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("part {i} is shorter than its length"),
-            ),
-        )),
-        Ok(Err(AssembleError::Io(what, e))) => Err(Error::storage(what, e)),
-        Err(_) => Err(Error::Unavailable("The assembly thread ended early")),
     }
 }
 
@@ -277,7 +202,7 @@ pub async fn create_final(
     has_body: bool,
 ) -> Result<Reply, Error> {
     let cfg = &core.shared.config;
-    let store = &core.shared.store;
+    let stores = &core.stores;
     if has_body {
         return Err(Error::Forbidden("A final upload cannot carry data"));
     }
@@ -291,7 +216,7 @@ pub async fn create_final(
     .map_err(|e| parts_error(e, &ids))?;
 
     let id = new_upload_id();
-    let lock = UploadLock::try_acquire(id).ok_or(Error::Locked)?;
+    let lock = stores.locker.try_lock(id).await?.ok_or(Error::Locked)?;
     let mut info = UploadInfo::new(
         id.to_string(),
         Some(plan.length),
@@ -307,13 +232,12 @@ pub async fn create_final(
     }
     let loc = location(ctx, &cfg.url, &info.id);
     if plan.ready {
-        let dest = store.data_path_for(&info);
-        assemble(part_files(&parts), dest.clone(), store.force_fsync).await?;
-        info.path = Some(dest.to_string_lossy().into_owned());
+        let parts: Vec<UploadInfo> = parts.into_iter().map(|p| p.info).collect();
+        stores.data.concat(&parts, &mut info).await?;
         info.offset = plan.length;
-        if let Err(e) = store.write_info(&info).await {
-            let _ = tokio_uring::fs::remove_file(&dest).await;
-            return Err(e);
+        if let Err(e) = stores.info.put(&info).await {
+            let _ = stores.data.remove(&info).await;
+            return Err(e.into());
         }
         metrics::upload_created(info.length, true);
         drop(lock);
@@ -331,14 +255,13 @@ pub async fn create_final(
         resp.header("Upload-Offset", plan.length.to_string());
         return Ok(Reply::new(resp));
     }
-    // concatenation-unfinished: an empty data file (offset 0) until the assembly.
-    let (file, path) = store.create_data(&mut info, false).await?;
-    let _ = file.close().await;
-    if let Err(e) = store.write_info(&info).await {
-        let _ = tokio_uring::fs::remove_file(&path).await;
-        return Err(e);
+    // concatenation-unfinished: empty data (offset 0) until the assembly.
+    drop(stores.data.create(&mut info, false).await?);
+    if let Err(e) = stores.info.put(&info).await {
+        let _ = stores.data.remove(&info).await;
+        return Err(e.into());
     }
-    register(id, &ids);
+    core.shared.finals.register(id, &ids);
     metrics::upload_created(info.length, false);
     if hooks.wants(Event::PostCreate) {
         hooks
@@ -366,8 +289,10 @@ const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 /// complete afterwards.
 async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, Error> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let stores = &core.stores;
+    let finals = &core.shared.finals;
     let _lock = loop {
-        if let Some(lock) = UploadLock::try_acquire(id) {
+        if let Some(lock) = stores.locker.try_lock(id).await? {
             break lock;
         }
         if std::time::Instant::now() >= deadline {
@@ -375,20 +300,19 @@ async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, E
         }
         tokio::time::sleep(LOCK_RETRY).await;
     };
-    let store = &core.shared.store;
-    let mut upload = match store.load(&id).await {
+    let mut upload = match stores.load(&id).await {
         Ok(u) => u,
-        Err(Error::NotFound) => {
-            forget(&id);
+        Err(StoreError::NotFound) => {
+            finals.forget(&id);
             return Ok(false);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     if !upload.info.is_final {
         return Ok(false);
     }
     if upload.info.is_complete() {
-        forget(&id);
+        finals.forget(&id);
         return Ok(true);
     }
     let ids = recorded_parts(&upload.info)?;
@@ -410,15 +334,11 @@ async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, E
         );
         return Err(Error::CorruptInfo);
     }
-    assemble(
-        part_files(&parts),
-        upload.data_path.clone(),
-        store.force_fsync,
-    )
-    .await?;
+    let parts: Vec<UploadInfo> = parts.into_iter().map(|p| p.info).collect();
+    stores.data.concat(&parts, &mut upload.info).await?;
     upload.info.offset = plan.length;
-    store.write_info(&upload.info).await?;
-    forget(&id);
+    stores.info.put(&upload.info).await?;
+    finals.forget(&id);
     metrics::upload_finished();
     crate::debug!("final upload {id} assembled ({} bytes)", plan.length);
     let cfg = &core.shared.config;
@@ -441,22 +361,25 @@ async fn remove_parts(core: &Rc<Core>, ids: &[Uuid]) {
             continue;
         }
         done.push(*id);
-        if part_in_use(id) {
+        if core.shared.finals.part_in_use(id) {
             crate::debug!("part {id} is kept: a waiting final upload needs it");
             continue;
         }
-        let Some(_lock) = UploadLock::try_acquire(*id) else {
+        let stores = &core.stores;
+        let Ok(Some(_lock)) = stores.locker.try_lock(*id).await else {
             crate::warn!("part {id} is kept: it is in use by another request");
             continue;
         };
-        let store = &core.shared.store;
-        match store.read_info(id).await {
-            Ok(upload) => {
-                if let Err(e) = store.remove(&upload).await {
-                    crate::warn!("part {id} could not be removed: {}", e.message());
+        match stores.info.get(id).await {
+            Ok(info) => {
+                if let Err(e) = stores.remove(id, &info).await {
+                    crate::warn!(
+                        "part {id} could not be removed: {}",
+                        Error::from(e).message()
+                    );
                 }
             }
-            Err(e) => crate::debug!("part {id} is already gone: {}", e.message()),
+            Err(e) => crate::debug!("part {id} is already gone: {}", Error::from(e).message()),
         }
     }
 }

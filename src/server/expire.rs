@@ -1,27 +1,29 @@
 //! The expiration extension: the request-path check (410 for an expired upload until it
 //! is swept), the `Upload-Expires` header, and the background sweep.
 //!
-//! The sweep runs on its own thread (`tusring-expire`), not on a core: listing a
-//! directory has no io_uring operation, and the sweep's few blocking calls per upload
-//! must not stall a core's requests. Every `--expiration-sweep-interval` it reads each
-//! info record, and removes (info first, then data, as DELETE does) each unfinished
-//! upload whose data file was last written more than `--expiration-time` ago, under the
-//! upload's lock so a request never sees half of it. It fires no hook: rustus has no
-//! expiration, so its hook consumers know no event for it, and `post-terminate` would
-//! claim a DELETE that no client sent.
+//! The sweep runs on a helper thread of its own (`tusring-expire`, see
+//! [`super::helper`]), not on a core: listing the records may block, and the sweep must
+//! not stall a core's requests. Every `--expiration-sweep-interval` it scans the records
+//! through the same stores as the cores, and removes (record first, then data, as DELETE
+//! does) each unfinished upload whose data was last written more than
+//! `--expiration-time` ago, under the upload's lock so a request never sees half of it.
+//! It fires no hook: rustus has no expiration, so its hook consumers know no event for
+//! it, and `post-terminate` would claim a DELETE that no client sent.
 
+use super::finals::WaitingFinals;
 use super::Shared;
 use crate::config::Config;
+use crate::error::Error;
 use crate::http::response::Response;
-use crate::storage::files::{Upload, MAX_INFO_BYTES};
 use crate::storage::info::UploadInfo;
-use crate::storage::layout::{self, parse_upload_id};
-use crate::storage::locks::UploadLock;
+use crate::storage::layout::parse_upload_id;
+use crate::storage::Upload;
+use crate::storage::{StoreError, Stores};
 use crate::tus::expiry::{expiry, Expiry};
-use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use uuid::Uuid;
 
 /// The lifetime of an unfinished upload in seconds, when the extension is on.
 pub fn lifetime(cfg: &Config) -> Option<u64> {
@@ -83,24 +85,18 @@ impl Sweeper {
         let lifetime = lifetime(&shared.config)?;
         let interval = shared.config.expiration_sweep_interval;
         let (stop, stopped) = mpsc::channel::<()>();
-        let shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("tusring-expire".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                let store = &shared.store;
-                let n = sweep_once(
-                    &store.info_dir,
-                    &store.data_dir,
-                    &store.dir_structure,
-                    lifetime,
-                    &stopped,
-                );
-                if n > 0 {
-                    crate::info!("expiration: removed {n} expired upload(s)");
+        // The wait between sweeps blocks this thread, which runs nothing else.
+        let thread =
+            super::helper::spawn("tusring-expire", shared, move |stores, shared| async move {
+                loop {
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let n = sweep_once(&stores, &shared.finals, lifetime, &stopped).await;
+                    if n > 0 {
+                        crate::info!("expiration: removed {n} expired upload(s)");
+                    }
                 }
             });
         match thread {
@@ -119,50 +115,27 @@ impl Sweeper {
     }
 }
 
-/// What the sweep needs of one data file.
-struct DataStat {
-    size: u64,
-    modified: i64,
-}
-
-fn stat(path: &Path) -> Option<DataStat> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(DataStat {
-        size: m.len(),
-        modified: m.mtime(),
-    })
-}
-
-fn read_record(path: &Path) -> Option<UploadInfo> {
-    let m = std::fs::metadata(path).ok()?;
-    if m.len() > MAX_INFO_BYTES {
-        return None;
-    }
-    UploadInfo::from_json(&std::fs::read(path).ok()?).ok()
-}
-
-/// Where the sweep looks.
-struct Dirs<'a> {
-    info: &'a Path,
-    data: &'a Path,
-    template: &'a str,
-}
-
-/// Whether the upload recorded in `info` has expired now.
-fn expired(info: &UploadInfo, dirs: &Dirs<'_>, lifetime: u64) -> bool {
-    let Some(data) = stat(&layout::upload_data_path(info, dirs.data, dirs.template)) else {
-        return false; // no data file: not ours to judge (the request path answers 404)
+/// Whether the upload recorded in `info` has expired now. An upload whose data cannot
+/// be looked at is not the sweep's to judge (the request path answers for it).
+async fn expired(stores: &Stores, info: &UploadInfo, lifetime: u64) -> bool {
+    let Ok(data) = stores.data.stat(info).await else {
+        return false;
     };
     let finished = info.length.is_some_and(|l| data.size >= l);
     if info.is_final && !finished {
         // A waiting final expires only once a part is gone (expired or deleted): until
         // then its last part's completion will assemble it.
         let parts = info.parts.as_deref().unwrap_or(&[]);
-        let all_there = parts.iter().all(|p| {
-            parse_upload_id(p).is_some()
-                && std::fs::metadata(layout::info_path(dirs.info, p)).is_ok()
-        });
+        let mut all_there = true;
+        for part in parts {
+            all_there = match parse_upload_id(part) {
+                Some(id) => !matches!(stores.info.get(&id).await, Err(StoreError::NotFound)),
+                None => false,
+            };
+            if !all_there {
+                break;
+            }
+        }
         if all_there {
             return false;
         }
@@ -175,68 +148,77 @@ fn expired(info: &UploadInfo, dirs: &Dirs<'_>, lifetime: u64) -> bool {
     ) == Expiry::Expired
 }
 
-/// One pass over the info directory; returns how many uploads were removed. Stops early
-/// when `stop` is disconnected (shutdown).
-pub fn sweep_once(
-    info_dir: &Path,
-    data_dir: &Path,
-    template: &str,
+/// One pass over the records; returns how many uploads were removed. Stops early when
+/// `stop` is disconnected (shutdown).
+pub async fn sweep_once(
+    stores: &Stores,
+    finals: &WaitingFinals,
     lifetime: u64,
     stop: &mpsc::Receiver<()>,
 ) -> usize {
-    let entries = match std::fs::read_dir(info_dir) {
-        Ok(e) => e,
+    let mut scan = match stores.info.scan() {
+        Ok(scan) => scan,
         Err(e) => {
-            crate::warn!("expiration: cannot list {}: {e}", info_dir.display());
+            crate::warn!(
+                "expiration: cannot list the records: {}",
+                Error::from(e).message()
+            );
             return 0;
         }
     };
-    let dirs = Dirs {
-        info: info_dir,
-        data: data_dir,
-        template,
-    };
+    let stopping = || matches!(stop.try_recv(), Err(TryRecvError::Disconnected) | Ok(()));
     let mut removed = 0;
-    for entry in entries.flatten() {
-        if matches!(stop.try_recv(), Err(TryRecvError::Disconnected) | Ok(())) {
-            break;
-        }
-        let Some(id) = crate::storage::layout::id_of_info_file(&entry.file_name()) else {
+    while let Some(batch) = scan.next_batch().await {
+        let Ok(ids) = batch else {
             continue;
         };
-        let info_path = entry.path();
-        let Some(info) = read_record(&info_path) else {
-            continue;
-        };
-        if info.id != id.to_string() || !expired(&info, &dirs, lifetime) {
-            continue;
-        }
-        // Under the lock, read and judge again: a PATCH may have just written.
-        let Some(_lock) = UploadLock::try_acquire(id) else {
-            continue;
-        };
-        let Some(info) = read_record(&info_path) else {
-            continue;
-        };
-        if !expired(&info, &dirs, lifetime) {
-            continue;
-        }
-        if let Err(e) = std::fs::remove_file(&info_path) {
-            crate::warn!("expiration: cannot remove {}: {e}", info_path.display());
-            continue;
-        }
-        let data = layout::upload_data_path(&info, data_dir, template);
-        if let Err(e) = std::fs::remove_file(&data) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                crate::warn!("expiration: cannot remove {}: {e}", data.display());
+        for id in ids {
+            if stopping() {
+                return removed;
+            }
+            if sweep_one(stores, finals, &id, lifetime).await {
+                removed += 1;
             }
         }
-        if info.is_final {
-            super::concat::forget(&id);
-        }
-        crate::metrics::upload_expired();
-        crate::info!("expiration: upload {id} expired and was removed");
-        removed += 1;
     }
     removed
+}
+
+/// Removes the upload `id` if it has expired; whether it did.
+async fn sweep_one(stores: &Stores, finals: &WaitingFinals, id: &Uuid, lifetime: u64) -> bool {
+    let Ok(info) = stores.info.get(id).await else {
+        return false;
+    };
+    if !expired(stores, &info, lifetime).await {
+        return false;
+    }
+    // Under the lock, read and judge again: a PATCH may have just written.
+    let Ok(Some(_lock)) = stores.locker.try_lock(*id).await else {
+        return false;
+    };
+    let Ok(info) = stores.info.get(id).await else {
+        return false;
+    };
+    if !expired(stores, &info, lifetime).await {
+        return false;
+    }
+    if let Err(e) = stores.info.remove(id).await {
+        crate::warn!(
+            "expiration: cannot remove the record of {id}: {}",
+            Error::from(e).message()
+        );
+        return false;
+    }
+    if let Err(e) = stores.data.remove(&info).await {
+        crate::warn!(
+            "expiration: cannot remove the data of {id}: {}",
+            Error::from(e).message()
+        );
+    }
+    if info.is_final {
+        finals.forget(id);
+    }
+    crate::metrics::upload_expired();
+    crate::info!("expiration: upload {id} expired and was removed");
+    true
 }

@@ -5,19 +5,31 @@
 //! them and a connection stays on the core that accepted it. The main thread binds the
 //! listeners (so port 0 resolves once and every core shares it), waits for every core to
 //! report its ring up, then waits for SIGTERM/SIGINT and drives the shutdown.
+//!
+//! A request goes one way through the modules: [`conn`] (bytes, keep-alive, timeouts)
+//! → [`handler`] (tus decisions; [`concat`] and [`expire`] for those extensions) →
+//! [`ingest`] (a body into the data store) → [`crate::storage`]. The answer comes back
+//! as a [`reply::Reply`]; the connection knows the handler only through
+//! [`handler::handle`], and the handler knows the connection only through the
+//! [`request::RequestCtx`] and the body's source it is given.
 
 pub mod concat;
 pub mod conn;
 pub mod core;
+pub mod core_thread;
 pub mod expire;
+pub mod finals;
 pub mod handler;
+pub mod helper;
+pub mod ingest;
 pub mod listen;
 pub mod notify;
-pub mod splice;
+pub mod reply;
+pub mod request;
 
 use crate::config::Config;
 use crate::hooks::Hooks;
-use crate::storage::files::FileStore;
+use crate::storage::Storage;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -48,19 +60,33 @@ pub enum Phase {
     Force,
 }
 
-/// What every core shares: read-only settings and the storage description.
+/// What every core shares: read-only settings, the storage startup chose, the hooks
+/// and the index of waiting finals.
 #[derive(Debug)]
 pub struct Shared {
     /// The validated configuration.
     pub config: Config,
-    /// Where uploads are stored.
-    pub store: FileStore,
+    /// Where uploads are stored; each core takes its own handles from it.
+    pub storage: Storage,
     /// The `Tus-Extension` value: what is enabled and implemented, in rustus's order.
     pub extensions_header: String,
-    /// Bodies may be spliced socket → pipe → file (zero-copy).
-    pub splice: bool,
     /// The hooks: events go to their worker pool; [`Hooks::wants`] is cheap.
     pub hooks: Hooks,
+    /// The finals waiting for their parts (`concatenation-unfinished`).
+    pub finals: finals::WaitingFinals,
+}
+
+impl Shared {
+    /// The shared state of a daemon with `config`, its storage and its hooks.
+    pub fn new(config: Config, storage: Storage, hooks: Hooks) -> Shared {
+        Shared {
+            extensions_header: extensions_header(&config),
+            config,
+            storage,
+            hooks,
+            finals: finals::WaitingFinals::new(),
+        }
+    }
 }
 
 /// Why the daemon could not start (exit code 1).
@@ -96,24 +122,8 @@ pub fn extensions_header(config: &Config) -> String {
 /// Runs the daemon until a shutdown signal has been handled. Returns once every core
 /// has finished.
 pub fn run(config: Config) -> Result<(), StartError> {
-    let store = FileStore::open(
-        &config.data_dir,
-        &config.info_dir,
-        &config.dir_structure,
-        config.force_fsync,
-    )
-    .map_err(|e| {
-        StartError(format!(
-            "cannot use data directory {} / info directory {}: {e}",
-            config.data_dir.display(),
-            config.info_dir.display()
-        ))
-    })?;
-    // Before READY=1 can be sent: the directories must take a write now, not only at
-    // the first upload (a read-only mount, a sandbox without ReadWritePaths=).
-    store
-        .probe_blocking()
-        .map_err(|e| StartError(format!("write probe failed: {e}")))?;
+    // Checked to take a write now, before READY=1 can be sent.
+    let storage = Storage::open(&config).map_err(StartError)?;
     // Test builds only (`storage::fault`): a fault plan is checked and logged now.
     match crate::storage::fault::announce() {
         Ok(Some(armed)) => crate::warn!("{armed}"),
@@ -142,21 +152,20 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // The hook workers start before the cores (they inherit the blocked signals);
     // missing hook files are logged here, once.
     let hooks = Hooks::start(&config).map_err(StartError)?;
-    let shared = Arc::new(Shared {
-        hooks,
-        extensions_header: extensions_header(&config),
-        splice: !config.disable_splice,
-        config,
-        store,
-    });
+    let shared = Arc::new(Shared::new(config, storage, hooks));
     let sweeper = expire::Sweeper::start(&shared);
+    // Ends a scan still running when the daemon stops (its thread is not waited for).
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if shared.config.extensions.concatenation_unfinished {
-        let store = shared.store.clone();
-        let started = std::thread::Builder::new()
-            .name("tusring-concat-index".into())
-            .spawn(move || {
-                concat::rebuild_index(&store.info_dir, &store.data_dir, &store.dir_structure)
-            });
+        let stop = stopped.clone();
+        let started = helper::spawn(
+            "tusring-concat-index",
+            &shared,
+            |stores, shared| async move {
+                let stop = || stop.load(Ordering::Relaxed);
+                concat::rebuild_index(&stores, &shared.finals, &stop).await
+            },
+        );
         if let Err(e) = started {
             crate::warn!("cannot scan for waiting final uploads: {e}");
         }
@@ -173,7 +182,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         beats.push(beat.clone());
         let handle = std::thread::Builder::new()
             .name(format!("tusring-core-{i}"))
-            .spawn(move || core::run_thread(i, shared, listener, phase, ready, beat))
+            .spawn(move || core_thread::run_thread(i, shared, listener, phase, ready, beat))
             .map_err(|e| StartError(format!("cannot start core thread: {e}")))?;
         threads.push(handle);
     }
@@ -186,13 +195,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
     crate::info!(
-        "tusring {} listening on http://{} with {} core(s), tus at {}/, data in {}, info in {}",
+        "tusring {} listening on http://{} with {} core(s), tus at {}/, {}",
         env!("CARGO_PKG_VERSION"),
         local,
         threads.len(),
         shared.config.url,
-        shared.store.data_dir.display(),
-        shared.store.info_dir.display()
+        shared.storage.describe()
     );
     // Every core's ring is up, every listener bound, the directories took a write.
     let cores = threads.len();
@@ -204,7 +212,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut liveness = Liveness::new(&beats);
 
     let cfg = &shared.config;
-    if shared.splice {
+    if !cfg.disable_splice {
         crate::info!(
             "data path: splice (socket -> pipe -> file, pipes of {} bytes); buffered fallback with 2 x {} byte buffers",
             cfg.pipe_size,
@@ -293,6 +301,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             let _ = t.join();
         }
     }
+    stopped.store(true, Ordering::Relaxed);
     if let Some(sweeper) = sweeper {
         sweeper.stop();
     }

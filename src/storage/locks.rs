@@ -1,4 +1,6 @@
-//! The process-wide upload locks, with takeover: the newest request wins.
+//! The process-local [`Locker`]: a process-wide upload lock table, with takeover: the
+//! newest request wins. It goes with file records (several processes sharing one data
+//! directory are not coordinated, as with rustus).
 //!
 //! Requests for one upload may land on any core, so the lock table is shared by all
 //! cores. A request that changes an upload (PATCH, DELETE, the creation that streams a
@@ -8,15 +10,15 @@
 //! **Takeover.** A client whose connection died without the server noticing comes back
 //! on a new connection while its old request still holds the upload. As tusd and the
 //! IETF resumable-upload draft do, the newer PATCH or DELETE makes the old request stop:
-//! [`UploadLock::acquire`] marks the holder's stop flag and calls `shutdown(SHUT_RD)` on
-//! the holder's socket, which completes the holder's pending receive (a recv, or a poll
-//! and a splice) with end-of-file on whatever core it runs. The holder stores what it
+//! [`UploadLock::acquire`] calls the holder's [`Release::request`], which marks its stop
+//! flag and calls `shutdown(SHUT_RD)` on its socket, completing the holder's pending
+//! receive (a recv, or a poll and a splice) with end-of-file on whatever core it runs. The holder stores what it
 //! received (the cut-short path keeps every byte and writes the info record), answers
 //! (best effort: its connection is cut) and drops the lock. The newcomer polls the table
 //! with short async sleeps, never blocking its core, for up to [`TAKEOVER_WAIT`]; then
 //! it proceeds against the true offset, or gets 423 when the holder did not let go.
 //!
-//! Only a holder that registered its socket can be taken over (a PATCH). A DELETE holds
+//! Only a holder that gave a [`Release`] can be taken over (a PATCH). A DELETE holds
 //! the lock briefly and registers none; a creation registers none either (its ID is only
 //! known to the client after the 201), so a request for those waits for the bound, then
 //! gets 423.
@@ -29,10 +31,11 @@
 //! held only for one map lookup, insert or remove (and, for a takeover, one
 //! `shutdown(2)` call, which does not block), never across an `.await`.
 
+use super::{Acquired, Lock, LockGuard, Locker, StoreError, StoreFuture};
+use crate::net::Release;
 use std::collections::BTreeMap;
-use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -50,17 +53,14 @@ pub const TAKEOVER_POLL: Duration = Duration::from_millis(5);
 struct Entry {
     /// The holder's ticket (see [`TICKETS`]).
     ticket: u64,
-    /// The holder's connection socket, when its request may be taken over.
-    /// Invariant: while the entry is in the table this is the holder's open socket: the
-    /// lock lives inside the request handler, which borrows the connection, so the
-    /// socket is closed only after [`UploadLock`]'s `Drop` removed the entry (under the
-    /// shard mutex). A takeover calls `shutdown(2)` on it under that same mutex, after
-    /// finding the entry present, so it can never hit a recycled descriptor.
-    socket: Option<RawFd>,
-    /// Set when a newer request asked the holder to stop.
-    stop: Arc<AtomicBool>,
-    /// `shutdown(2)` was already called on `socket`.
-    shut: bool,
+    /// How to ask the holder to let go, when its request may be taken over.
+    /// Invariant: while the entry is in the table the release's socket is the holder's
+    /// open socket: the lock lives inside the request handler, which borrows the
+    /// connection, so the socket is closed only after [`UploadLock`]'s `Drop` removed the
+    /// entry (under the shard mutex). A takeover calls [`Release::request`] under that
+    /// same mutex, after finding the entry present, so it can never hit a recycled
+    /// descriptor.
+    release: Option<Release>,
     /// The newest ticket waiting for this upload (0: none); older waiters give up.
     newest_waiter: u64,
 }
@@ -104,7 +104,7 @@ pub enum Contend {
 }
 
 /// The decision for a request with `ticket` that finds the upload held by `holder`
-/// (its ticket, whether it registered a socket, whether its socket was shut down) with
+/// (its ticket, whether it gave a release handle, whether its socket was shut down) with
 /// `newest_waiter` the newest ticket waiting.
 pub fn contend(
     ticket: u64,
@@ -122,22 +122,38 @@ pub fn contend(
     }
 }
 
-/// How [`UploadLock::acquire`] ended.
-#[derive(Debug)]
-pub enum Acquired {
-    /// The lock, and whether an older holder had to be asked to stop first.
-    Lock(UploadLock, bool),
-    /// The upload stayed held (423).
-    Busy,
+/// The process-local locker: a handle on the process-wide table.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessLocks;
+
+impl Locker for ProcessLocks {
+    fn try_lock(&self, id: Uuid) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
+        let got = UploadLock::try_acquire(id).map(|l| Lock::new(Box::new(l)));
+        Box::pin(std::future::ready(Ok(got)))
+    }
+
+    fn lock(
+        &self,
+        id: Uuid,
+        release: Option<Release>,
+    ) -> StoreFuture<'_, Result<Acquired, StoreError>> {
+        Box::pin(async move { Ok(UploadLock::acquire(id, release).await) })
+    }
+
+    fn held(&self) -> usize {
+        held()
+    }
 }
 
 /// Exclusive hold on one upload; released when dropped.
 #[derive(Debug)]
 pub struct UploadLock {
     id: u128,
-    /// Set by a newer request that takes the upload over: stop receiving.
-    stop: Arc<AtomicBool>,
+    /// How a newer request asks this holder to let go (`None`: it cannot be asked).
+    release: Option<Release>,
 }
+
+impl LockGuard for UploadLock {}
 
 impl UploadLock {
     /// Takes the lock on `id` at once, not interruptible, or `None` when another
@@ -148,17 +164,17 @@ impl UploadLock {
     }
 
     /// Takes the lock on `id` for a request that may take it over from an older holder.
-    /// `socket` is this request's connection socket when it may itself be taken over
+    /// `release` is this request's release handle when it may itself be taken over
     /// later (a PATCH), `None` otherwise (a DELETE). Waits, asynchronously, at most
     /// [`TAKEOVER_WAIT`].
-    pub async fn acquire(id: Uuid, socket: Option<RawFd>) -> Acquired {
+    pub async fn acquire(id: Uuid, release: Option<Release>) -> Acquired {
         let id = id.as_u128();
         let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
         let deadline = Instant::now() + TAKEOVER_WAIT;
         let mut asked = false;
         loop {
-            match Self::attempt(id, ticket, socket, true) {
-                Ok(lock) => return Acquired::Lock(lock, asked),
+            match Self::attempt(id, ticket, release.clone(), true) {
+                Ok(lock) => return Acquired::Lock(Lock::new(Box::new(lock)), asked),
                 Err(Contend::GiveUp) => return Acquired::Busy,
                 Err(Contend::TakeOver { .. }) => asked = true,
                 Err(Contend::Wait) => {}
@@ -175,65 +191,49 @@ impl UploadLock {
     fn attempt(
         id: u128,
         ticket: u64,
-        socket: Option<RawFd>,
+        release: Option<Release>,
         take_over: bool,
     ) -> Result<UploadLock, Contend> {
         let mut map = shard(id).lock().unwrap_or_else(|p| p.into_inner());
         match map.get_mut(&id) {
             None => {
-                let stop = Arc::new(AtomicBool::new(false));
                 map.insert(
                     id,
                     Entry {
                         ticket,
-                        socket,
-                        stop: stop.clone(),
-                        shut: false,
+                        release: release.clone(),
                         newest_waiter: 0,
                     },
                 );
                 HELD.fetch_add(1, Ordering::Relaxed);
-                Ok(UploadLock { id, stop })
+                Ok(UploadLock { id, release })
             }
             Some(_) if !take_over => Err(Contend::GiveUp),
             Some(e) => {
                 let what = contend(
                     ticket,
                     e.ticket,
-                    e.socket.is_some(),
-                    e.shut,
+                    e.release.is_some(),
+                    e.release.as_ref().is_some_and(Release::is_shut),
                     e.newest_waiter,
                 );
                 if what != Contend::GiveUp {
                     e.newest_waiter = ticket;
                 }
-                if let Contend::TakeOver { shutdown } = what {
-                    // Release: the holder reads the flag after its receive completes.
-                    e.stop.store(true, Ordering::Release);
-                    if let (true, Some(fd)) = (shutdown, e.socket) {
-                        // SAFETY: shutdown(2) on a descriptor number. The entry is
-                        // present and the shard is locked, so `fd` is still the
-                        // holder's open socket (see `Entry::socket`), never a recycled
-                        // descriptor; at worst the call fails with ENOTCONN.
-                        unsafe {
-                            libc::shutdown(fd, libc::SHUT_RD);
-                        }
-                        e.shut = true;
-                    }
+                if let (Contend::TakeOver { .. }, Some(release)) = (what, &e.release) {
+                    // The entry is present and the shard is locked, so the release's
+                    // socket is still the holder's open socket (see `Entry::release`).
+                    // `request` shuts it down only the first time, as `shutdown` says.
+                    release.request();
                 }
                 Err(what)
             }
         }
     }
 
-    /// The flag a newer request sets to make this holder stop receiving.
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        self.stop.clone()
-    }
-
     /// Whether a newer request asked this holder to stop.
     pub fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.release.as_ref().is_some_and(Release::requested)
     }
 }
 
@@ -312,9 +312,10 @@ mod tests {
         // down for reading, so a read on it returns end-of-file.
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         use std::os::fd::AsRawFd;
+        let release = Release::new(Some(a.as_raw_fd()));
         let holder = {
             let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
-            UploadLock::attempt(id.as_u128(), ticket, Some(a.as_raw_fd()), false).unwrap()
+            UploadLock::attempt(id.as_u128(), ticket, Some(release.clone()), false).unwrap()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -323,10 +324,9 @@ mod tests {
         // A creation's try-only lock never takes anything over.
         assert!(UploadLock::try_acquire(id).is_none());
         assert!(!holder.stop_requested());
-        let flag = holder.stop_flag();
         let t = std::thread::spawn(move || {
             // The holder notices and lets go.
-            while !flag.load(Ordering::Acquire) {
+            while !release.requested() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             drop(holder);

@@ -1,0 +1,103 @@
+//! The index of finals waiting for their parts (`concatenation-unfinished`), one object
+//! every core and the sweep share through [`super::Shared`].
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use uuid::Uuid;
+
+/// Finals created before all their parts were complete and not yet assembled: final ID
+/// → its part IDs. Invariant: a final is in the map from the moment its info record is
+/// written until its assembly has written the complete record or it is deleted or
+/// swept. The map is per process and is not persisted: after a restart it is rebuilt
+/// from the records (`concat::rebuild_index`), and a waiting final the rebuild has not
+/// reached yet is found again by the next HEAD of it (`concat::recover`). Lookups by
+/// part scan the map (O(waiting finals)), which stays small: finals only wait while
+/// their parts upload. The mutex is held for one map operation, never across an
+/// `.await`.
+#[derive(Debug, Default)]
+pub struct WaitingFinals {
+    map: Mutex<BTreeMap<u128, Vec<u128>>>,
+}
+
+impl WaitingFinals {
+    /// An empty index.
+    pub fn new() -> WaitingFinals {
+        WaitingFinals::default()
+    }
+
+    fn map(&self) -> MutexGuard<'_, BTreeMap<u128, Vec<u128>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that `final_id` waits for `parts`.
+    pub fn register(&self, final_id: Uuid, parts: &[Uuid]) {
+        let parts = parts.iter().map(|p| p.as_u128()).collect();
+        self.map().insert(final_id.as_u128(), parts);
+    }
+
+    /// Takes a final out of the index (assembled, deleted or swept).
+    pub fn forget(&self, final_id: &Uuid) {
+        self.map().remove(&final_id.as_u128());
+    }
+
+    /// Whether `final_id` is in the index.
+    pub fn contains(&self, final_id: &Uuid) -> bool {
+        self.map().contains_key(&final_id.as_u128())
+    }
+
+    /// Whether a waiting final names this upload as a part (such a part is not deleted by
+    /// DELETE or `--remove-parts`).
+    pub fn part_in_use(&self, part: &Uuid) -> bool {
+        let p = part.as_u128();
+        self.map().values().any(|parts| parts.contains(&p))
+    }
+
+    /// The waiting finals that name `part`.
+    pub fn waiting_on(&self, part: &Uuid) -> Vec<Uuid> {
+        let p = part.as_u128();
+        self.map()
+            .iter()
+            .filter(|(_, parts)| parts.contains(&p))
+            .map(|(f, _)| Uuid::from_u128(*f))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finals_are_found_by_their_parts_until_forgotten() {
+        let index = WaitingFinals::new();
+        let (f1, f2) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        index.register(f1, &[a, b]);
+        index.register(f2, &[b, c]);
+        assert!(index.contains(&f1) && index.contains(&f2));
+        assert!(index.part_in_use(&a) && index.part_in_use(&c));
+        assert!(!index.part_in_use(&f1), "a final is not a part");
+        let mut on_b = index.waiting_on(&b);
+        on_b.sort();
+        let mut both = vec![f1, f2];
+        both.sort();
+        assert_eq!(on_b, both);
+        index.forget(&f1);
+        assert!(!index.contains(&f1));
+        assert!(!index.part_in_use(&a));
+        assert_eq!(index.waiting_on(&b), vec![f2]);
+        // Registering again replaces the parts list.
+        index.register(f2, &[a]);
+        assert!(!index.part_in_use(&c));
+        assert_eq!(index.waiting_on(&a), vec![f2]);
+    }
+
+    #[test]
+    fn two_indexes_do_not_share_state() {
+        let (one, two) = (WaitingFinals::new(), WaitingFinals::new());
+        let (f, p) = (Uuid::new_v4(), Uuid::new_v4());
+        one.register(f, &[p]);
+        assert!(one.part_in_use(&p));
+        assert!(!two.part_in_use(&p));
+    }
+}

@@ -1,0 +1,207 @@
+//! The info records as files: `<info-dir>/<id>.info`, rustus's JSON.
+//!
+//! One reader ([`FileRecords::get`]) with one set of rules serves every caller: the
+//! request path, the expiration sweep and the startup index of waiting finals. A record
+//! is opened with `O_NOFOLLOW` (a symlink planted in the info directory is never read
+//! through), refused above [`MAX_INFO_BYTES`], and must parse and name the upload it
+//! is the record of. Writes go to `<id>.info.tmp` and are renamed over the record.
+
+use super::{is_not_found, probe, FileSettings};
+use crate::storage::fault;
+use crate::storage::info::UploadInfo;
+use crate::storage::layout;
+use crate::storage::{InfoScan, InfoStore, StoreError, StoreFuture};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::fs::{File, OpenOptions};
+use uuid::Uuid;
+
+/// Largest info record read from disk; a larger `.info` file is treated as corrupt.
+pub const MAX_INFO_BYTES: u64 = 1024 * 1024;
+
+/// IDs a scan hands out at once.
+const SCAN_BATCH: usize = 256;
+
+/// The info records of one runtime (settings only; every operation is an io_uring op).
+#[derive(Debug, Clone)]
+pub struct FileRecords {
+    /// Absolute info directory.
+    info_dir: PathBuf,
+    /// `--force-fsync`: fsync each record before its rename and the directory after.
+    force_fsync: bool,
+}
+
+impl FileRecords {
+    /// The records of `files`.
+    pub fn new(files: &FileSettings) -> FileRecords {
+        FileRecords {
+            info_dir: files.info_dir.clone(),
+            force_fsync: files.force_fsync,
+        }
+    }
+
+    async fn read(&self, id: &Uuid) -> Result<UploadInfo, StoreError> {
+        let id_str = id.to_string();
+        let info_path = layout::info_path(&self.info_dir, &id_str);
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&info_path)
+            .await;
+        let file = match opened {
+            Ok(f) => f,
+            Err(e) if is_not_found(&e) => return Err(StoreError::NotFound),
+            Err(e) => return Err(StoreError::io("open info record", e)),
+        };
+        let bytes = read_whole(&file).await;
+        drop(file); // a synchronous close(2): see `write`
+        let bytes = bytes?;
+        let info = UploadInfo::from_json(&bytes).map_err(|e| {
+            crate::error!("info record {} is corrupt: {e}", info_path.display());
+            StoreError::Corrupt
+        })?;
+        if info.id != id_str {
+            crate::error!("info record {} names another id", info_path.display());
+            return Err(StoreError::Corrupt);
+        }
+        Ok(info)
+    }
+
+    /// Writes the record atomically: a temporary file renamed over the record (with
+    /// `--force-fsync`, the file and then its directory are fsynced). On failure the
+    /// temporary file is removed and the previous record, if any, is whole.
+    async fn write(&self, info: &UploadInfo) -> Result<(), StoreError> {
+        let json = info.to_json();
+        let tmp = layout::info_tmp_path(&self.info_dir, &info.id);
+        let dest = layout::info_path(&self.info_dir, &info.id);
+        // O_NOFOLLOW: a symlink planted at the temporary path is not written through.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .await
+            .map_err(|e| StoreError::io("create info record", e))?;
+        let (mut res, _) = file.write_all_at(json, 0).await;
+        if res.is_ok() && fault::info_write() {
+            res = Err(fault::eio());
+        }
+        let res = match res {
+            Ok(()) if self.force_fsync => file.sync_all().await,
+            other => other,
+        };
+        // Closed synchronously by the drop: close(2) of a regular file does not wait
+        // for I/O, and an io_uring close would cost the core one more wake-up.
+        drop(file);
+        if let Err(e) = res {
+            let _ = tokio_uring::fs::remove_file(&tmp).await;
+            return Err(StoreError::io("write info record", e));
+        }
+        if let Err(e) = tokio_uring::fs::rename(&tmp, &dest).await {
+            let _ = tokio_uring::fs::remove_file(&tmp).await;
+            return Err(StoreError::io("rename info record", e));
+        }
+        if self.force_fsync {
+            sync_dir(&self.info_dir)
+                .await
+                .map_err(|e| StoreError::io("fsync info directory", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl InfoStore for FileRecords {
+    fn get<'a>(&'a self, id: &'a Uuid) -> StoreFuture<'a, Result<UploadInfo, StoreError>> {
+        Box::pin(self.read(id))
+    }
+
+    fn put<'a>(&'a self, info: &'a UploadInfo) -> StoreFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.write(info))
+    }
+
+    fn remove<'a>(&'a self, id: &'a Uuid) -> StoreFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let path = layout::info_path(&self.info_dir, &id.to_string());
+            match tokio_uring::fs::remove_file(&path).await {
+                Ok(()) => Ok(()),
+                Err(e) if is_not_found(&e) => Err(StoreError::NotFound),
+                Err(e) => Err(StoreError::io("remove info record", e)),
+            }
+        })
+    }
+
+    fn scan(&self) -> Result<Box<dyn InfoScan + '_>, StoreError> {
+        let entries = std::fs::read_dir(&self.info_dir)
+            .map_err(|e| StoreError::io("list info directory", e))?;
+        Ok(Box::new(Scan { entries }))
+    }
+
+    fn probe(&self) -> StoreFuture<'_, Result<(), String>> {
+        Box::pin(probe("info", &self.info_dir))
+    }
+}
+
+/// A listing of the info directory. `getdents` has no io_uring op, so it blocks: scans
+/// run off the cores only (see [`InfoStore::scan`]).
+struct Scan {
+    entries: std::fs::ReadDir,
+}
+
+impl InfoScan for Scan {
+    fn next_batch(&mut self) -> StoreFuture<'_, Option<Result<Vec<Uuid>, StoreError>>> {
+        let mut ids = Vec::new();
+        let mut seen = 0;
+        for entry in self.entries.by_ref() {
+            seen += 1;
+            if let Some(id) = entry
+                .ok()
+                .and_then(|e| layout::id_of_info_file(&e.file_name()))
+            {
+                ids.push(id);
+            }
+            if seen == SCAN_BATCH {
+                break;
+            }
+        }
+        let batch = (seen > 0).then_some(Ok(ids));
+        Box::pin(std::future::ready(batch))
+    }
+}
+
+/// Reads a whole record: at most [`MAX_INFO_BYTES`], else it is corrupt.
+async fn read_whole(file: &File) -> Result<Vec<u8>, StoreError> {
+    let st = file
+        .statx()
+        .await
+        .map_err(|e| StoreError::io("stat info record", e))?;
+    if st.stx_size > MAX_INFO_BYTES {
+        return Err(StoreError::Corrupt);
+    }
+    let size = st.stx_size as usize;
+    let mut buf = Vec::with_capacity(size.max(1));
+    let mut done = 0;
+    while done < size {
+        let (res, slice) = file.read_at(buf.slice(done..size), done as u64).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) => return Err(StoreError::io("read info record", e)),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+async fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let d = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .await?;
+    let r = d.sync_all().await;
+    let _ = d.close().await;
+    r
+}
