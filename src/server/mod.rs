@@ -22,6 +22,8 @@ pub mod finals;
 pub mod handler;
 pub mod helper;
 pub mod ingest;
+#[cfg(test)]
+mod inprocess;
 pub mod listen;
 pub mod notify;
 pub mod reply;

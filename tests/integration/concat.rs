@@ -541,3 +541,38 @@ fn parts_completing_together_assemble_their_final_once() {
         assert_eq!(names, ["post-finish"], "final {f}: one post-finish");
     }
 }
+
+/// The startup scan for waiting finals reads records by the request path's rules: a
+/// record that names another upload than its file (planted, or copied by hand) is
+/// refused, so it cannot make a part undeletable (409) as a waiting final would.
+#[test]
+fn the_startup_scan_refuses_a_record_naming_another_upload() {
+    let tmp = TempDir::new("concat-scan-rules");
+    let mut d = Daemon::start(
+        &tmp,
+        &[
+            "--tus-extensions",
+            "creation,termination,concatenation-unfinished",
+        ],
+    );
+    // A genuine waiting final, so the scan has something to report when it is done.
+    let q = partial(&d, b"abcdef", 2);
+    let r = post_final(&d, &final_value(&[rel(&q)]), &[]);
+    r.assert_status(201, "waiting final");
+    let f = upload_id(&r);
+    // Under another upload's file name: a copy of that final's record, waiting on `p`.
+    let p = partial(&d, b"xyz", 1);
+    let mut forged = info_json(&d, &f);
+    forged["parts"] = Value::from(vec![p.clone()]);
+    let other = "0b7c1c2e-5f9a-4d3b-8e21-6a4f0c9d7e15";
+    std::fs::write(d.info_path(other), forged.to_string()).unwrap();
+
+    d.restart();
+    let line = d
+        .wait_log_line(&["final upload(s) wait for their parts"])
+        .unwrap_or_else(|| panic!("startup scan: {}", d.stderr_text()));
+    assert!(line.contains(" 1 final upload(s)"), "{line}");
+    d.delete(&p)
+        .assert_status(204, "p is no waiting final's part");
+    d.delete(&q).assert_status(409, "q is");
+}

@@ -250,3 +250,47 @@ fn a_waiting_final_goes_once_an_expired_part_is_swept() {
     h.assert_status(200, "complete part kept");
     assert_eq!(d.read_data(&done), b"abc");
 }
+
+/// The sweep reads records by the request path's rules: a record that is a symlink (to
+/// a record kept elsewhere, by whoever can write the info directory) is not followed,
+/// so the sweep neither judges nor removes what it names, as HEAD refuses it too.
+#[test]
+fn the_sweep_does_not_follow_a_symlinked_record() {
+    let tmp = TempDir::new("expiry-symlink");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--tus-extensions",
+            "creation,expiration",
+            "--expiration-time",
+            "1",
+            "--expiration-sweep-interval",
+            "0.5",
+        ],
+    );
+    let control = d.create(10);
+    d.patch(&control, 0, b"a").assert_status(204, "control");
+    let linked = d.create(10);
+    d.patch(&linked, 0, b"b").assert_status(204, "linked");
+    let data = d.data_path(&linked);
+    let elsewhere = tmp.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let kept = elsewhere.join(format!("{linked}.info"));
+    std::fs::rename(d.info_path(&linked), &kept).unwrap();
+    std::os::unix::fs::symlink(&kept, d.info_path(&linked)).unwrap();
+
+    // The control upload expires and is swept: the sweep has run over both.
+    assert!(
+        eventually(Duration::from_secs(15), || d.head(&control).status == 404),
+        "control never swept"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(data.exists(), "the sweep followed the symlinked record");
+    assert!(
+        d.info_path(&linked).is_symlink(),
+        "the planted link is left"
+    );
+    assert!(kept.exists());
+    d.head(&linked)
+        .assert_status(500, "HEAD refuses the symlinked record");
+}
