@@ -101,17 +101,18 @@ pub fn reason(status: u16) -> &'static str {
 /// (RFC 9110 §15.2). `100 Continue` answers `Expect: 100-continue`.
 pub fn encode_interim(resp: &Response, out: &mut Vec<u8>) {
     debug_assert!((100..200).contains(&resp.status), "{}", resp.status);
+    push_status_and_headers(resp, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Clears `out` and writes the status line and `resp`'s header fields.
+fn push_status_and_headers(resp: &Response, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(resp.status));
     out.push(b' ');
     out.extend_from_slice(reason(resp.status).as_bytes());
     out.extend_from_slice(b"\r\n");
-    push_headers(resp, out);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_headers(resp: &Response, out: &mut Vec<u8>) {
     for (name, value) in &resp.headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -123,13 +124,7 @@ fn push_headers(resp: &Response, out: &mut Vec<u8>) {
 /// Encodes `resp` into `out` (cleared first). `head_only` leaves the body out (HEAD
 /// requests); `close` adds `Connection: close`. `date` is the IMF-fixdate to send.
 pub fn encode(resp: &Response, head_only: bool, close: bool, date: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(resp.status));
-    out.push(b' ');
-    out.extend_from_slice(reason(resp.status).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    push_headers(resp, out);
+    push_status_and_headers(resp, out);
     // RFC 9110 §8.6: no Content-Length in 1xx and 204 answers. HEAD answers leave it out
     // as well: they describe no representation here.
     if resp.status != 204 && resp.status >= 200 && !head_only {

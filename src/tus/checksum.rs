@@ -2,9 +2,10 @@
 //! the `Upload-Checksum` parser, the algorithm set, the decision of whether (and how) a
 //! request's body is verified, and a streaming digest over the body's buffers.
 //!
-//! The I/O shell (`server::handler::receive_checked`) stages a verified body in an
-//! anonymous file, feeds every buffer to [`Digests::update`] as it is written there, and
-//! moves the bytes into the upload only after [`Digests::verify`] said they match.
+//! The I/O shell (`server::ingest::Verifier`, with the file store's staging in
+//! `storage::file::write`) stages a verified body in an anonymous file, feeds every
+//! buffer to [`Digests::update`] as it is written there, and moves the bytes into the
+//! upload only after [`Digests::verify`] said they match.
 
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, Engine};
