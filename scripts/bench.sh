@@ -8,6 +8,9 @@
 # Servers (each measured with the same scenarios, one at a time, started fresh for each
 # measurement on 127.0.0.1 and stopped after it):
 #   tusring-w1, tusring-w2  this repository's tusring, --workers 1 and --workers 2
+#   base-w1, base-w2        another tusring build, $TUSRING_BASE_BIN (e.g. the commit
+#                           before a change, built in a separate directory), with the
+#                           same flags: a before/after comparison in the same run
 #   rustus                  $RUSTUS_BIN or `rustus` on PATH (e.g. `cargo install rustus
 #                           --version 0.5.10 --root DIR`); started with -w 2 and
 #                           -m 2000000000 so that a 1 GiB PATCH fits its body limit
@@ -146,6 +149,10 @@ IPERF3="$(command -v iperf3 || true)"
 # The servers, in table order; each only when it is there.
 ALL=(tusring-w1 tusring-w2)
 SKIPPED=()
+TUSRING_BASE="${TUSRING_BASE_BIN:-}"
+if [ -n "$TUSRING_BASE" ]; then
+    if [ -x "$TUSRING_BASE" ]; then ALL+=(base-w1 base-w2); else SKIPPED+=("base: $TUSRING_BASE is not executable"); fi
+fi
 if [ -n "$RUSTUS" ] && [ -x "$RUSTUS" ]; then ALL+=(rustus); else SKIPPED+=("rustus: set RUSTUS_BIN or put rustus on PATH"); fi
 if [ -n "$TUSD" ] && [ -x "$TUSD" ]; then ALL+=(tusd); else SKIPPED+=("tusd: set TUSD_BIN or put tusd on PATH"); fi
 if [ -n "${TUS_NODE_SERVER:-}" ] && [ -f "$TUS_NODE_SERVER" ] && command -v node >/dev/null; then
@@ -249,6 +256,10 @@ start_server_once() {
     case "$name" in
         tusring-w1|tusring-w2)
             "$TUSRING" --host 127.0.0.1 --port "$port" --workers "${name#tusring-w}" \
+                --data-dir "$dir" --info-dir "$dir" --log-level ERROR >"$SRV_LOG" 2>&1 &
+            ;;
+        base-w1|base-w2)
+            "$TUSRING_BASE" --host 127.0.0.1 --port "$port" --workers "${name#base-w}" \
                 --data-dir "$dir" --info-dir "$dir" --log-level ERROR >"$SRV_LOG" 2>&1 &
             ;;
         rustus)
@@ -619,7 +630,8 @@ summary() {
 
 version_of() {
     case "$1" in
-        tusring-w1|tusring-w2) "$TUSRING" --version 2>&1 | head -n 1 ;;
+        tusring-w1|tusring-w2) echo "$("$TUSRING" --version 2>&1 | head -n 1) ($TUSRING)" ;;
+        base-w1|base-w2) echo "$("$TUSRING_BASE" --version 2>&1 | head -n 1) ($TUSRING_BASE)" ;;
         rustus) "$RUSTUS" --version 2>&1 | head -n 1 ;;
         tusd) "$TUSD" -version 2>&1 | grep -m1 -i version || echo "tusd (version unknown)" ;;
         node)
@@ -656,7 +668,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "Parameters: $REPEATS repeats per measurement, servers in rotating order, each started"
     echo "fresh on 127.0.0.1; big = one $BIG_SIZE PATCH; small = $SMALL_SIZE creation-with-upload"
     echo "for $SMALL_DUR after $SMALL_WARM of warm-up; hold = $HOLD_UPLOADS uploads of $HOLD_SIZE,"
-    echo "$HOLD_PIECE every $HOLD_INTERVAL. tusring-wN: \`--workers N\`; rustus: \`-w 2 -m 2000000000\`."
+    echo "$HOLD_PIECE every $HOLD_INTERVAL. tusring-wN and base-wN: \`--workers N\`; rustus: \`-w 2 -m 2000000000\`."
     echo "Ratios: this server's median / tusring-w2's median (for p99, CPU and RSS lower is better)."
     echo "A run is disturbed when other processes used more than $OTHER_MAX cores during it."
     echo
