@@ -33,8 +33,8 @@
 # The guest tree (debootstrap --variant=minbase, plus systemd, systemd-sysv and dbus, from
 # the Debian mirror apt uses here) is built once and cached under
 # ${TUSRING_CI_CACHE:-/var/cache/tusring-ci}, keyed on what it contains; each run boots
-# a throw-away overlay of it, so a run never changes the cache. About 2-3 minutes the
-# first time on a machine, about 20 s after that.
+# a throw-away overlay of it, so a run never changes the cache. About 2 minutes the first
+# time on a machine (mostly debootstrap), 11-15 s after that.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -116,16 +116,24 @@ if [ ! -f "$GUEST/complete" ]; then
     step "debootstrap $SUITE (minbase + $INCLUDE) from $mirror into $GUEST (cached for later runs)"
     rm -rf "$GUEST" "$GUEST.build"
     mkdir -p "$GUEST.build"
+    # dpkg syncs every file it unpacks: on tmpfs, where a sync costs nothing, debootstrap
+    # took half the time (80 s instead of 173 s here); the tree is copied to the cache after.
+    work="$GUEST.build"
+    if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] &&
+        [ "$(df -Pk /dev/shm | awk 'NR==2{print $4}')" -gt $((1024 * 1024)) ]; then
+        work="$(mktemp -d /dev/shm/tusring-guest.XXXXXX)"
+        trap 'rm -rf "$work"' EXIT
+    fi
     keyring=()
     [ ! -r /usr/share/keyrings/debian-archive-keyring.gpg ] ||
         keyring=(--keyring=/usr/share/keyrings/debian-archive-keyring.gpg)
     if ! debootstrap --variant=minbase --include="$INCLUDE" "${keyring[@]}" "$SUITE" \
-        "$GUEST.build/tree" "$mirror" >"$GUEST.build/debootstrap.log" 2>&1; then
+        "$work/tree" "$mirror" >"$GUEST.build/debootstrap.log" 2>&1; then
         tail -n 30 "$GUEST.build/debootstrap.log" >&2
         say "FAIL: debootstrap failed (log above)" >&2
         exit 1
     fi
-    t="$GUEST.build/tree"
+    t="$work/tree"
     # Smaller and quicker to boot: no downloaded packages, no console login or timers; an
     # empty /etc/machine-id, so the guest's systemd makes a transient one at each boot.
     rm -f "$t"/var/cache/apt/archives/*.deb "$t"/var/lib/apt/lists/*_Packages
@@ -135,6 +143,11 @@ if [ ! -f "$GUEST/complete" ]; then
         apt-daily.timer apt-daily-upgrade.timer; do
         ln -sf /dev/null "$t/etc/systemd/system/$unit"
     done
+    if [ "$work" != "$GUEST.build" ]; then
+        cp -a "$work/tree" "$GUEST.build/tree"
+        rm -rf "$work"
+        trap - EXIT
+    fi
     touch "$GUEST.build/complete"
     mv "$GUEST.build" "$GUEST"
     say "guest tree: $(du -sh "$GUEST/tree" | cut -f1)"
