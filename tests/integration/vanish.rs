@@ -242,7 +242,9 @@ fn stall(extra: &[&str], chunked_body: bool) {
     r.assert_status(408, "stalled PATCH");
     assert_eq!(r.upload_offset(), SENT as u64, "408's Upload-Offset: {r:?}");
     assert_eq!(
-        r.header("Connection").map(str::to_ascii_lowercase).as_deref(),
+        r.header("Connection")
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("close"),
         "408 closes the connection: {r:?}"
     );
