@@ -1011,9 +1011,9 @@ impl Inner {
                     exec::ExecError::NotFound if dir => {
                         (HookError::MissingFile(event.name()), true)
                     }
-                    exec::ExecError::NotFound | exec::ExecError::Spawn(_) => {
-                        (HookError::Spawn, false)
-                    }
+                    exec::ExecError::NotFound
+                    | exec::ExecError::Spawn(_)
+                    | exec::ExecError::Wait(_) => (HookError::Spawn, false),
                     exec::ExecError::Status(_) => (HookError::Exit, true),
                     exec::ExecError::Timeout(_) => (HookError::Timeout(event.name()), false),
                 };
