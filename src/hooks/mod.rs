@@ -37,7 +37,8 @@
 //!
 //! The message is formatted once per event ([`payload`]). Each notifier gets every
 //! post-event on its own (a failing file hook does not stop the HTTP hook); failures are
-//! logged with the event, the upload ID and the reason, and counted in [`Stats`]. HTTP
+//! logged with the event, the upload ID and the reason, and counted
+//! ([`metrics::HOOK_COUNTERS`], rendered at `/metrics`). HTTP
 //! post-hooks are retried with a doubling backoff. Pre-hooks go to the notifiers in
 //! rustus's order (file, directory, HTTP URLs) and the first refusal is the verdict.
 //!
@@ -57,7 +58,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -239,62 +240,8 @@ impl Format {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Counters
-// ---------------------------------------------------------------------------------------
-
-/// Hook counters since startup (for logs now, metrics later).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Events queued for the workers.
-    pub queued: AtomicU64,
-    /// Deliveries that succeeded (one per notifier, URL included).
-    pub delivered: AtomicU64,
-    /// Deliveries that failed (one per notifier and event, after the retries).
-    pub failed: AtomicU64,
-    /// Pre-hook requests refused by a hook's verdict.
-    pub rejected: AtomicU64,
-    /// HTTP retries.
-    pub retried: AtomicU64,
-    /// Events never delivered: no room in the queue in time, or left at shutdown.
-    pub dropped: AtomicU64,
-    /// Pre-hook requests answered 503 because the queue was full.
-    pub queue_full: AtomicU64,
-    /// Post-events that had to wait for room in the queue.
-    pub waited_for_room: AtomicU64,
-}
-
-/// A copy of [`Stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StatsSnapshot {
-    pub queued: u64,
-    pub delivered: u64,
-    pub failed: u64,
-    pub rejected: u64,
-    pub retried: u64,
-    pub dropped: u64,
-    pub queue_full: u64,
-    pub waited_for_room: u64,
-}
-
 fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
-}
-
-impl Stats {
-    fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            queued: get(&self.queued),
-            delivered: get(&self.delivered),
-            failed: get(&self.failed),
-            rejected: get(&self.rejected),
-            retried: get(&self.retried),
-            dropped: get(&self.dropped),
-            queue_full: get(&self.queue_full),
-            waited_for_room: get(&self.waited_for_room),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -406,11 +353,11 @@ impl Hooks {
             stopping: AtomicBool::new(false),
             recv_lock: Mutex::new(()),
             busy: Mutex::new(HashMap::new()),
+            parked_cv: Condvar::new(),
             parked: AtomicUsize::new(0),
             park_bound: bound,
             notifiers,
             format: config.hooks_format,
-            stats: Stats::default(),
             running: exec::Running::default(),
         });
         let count = config.hooks_workers.max(1);
@@ -523,9 +470,9 @@ impl Hooks {
             origin,
             reply: Some(tx),
         };
-        let stats = &pool.inner.stats;
+        let stats = &metrics::HOOK_COUNTERS;
         match pool.pre_tx.try_send(job) {
-            Ok(()) => bump(&stats.queued, 1),
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 bump(&stats.queue_full, 1);
                 crate::warn!(
@@ -568,7 +515,7 @@ impl Hooks {
             }
             return;
         }
-        let stats = &pool.inner.stats;
+        let stats = &metrics::HOOK_COUNTERS;
         let mut job = Job {
             event,
             upload,
@@ -579,15 +526,9 @@ impl Hooks {
         let mut pause = Duration::from_millis(1);
         loop {
             match pool.post_tx.try_send(job) {
-                Ok(()) => {
-                    bump(&stats.queued, 1);
-                    return;
-                }
+                Ok(()) => return,
                 Err(TrySendError::Full(back)) => {
-                    let since = *started.get_or_insert_with(|| {
-                        bump(&stats.waited_for_room, 1);
-                        Instant::now()
-                    });
+                    let since = *started.get_or_insert_with(Instant::now);
                     if since.elapsed() >= POST_ROOM_WAIT {
                         bump(&stats.dropped, 1);
                         crate::error!(
@@ -618,14 +559,6 @@ impl Hooks {
         self.pool.as_ref().map_or(0, |p| p.inner.pending())
     }
 
-    /// The counters.
-    pub fn stats(&self) -> StatsSnapshot {
-        match &self.pool {
-            Some(p) => p.inner.stats.snapshot(),
-            None => StatsSnapshot::default(),
-        }
-    }
-
     /// Delivers what is queued, then stops the workers; gives up at `deadline`, logging
     /// and counting the events left and killing running hook processes. Call once,
     /// after the cores have finished.
@@ -651,8 +584,7 @@ impl Hooks {
                 for w in workers.drain(..) {
                     let _ = w.join();
                 }
-                let s = inner.stats.snapshot();
-                crate::debug!("hooks stopped: {s:?}");
+                crate::debug!("hooks stopped: {:?}", metrics::HOOK_COUNTERS);
                 if let Some(a) = &inner.notifiers.amqp {
                     a.shutdown(deadline);
                 }
@@ -664,7 +596,7 @@ impl Hooks {
             std::thread::sleep(Duration::from_millis(10));
         }
         let left = inner.pending();
-        bump(&inner.stats.dropped, left as u64);
+        bump(&metrics::HOOK_COUNTERS.dropped, left as u64);
         let killed = inner.running.kill_all();
         crate::warn!(
             "hooks: the grace period ended with {left} queued event(s) undelivered; \
@@ -760,14 +692,19 @@ struct Inner {
     /// upload are never taken out of order.
     recv_lock: Mutex<()>,
     /// Uploads with an event being delivered, and their events waiting behind it.
+    /// Invariant: an upload's queue holds exactly its events that happened after the one
+    /// in delivery and were taken from the channel, in order (what supersedes a
+    /// post-receive, see [`Inner::pause_unless_superseded`]).
     busy: Mutex<HashMap<String, VecDeque<Job>>>,
+    /// Signalled (with `busy`) whenever a job is parked: wakes a worker pausing before
+    /// an HTTP retry of a post-receive that this job may supersede.
+    parked_cv: Condvar,
     /// Jobs waiting in `busy`.
     parked: AtomicUsize,
     /// Most jobs parked before receiving stops (so memory stays bounded).
     park_bound: usize,
     notifiers: Notifiers,
     format: Format,
-    stats: Stats,
     running: exec::Running,
 }
 
@@ -825,7 +762,7 @@ impl Inner {
         let tag = format!("{} {}", job.event, job.upload.id);
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(job)));
         if ran.is_err() {
-            bump(&self.stats.failed, 1);
+            bump(&metrics::HOOK_COUNTERS.failed, 1);
             crate::error!("hook {tag}: the hook worker panicked; event not delivered");
         }
     }
@@ -883,6 +820,7 @@ impl Inner {
                 Some(waiting) if self.parked.load(Ordering::Relaxed) < self.park_bound => {
                     waiting.push_back(job);
                     self.parked.fetch_add(1, Ordering::Relaxed);
+                    self.parked_cv.notify_all();
                     return None;
                 }
                 Some(_) => {
@@ -917,7 +855,7 @@ impl Inner {
     fn run(&self, job: Job) {
         if job.reply.as_ref().is_some_and(|r| r.is_closed()) {
             // The request stopped waiting (504): asking now would be for nothing.
-            bump(&self.stats.dropped, 1);
+            bump(&metrics::HOOK_COUNTERS.dropped, 1);
             crate::debug!(
                 "hook {} {}: skipped: the request no longer waits",
                 job.event,
@@ -957,7 +895,7 @@ impl Inner {
                     let took = started.elapsed();
                     match sent {
                         Ok(()) => {
-                            bump(&self.stats.delivered, 1);
+                            bump(&metrics::HOOK_COUNTERS.delivered, 1);
                             metrics::hook_delivery(event, metrics::Notifier::Http, false, took);
                         }
                         Err(f) => {
@@ -976,7 +914,7 @@ impl Inner {
         })();
         if let Err(e) = &result {
             if e.is_verdict() {
-                bump(&self.stats.rejected, 1);
+                bump(&metrics::HOOK_COUNTERS.rejected, 1);
             }
         }
         result
@@ -1002,7 +940,7 @@ impl Inner {
         metrics::hook_delivery(event, kind, result.is_err(), started.elapsed());
         match result {
             Ok(()) => {
-                bump(&self.stats.delivered, 1);
+                bump(&metrics::HOOK_COUNTERS.delivered, 1);
                 Ok(())
             }
             Err(e) => {
@@ -1021,7 +959,7 @@ impl Inner {
                     // Logged once at startup; counted, not logged again per event (a
                     // pre-hook refusal is counted as such by `ask`).
                     if !event.is_pre() {
-                        bump(&self.stats.failed, 1);
+                        bump(&metrics::HOOK_COUNTERS.failed, 1);
                     }
                     crate::debug!("hook {tag}: {via}: not found");
                 } else {
@@ -1054,22 +992,33 @@ impl Inner {
                 loop {
                     match h.post(url, event, json, key, &job.origin.proxied) {
                         Ok(()) => {
-                            bump(&self.stats.delivered, 1);
+                            bump(&metrics::HOOK_COUNTERS.delivered, 1);
                             let took = started.elapsed();
                             metrics::hook_delivery(event, metrics::Notifier::Http, false, took);
                             break;
                         }
                         Err(f) if f.retryable() && attempt < n.retries => {
                             let pause = n.backoff.saturating_mul(1 << attempt.min(16));
-                            attempt += 1;
-                            bump(&self.stats.retried, 1);
                             crate::debug!(
-                                "hook {tag}: {} {f}; retry {attempt} of {} in {:.1} s",
+                                "hook {tag}: {} {f}; retry {} of {} in {:.1} s",
                                 Via::Http(url),
+                                attempt + 1,
                                 n.retries,
                                 pause.as_secs_f64()
                             );
-                            std::thread::sleep(pause);
+                            if self.pause_unless_superseded(job, pause) {
+                                let took = started.elapsed();
+                                metrics::hook_delivery(event, metrics::Notifier::Http, true, took);
+                                bump(&metrics::HOOK_COUNTERS.superseded, 1);
+                                crate::warn!(
+                                    "hook {tag}: {} failed: {f}; not retried: superseded by a \
+                                     newer event of the upload, delivered next",
+                                    Via::Http(url)
+                                );
+                                break;
+                            }
+                            attempt += 1;
+                            bump(&metrics::HOOK_COUNTERS.retried, 1);
                         }
                         Err(f) => {
                             let took = started.elapsed();
@@ -1083,13 +1032,42 @@ impl Inner {
         }
     }
 
+    /// Waits `pause` before an HTTP retry of `job`. For a `post-receive`, returns `true`
+    /// as soon as a newer event of its upload is parked behind it (at once if one
+    /// already is): the progress it reports is stale, and retrying it would only hold
+    /// back what comes next, so it is superseded. Only retries are skipped this way:
+    /// every event gets its first attempt at every URL, in order, and the other events
+    /// (state changes a receiver must see) are retried as before.
+    fn pause_unless_superseded(&self, job: &Job, pause: Duration) -> bool {
+        if job.event != Event::PostReceive {
+            std::thread::sleep(pause);
+            return false;
+        }
+        let until = Instant::now() + pause;
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if busy.get(&job.upload.id).is_some_and(|q| !q.is_empty()) {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            busy = self
+                .parked_cv
+                .wait_timeout(busy, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
     /// Logs and counts a failed delivery. A refusal by a pre-hook is the hook doing its
     /// job: logged at INFO; anything else at WARN.
     fn failed(&self, tag: &str, via: &Via<'_>, why: &dyn fmt::Display, refusal: bool) {
         if refusal {
             crate::info!("hook {tag}: refused by {via}: {why}");
         } else {
-            bump(&self.stats.failed, 1);
+            bump(&metrics::HOOK_COUNTERS.failed, 1);
             crate::warn!("hook {tag}: {via} failed: {why}");
         }
     }
