@@ -360,10 +360,16 @@ impl Hooks {
             format: config.hooks_format,
             running: exec::Running::default(),
         });
-        let count = config.hooks_workers.max(1);
         let no_verdict = config.hooks_file.is_none()
             && config.hooks_dir.is_none()
             && config.hooks_http_urls.is_empty();
+        // With AMQP alone the cores queue every event for its publisher themselves
+        // (`Hooks::post`): a worker would never get a job, so none is started.
+        let count = if no_verdict {
+            0
+        } else {
+            config.hooks_workers.max(1)
+        };
         // Pre-events wait for a verdict (and get worker 0 to themselves) unless nothing
         // can refuse.
         let has_pre = config.hooks.iter().any(Event::is_pre) && !no_verdict;
@@ -391,13 +397,16 @@ impl Hooks {
         for u in &config.hooks_http_urls {
             to.push(format!("POST {u}"));
         }
+        let workers_said = if no_verdict {
+            "no hook worker: the cores queue events for the AMQP publisher".to_owned()
+        } else {
+            format!("{count} worker(s), queue {bound}")
+        };
         crate::info!(
-            "hooks: {} to {} ({} format, {} worker(s), queue {})",
+            "hooks: {} to {} ({} format, {workers_said})",
             events.join(","),
             to.join(", "),
             config.hooks_format.name(),
-            count,
-            bound
         );
         Ok(Hooks {
             events: config.hooks,
