@@ -67,7 +67,7 @@ impl std::fmt::Display for ExecError {
 /// PID it is) has not been reaped. An unreaped child keeps its PID, so the kernel cannot
 /// give that ID to another process or group, and [`Running::kill_all`] (which signals
 /// under the lock) can only hit the hook's own group. So a hook leaves the set *before*
-/// it is reaped: [`Running::try_reap`] does both under the lock, and after a timeout the
+/// it is reaped: `Running::try_reap` does both under the lock, and after a timeout the
 /// group is killed and removed before the wait.
 #[derive(Debug, Default)]
 pub struct Running(Mutex<HashSet<i32>>);
@@ -490,7 +490,10 @@ mod tests {
         });
         let (checks, stale) = (checks.into_inner(), stale.into_inner());
         assert!(checks > 0, "the checker never saw a running hook");
-        assert_eq!(stale, 0, "{stale} of {checks} checks found a reaped hook's group");
+        assert_eq!(
+            stale, 0,
+            "{stale} of {checks} checks found a reaped hook's group"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -8,7 +8,8 @@
 //! Hooks block (a process to wait for, an HTTP exchange), so they never run on a core
 //! thread. They run on a pool of `--hooks-workers` plain threads fed by two bounded
 //! crossbeam channels of `--hooks-queue` jobs each: one for pre-hooks, one for
-//! post-events. A core thread only ever `try_send`s:
+//! post-events. A core thread only ever `try_send`s (and counts a post-event in a
+//! per-upload map, one short mutex section; see Ordering):
 //!
 //! * **pre-hooks** (`pre-create`, `pre-terminate`) carry a `tokio::sync::oneshot`
 //!   sender; the request awaits the verdict without blocking its core. A full queue is
@@ -33,13 +34,22 @@
 //! worker that delivers that upload's events. Different uploads are delivered in
 //! parallel.
 //!
+//! Ordering makes an upload's later events wait for the delivery of its earlier ones,
+//! retries included. So stale progress does not hold back what follows it: an HTTP
+//! `post-receive` that fails while a newer event of its upload is queued behind it is
+//! not retried (it is *superseded*, logged and counted), and a retry pause ends when
+//! such an event is queued. Only those retries are skipped: every event is attempted at
+//! every URL, in order. The newer events are counted per upload as they are queued (by
+//! the core, `Inner::behind`), so they are seen even while no worker is free to take
+//! them from the channel.
+//!
 //! # Delivery
 //!
 //! The message is formatted once per event ([`payload`]). Each notifier gets every
 //! post-event on its own (a failing file hook does not stop the HTTP hook); failures are
 //! logged with the event, the upload ID and the reason, and counted
-//! ([`metrics::HOOK_COUNTERS`], rendered at `/metrics`). HTTP
-//! post-hooks are retried with a doubling backoff. Pre-hooks go to the notifiers in
+//! ([`metrics::HOOK_COUNTERS`], rendered at `/metrics`). HTTP post-hooks are retried
+//! with a doubling backoff (a superseded `post-receive` excepted, see Ordering). Pre-hooks go to the notifiers in
 //! rustus's order (file, directory, HTTP URLs) and the first refusal is the verdict.
 //!
 //! # Shutdown
@@ -289,6 +299,36 @@ struct Pool {
     proxy_headers: Vec<String>,
 }
 
+/// A post-event counted in `Inner::behind` while `Hooks::post` queues it: uncounted
+/// when dropped before [`Counted::sent`] (the event never reached the channel).
+struct Counted<'a> {
+    inner: &'a Inner,
+    id: Option<String>,
+}
+
+impl<'a> Counted<'a> {
+    fn new(inner: &'a Inner, id: &str) -> Counted<'a> {
+        inner.count_behind(id, true);
+        Counted {
+            inner,
+            id: Some(id.to_owned()),
+        }
+    }
+
+    /// The event is in the channel: the worker that takes it uncounts it.
+    fn sent(&mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.inner.count_behind(&id, false);
+        }
+    }
+}
+
 /// A queued event.
 struct Job {
     event: Event,
@@ -353,7 +393,8 @@ impl Hooks {
             stopping: AtomicBool::new(false),
             recv_lock: Mutex::new(()),
             busy: Mutex::new(HashMap::new()),
-            parked_cv: Condvar::new(),
+            behind: Mutex::new(HashMap::new()),
+            behind_cv: Condvar::new(),
             parked: AtomicUsize::new(0),
             park_bound: bound,
             notifiers,
@@ -525,6 +566,9 @@ impl Hooks {
             return;
         }
         let stats = &metrics::HOOK_COUNTERS;
+        // Counted before it can reach a worker; uncounted again if it never does (dropped
+        // here, or this request's future dropped while it waits for room).
+        let mut counted = Counted::new(&pool.inner, &upload.id);
         let mut job = Job {
             event,
             upload,
@@ -535,7 +579,10 @@ impl Hooks {
         let mut pause = Duration::from_millis(1);
         loop {
             match pool.post_tx.try_send(job) {
-                Ok(()) => return,
+                Ok(()) => {
+                    counted.sent();
+                    return;
+                }
                 Err(TrySendError::Full(back)) => {
                     let since = *started.get_or_insert_with(Instant::now);
                     if since.elapsed() >= POST_ROOM_WAIT {
@@ -701,13 +748,20 @@ struct Inner {
     /// upload are never taken out of order.
     recv_lock: Mutex<()>,
     /// Uploads with an event being delivered, and their events waiting behind it.
-    /// Invariant: an upload's queue holds exactly its events that happened after the one
-    /// in delivery and were taken from the channel, in order (what supersedes a
-    /// post-receive, see [`Inner::pause_unless_superseded`]).
     busy: Mutex<HashMap<String, VecDeque<Job>>>,
-    /// Signalled (with `busy`) whenever a job is parked: wakes a worker pausing before
-    /// an HTTP retry of a post-receive that this job may supersede.
-    parked_cv: Condvar,
+    /// Post-events of each upload that are queued and not yet taken for delivery: in the
+    /// channel, waiting for room in it, or parked. Invariant: an upload's count is the
+    /// number of its post-events `Hooks::post` has begun to queue, less those a worker
+    /// has begun to deliver ([`Inner::run`]) or that were dropped; an upload with none has
+    /// no entry. Events of one upload are queued in order, so while one of its events is
+    /// in delivery, a count above 0 means a newer event waits behind it (what supersedes
+    /// a post-receive: [`Inner::pause_unless_superseded`]). Counted at queueing, by the
+    /// core, so that an event still in the channel counts even when no worker is free
+    /// to take it.
+    behind: Mutex<HashMap<String, usize>>,
+    /// Signalled (with `behind`) when a count goes up: wakes a worker pausing before an
+    /// HTTP retry of a post-receive that the new event supersedes.
+    behind_cv: Condvar,
     /// Jobs waiting in `busy`.
     parked: AtomicUsize,
     /// Most jobs parked before receiving stops (so memory stays bounded).
@@ -829,7 +883,6 @@ impl Inner {
                 Some(waiting) if self.parked.load(Ordering::Relaxed) < self.park_bound => {
                     waiting.push_back(job);
                     self.parked.fetch_add(1, Ordering::Relaxed);
-                    self.parked_cv.notify_all();
                     return None;
                 }
                 Some(_) => {
@@ -862,6 +915,10 @@ impl Inner {
     }
 
     fn run(&self, job: Job) {
+        if job.reply.is_none() {
+            // A post-event begins its delivery: no longer behind anything.
+            self.count_behind(&job.upload.id, false);
+        }
         if job.reply.as_ref().is_some_and(|r| r.is_closed()) {
             // The request stopped waiting (504): asking now would be for nothing.
             bump(&metrics::HOOK_COUNTERS.dropped, 1);
@@ -1041,8 +1098,29 @@ impl Inner {
         }
     }
 
+    /// Counts one more (`up`) or one fewer post-event of upload `id` queued behind the
+    /// one in delivery (see `behind`).
+    fn count_behind(&self, id: &str, up: bool) {
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        if up {
+            match behind.get_mut(id) {
+                Some(n) => *n += 1,
+                None => {
+                    behind.insert(id.to_owned(), 1);
+                }
+            }
+            drop(behind);
+            self.behind_cv.notify_all();
+        } else if let Some(n) = behind.get_mut(id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                behind.remove(id);
+            }
+        }
+    }
+
     /// Waits `pause` before an HTTP retry of `job`. For a `post-receive`, returns `true`
-    /// as soon as a newer event of its upload is parked behind it (at once if one
+    /// as soon as a newer event of its upload is queued behind it (at once if one
     /// already is): the progress it reports is stale, and retrying it would only hold
     /// back what comes next, so it is superseded. Only retries are skipped this way:
     /// every event gets its first attempt at every URL, in order, and the other events
@@ -1053,18 +1131,18 @@ impl Inner {
             return false;
         }
         let until = Instant::now() + pause;
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if busy.get(&job.upload.id).is_some_and(|q| !q.is_empty()) {
+            if behind.contains_key(&job.upload.id) {
                 return true;
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            busy = self
-                .parked_cv
-                .wait_timeout(busy, left)
+            behind = self
+                .behind_cv
+                .wait_timeout(behind, left)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }

@@ -1272,7 +1272,18 @@ fn first<'a>(hits: &'a [Hit], event: &str, who: &str) -> &'a Hit {
 /// is lost (every event reaches every URL, the superseded one once).
 #[test]
 fn a_slow_receiver_does_not_hold_back_the_later_events_of_an_upload() {
-    let tmp = TempDir::new("hooks-superseded");
+    slow_receiver_scenario("hooks-superseded", &[]);
+}
+
+/// The same with one hook worker: no other worker is free to take the newer events off
+/// the queue, so the worker pausing before the retry looks there itself.
+#[test]
+fn a_slow_receiver_does_not_hold_back_the_later_events_with_one_worker() {
+    slow_receiver_scenario("hooks-superseded-one", &["--hooks-workers", "1"]);
+}
+
+fn slow_receiver_scenario(tag: &str, extra: &[&str]) {
+    let tmp = TempDir::new(tag);
     let a = Receiver::start(|h| Answer {
         delay: if h.event() == "post-receive" {
             Duration::from_secs(3)
@@ -1283,7 +1294,9 @@ fn a_slow_receiver_does_not_hold_back_the_later_events_of_an_upload() {
     });
     let b = Receiver::start(|_| Answer::ok());
     let urls = format!("{},{}", a.url(), b.url());
-    let d = Daemon::start(&tmp, &["--hooks-http-urls", &urls]);
+    let mut args = vec!["--hooks-http-urls", urls.as_str()];
+    args.extend_from_slice(extra);
+    let d = Daemon::start(&tmp, &args);
     let id = d.create(4);
     d.patch(&id, 0, b"ab").assert_status(204, "first PATCH");
     d.patch(&id, 2, b"cd").assert_status(204, "last PATCH");
