@@ -15,7 +15,10 @@
 //! the broker has acked it. Events that were not confirmed (the connection dropped,
 //! the broker nacked, no confirm within [`CONFIRM_TIMEOUT`]) go back to the front of
 //! the queue, in their order, and are published again: delivery is at least once, in
-//! the order the events were queued (an event published again may arrive twice).
+//! the order the events were queued (an event published again may arrive twice). A
+//! broker that nacks (a full queue with `x-overflow: reject-publish`) is asked again as
+//! after a lost connection: after a doubling pause, and one event at a time until it
+//! acks one, never in a loop.
 //!
 //! # Broker away
 //!
