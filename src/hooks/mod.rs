@@ -49,8 +49,9 @@
 //! post-event on its own (a failing file hook does not stop the HTTP hook); failures are
 //! logged with the event, the upload ID and the reason, and counted
 //! ([`metrics::HOOK_COUNTERS`], rendered at `/metrics`). HTTP post-hooks are retried
-//! with a doubling backoff (a superseded `post-receive` excepted, see Ordering). Pre-hooks go to the notifiers in
-//! rustus's order (file, directory, HTTP URLs) and the first refusal is the verdict.
+//! with a doubling backoff (a superseded `post-receive` excepted, see Ordering).
+//! Pre-hooks go to the notifiers in rustus's order (file, directory, HTTP URLs) and the
+//! first refusal is the verdict.
 //!
 //! # Shutdown
 //!
