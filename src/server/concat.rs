@@ -19,7 +19,7 @@ use crate::http::response::Response;
 use crate::metrics;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::{new_upload_id, parse_upload_id};
-use crate::storage::{StoreError, Stores, Upload};
+use crate::storage::{Lock, StoreError, Stores, Upload};
 use crate::tus::concat::{final_header, plan_final, PartState, PartsError};
 use crate::tus::expiry::Expiry;
 use crate::tus::metadata::Metadata;
@@ -88,15 +88,18 @@ pub async fn rebuild_index(stores: &Stores, finals: &WaitingFinals, stop: &dyn F
 }
 
 /// HEAD's concatenation headers: `Upload-Concat` on a partial or a final, and no
-/// `Upload-Offset` on a final whose assembly has not finished (tus §2.7).
-pub fn head_headers(base: &str, upload: &Upload, resp: &mut Response) {
+/// `Upload-Offset` on a final whose assembly has not finished (tus §2.7). Finished means
+/// its data file is complete *and* it has left the index, which `--remove-parts` makes
+/// wait until its parts are removed ([`try_assemble`]).
+pub fn head_headers(base: &str, finals: &WaitingFinals, upload: &Upload, resp: &mut Response) {
     let info = &upload.info;
     if info.is_partial {
         resp.header("Upload-Concat", "partial");
     } else if info.is_final {
         let parts = info.parts.as_deref().unwrap_or(&[]);
         resp.header("Upload-Concat", final_header(base, parts));
-        if !info.is_complete() {
+        let pending = parse_upload_id(&info.id).is_some_and(|id| finals.contains(&id));
+        if !info.is_complete() || pending {
             resp.headers.retain(|(name, _)| *name != "Upload-Offset");
         }
     }
@@ -241,8 +244,9 @@ pub async fn create_final(
         }
         metrics::upload_created(info.length, true);
         drop(lock);
+        // Before the 201 and post-finish: the final is not known to anyone yet.
         if cfg.remove_parts {
-            remove_parts(core, &ids).await;
+            remove_parts(core, &ids, &id).await;
         }
         // rustus-compat §3.1: a final's creation fires post-finish instead of post-create.
         if hooks.wants(Event::PostFinish) {
@@ -277,28 +281,22 @@ pub async fn create_final(
     Ok(Reply::new(resp))
 }
 
-/// How long [`try_assemble`] waits for a final's lock, and how often it tries. The
-/// holder is usually another check of the same final (a few `statx`), which may have
-/// seen the part this caller just completed as unfinished; giving up at once would leave
-/// the final waiting. A holder that keeps it longer is assembling or deleting it, and
-/// either way the final needs nothing more from this caller.
+/// How long [`try_assemble`] waits for a final's lock, and [`remove_parts`] for a part's,
+/// and how often they try. A final's holder is usually another check of the same final
+/// (a few `statx`), which may have seen the part this caller just completed as
+/// unfinished; giving up at once would leave the final waiting. A holder that keeps it
+/// longer is assembling or deleting it, and either way the final needs nothing more from
+/// this caller.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Assembles a waiting final if every part is complete. Returns whether the final is
 /// complete afterwards.
 async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, Error> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
     let stores = &core.stores;
     let finals = &core.shared.finals;
-    let _lock = loop {
-        if let Some(lock) = stores.locker.try_lock(id).await? {
-            break lock;
-        }
-        if std::time::Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(LOCK_RETRY).await;
+    let Some(_lock) = lock_within(stores, id, LOCK_WAIT).await? else {
+        return Ok(false);
     };
     let mut upload = match stores.load(&id).await {
         Ok(u) => u,
@@ -337,14 +335,21 @@ async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, E
     let parts: Vec<UploadInfo> = parts.into_iter().map(|p| p.info).collect();
     stores.data.concat(&parts, &mut upload.info).await?;
     upload.info.offset = plan.length;
-    stores.info.put(&upload.info).await?;
-    finals.forget(&id);
+    if let Err(e) = stores.info.put(&upload.info).await {
+        // The data file is complete, and the offset is its size: the final is
+        // complete whatever its record says. Its parts are kept.
+        finals.forget(&id);
+        return Err(e.into());
+    }
     metrics::upload_finished();
     crate::debug!("final upload {id} assembled ({} bytes)", plan.length);
+    // The final stays in the index (so its HEAD shows no offset yet) until its parts
+    // are gone: a client that sees it complete finds no part left.
     let cfg = &core.shared.config;
     if cfg.remove_parts {
-        remove_parts(core, &ids).await;
+        remove_parts(core, &ids, &id).await;
     }
+    finals.forget(&id);
     let hooks = &core.shared.hooks;
     if hooks.wants(Event::PostFinish) {
         hooks.post(Event::PostFinish, upload.info, from).await;
@@ -352,22 +357,46 @@ async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, E
     Ok(true)
 }
 
-/// `--remove-parts`: deletes each part's info and data, except a part another waiting
-/// final still needs or a request holds right now (logged).
-async fn remove_parts(core: &Rc<Core>, ids: &[Uuid]) {
+/// The upload's lock, waiting up to `wait` for its holder to let go (async sleeps of
+/// [`LOCK_RETRY`], never blocking the core); `None` if it is still held then.
+async fn lock_within(
+    stores: &Stores,
+    id: Uuid,
+    wait: std::time::Duration,
+) -> Result<Option<Lock>, Error> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(lock) = stores.locker.try_lock(id).await? {
+            return Ok(Some(lock));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(LOCK_RETRY).await;
+    }
+}
+
+/// `--remove-parts` for the final `assembled` (whose data file and record are complete):
+/// deletes each part's info and data before the final is reported complete, except a
+/// part another waiting final still needs, or one a request keeps locked for longer
+/// than [`LOCK_WAIT`] (both logged). A complete part's holder is usually brief (a PATCH
+/// answered "already complete", a DELETE); what can outlast the wait is a DELETE whose
+/// `pre-terminate` hook is slower than that, or the PATCH that completed the part
+/// waiting for room in a full hook queue (up to `POST_ROOM_WAIT`).
+async fn remove_parts(core: &Rc<Core>, ids: &[Uuid], assembled: &Uuid) {
     let mut done: Vec<Uuid> = Vec::new();
     for id in ids {
         if done.contains(id) {
             continue;
         }
         done.push(*id);
-        if core.shared.finals.part_in_use(id) {
+        if core.shared.finals.needed_by_another(id, Some(assembled)) {
             crate::debug!("part {id} is kept: a waiting final upload needs it");
             continue;
         }
         let stores = &core.stores;
-        let Ok(Some(_lock)) = stores.locker.try_lock(*id).await else {
-            crate::warn!("part {id} is kept: it is in use by another request");
+        let Ok(Some(_lock)) = lock_within(stores, *id, LOCK_WAIT).await else {
+            crate::warn!("part {id} is kept: another request held it for too long");
             continue;
         };
         match stores.info.get(id).await {

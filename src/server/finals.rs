@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
-/// Finals created before all their parts were complete and not yet assembled: final ID
-/// → its part IDs. Invariant: a final is in the map from the moment its info record is
-/// written until its assembly has written the complete record or it is deleted or
-/// swept. The map is per process and is not persisted: after a restart it is rebuilt
+/// Finals created before all their parts were complete and not yet reported assembled:
+/// final ID → its part IDs. Invariant: a final is in the map from the moment its info
+/// record is written until its assembly has written the complete record and (with
+/// `--remove-parts`) removed its parts, or until it is deleted or swept; while it is in
+/// the map its HEAD shows no `Upload-Offset` (`concat::head_headers`), even once its data
+/// file is complete. The map is per process and is not persisted: after a restart it is rebuilt
 /// from the records (`concat::rebuild_index`), and a waiting final the rebuild has not
 /// reached yet is found again by the next HEAD of it (`concat::recover`). Lookups by
 /// part scan the map (O(waiting finals)), which stays small: finals only wait while
@@ -48,8 +50,16 @@ impl WaitingFinals {
     /// Whether a waiting final names this upload as a part (such a part is not deleted by
     /// DELETE or `--remove-parts`).
     pub fn part_in_use(&self, part: &Uuid) -> bool {
+        self.needed_by_another(part, None)
+    }
+
+    /// Whether a final in the index other than `assembled` names `part`.
+    pub fn needed_by_another(&self, part: &Uuid, assembled: Option<&Uuid>) -> bool {
         let p = part.as_u128();
-        self.map().values().any(|parts| parts.contains(&p))
+        let skip = assembled.map(Uuid::as_u128);
+        self.map()
+            .iter()
+            .any(|(f, parts)| Some(*f) != skip && parts.contains(&p))
     }
 
     /// The waiting finals that name `part`.
@@ -77,6 +87,9 @@ mod tests {
         assert!(index.contains(&f1) && index.contains(&f2));
         assert!(index.part_in_use(&a) && index.part_in_use(&c));
         assert!(!index.part_in_use(&f1), "a final is not a part");
+        assert!(index.needed_by_another(&a, None));
+        assert!(!index.needed_by_another(&a, Some(&f1)), "only f1 needs a");
+        assert!(index.needed_by_another(&b, Some(&f1)), "f2 needs b too");
         let mut on_b = index.waiting_on(&b);
         on_b.sort();
         let mut both = vec![f1, f2];

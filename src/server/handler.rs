@@ -488,7 +488,8 @@ async fn head(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply,
     let expiry = super::expire::check(&core.shared.config, &upload)?;
     let mut resp = Response::new(200);
     upload_headers(&upload, &mut resp);
-    super::concat::head_headers(&core.shared.config.url, &upload, &mut resp);
+    let finals = &core.shared.finals;
+    super::concat::head_headers(&core.shared.config.url, finals, &upload, &mut resp);
     super::expire::expires_header(&mut resp, expiry);
     if upload.info.is_final && !upload.info.is_complete() {
         // A final left waiting by a restart: assemble it if its parts are there.
