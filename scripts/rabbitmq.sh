@@ -39,6 +39,9 @@ beam_pid() {  # the node's PID: from its pid file, else the process on the AMQP 
 
 # One start/stop/kill at a time on this machine (several test runs may share the broker):
 # two concurrent starts used to remove each other's pid file and crash the second node.
+# The lock is fd 9 of this script only: every Erlang program it runs gets `9>&-`, since
+# the node (and an epmd a CLI launches) outlives the script and would otherwise hold the
+# lock for as long as it runs, so the next start, stop or kill would wait for ever.
 if [ "${1:-start}" != status ]; then
   exec 9>/tmp/tusring-rabbitmq.lock
   flock 9
@@ -57,9 +60,9 @@ start)
   fi
   epmd_before=$(epmd_pid || true)
   rm -f "$RABBITMQ_PID_FILE"                         # a killed node leaves a stale one
-  rabbitmq-server -detached                          # the wrapper su's to user rabbitmq
-  timeout 60 rabbitmqctl wait --timeout 60 "$RABBITMQ_PID_FILE" >/dev/null
-  timeout 60 rabbitmqctl await_startup >/dev/null
+  rabbitmq-server -detached 9>&-                     # the wrapper su's to user rabbitmq
+  timeout 60 rabbitmqctl wait --timeout 60 "$RABBITMQ_PID_FILE" >/dev/null 9>&-
+  timeout 60 rabbitmqctl await_startup >/dev/null 9>&-
   if [ -z "$epmd_before" ]; then                    # we launched epmd: remember it for stop
     p=$(epmd_pid || true); [ -n "$p" ] && echo "$p" > "$EPMD_PID_FILE"
   fi
@@ -67,7 +70,7 @@ start)
 stop)
   epmd_before=$(epmd_pid || true)
   if beam_pid >/dev/null; then
-    rabbitmqctl stop "$RABBITMQ_PID_FILE" >/dev/null || true  # returns once the node exited
+    rabbitmqctl stop "$RABBITMQ_PID_FILE" >/dev/null 9>&- || true  # returns once it exited
   fi
   p=$(epmd_pid || true)   # an Erlang CLI may launch epmd itself when none runs: stop it too
   if [ -z "$epmd_before" ] && [ -n "$p" ]; then kill "$p" 2>/dev/null || true; fi
