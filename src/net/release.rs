@@ -2,7 +2,7 @@
 //!
 //! A request that may be taken over (a PATCH) makes a [`Release`] from its body source
 //! and gives it to the locker with its lock request. When a newer request wants the
-//! upload, the locker calls [`Release::request`]: the holder's stop flag is set and its
+//! upload, the locker calls `Release::request`: the holder's stop flag is set and its
 //! socket is shut down for reading, once, which completes a receive pending on it (a
 //! recv, or a poll and a splice) with end-of-file on whatever core it runs. The holder's
 //! body source sees the flag after its next receive and ends the body

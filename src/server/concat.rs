@@ -2,7 +2,7 @@
 //! pure decisions of [`crate::tus::concat`].
 //!
 //! A final whose parts are all complete is assembled inside its POST (on a helper
-//! thread, see [`crate::storage::assemble`]) and answered 201 with
+//! thread, see [`crate::storage::file::assemble`]) and answered 201 with
 //! `Upload-Offset = Upload-Length`. With `concatenation-unfinished`, a final naming
 //! unfinished parts is created empty (offset 0, no `Upload-Offset` on HEAD) and put in
 //! the index of waiting finals ([`super::finals::WaitingFinals`]); the PATCH that
@@ -90,7 +90,7 @@ pub async fn rebuild_index(stores: &Stores, finals: &WaitingFinals, stop: &dyn F
 /// HEAD's concatenation headers: `Upload-Concat` on a partial or a final, and no
 /// `Upload-Offset` on a final whose assembly has not finished (tus §2.7). Finished means
 /// its data file is complete *and* it has left the index, which `--remove-parts` makes
-/// wait until its parts are removed ([`try_assemble`]).
+/// wait until its parts are removed (`try_assemble`).
 pub fn head_headers(base: &str, finals: &WaitingFinals, upload: &Upload, resp: &mut Response) {
     let info = &upload.info;
     if info.is_partial {

@@ -7,7 +7,7 @@
 //! report its ring up, then waits for SIGTERM/SIGINT and drives the shutdown.
 //!
 //! A request goes one way through the modules: [`conn`] (bytes, keep-alive, timeouts)
-//! → [`handler`] (tus decisions; [`concat`] and [`expire`] for those extensions) →
+//! → [`handler`] (tus decisions; [`mod@concat`] and [`expire`] for those extensions) →
 //! [`ingest`] (a body into the data store) → [`crate::storage`]. The answer comes back
 //! as a [`reply::Reply`]; the connection knows the handler only through
 //! [`handler::handle`], and the handler knows the connection only through the

@@ -10,7 +10,7 @@
 //! **Takeover.** A client whose connection died without the server noticing comes back
 //! on a new connection while its old request still holds the upload. As tusd and the
 //! IETF resumable-upload draft do, the newer PATCH or DELETE makes the old request stop:
-//! [`UploadLock::acquire`] calls the holder's [`Release::request`], which marks its stop
+//! [`UploadLock::acquire`] calls the holder's `Release::request`, which marks its stop
 //! flag and calls `shutdown(SHUT_RD)` on its socket, completing the holder's pending
 //! receive (a recv, or a poll and a splice) with end-of-file on whatever core it runs. The holder stores what it
 //! received (the cut-short path keeps every byte and writes the info record), answers

@@ -21,7 +21,7 @@
 //! process-wide lock table ([`locks::ProcessLocks`]).
 //!
 //! Store errors are a small enum ([`StoreError`]) mapped to the answer in
-//! [`crate::error`]; a store that cannot answer now (a remote one that is down) says
+//! [`mod@crate::error`]; a store that cannot answer now (a remote one that is down) says
 //! [`StoreError::Unavailable`], which the client gets as 503 with `Retry-After`.
 
 pub mod fault;
