@@ -1344,3 +1344,15 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Open connections per core thread (`tusring_connections{core="i"}` of `/metrics`),
+/// read over `c`, in core order.
+pub fn connections_per_core(c: &mut Conn) -> Vec<u64> {
+    let r = c.request(&Req::new("GET", "/metrics"));
+    assert_eq!(r.status, 200, "{r:?}");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with("tusring_connections{core="))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
