@@ -534,33 +534,73 @@ fn parts_completing_together_assemble_their_final_once() {
     }
 }
 
+/// A daemon (with `extra` flags) whose `pre-create` hook records its calls, two complete
+/// partial uploads holding `a` and `b`, and what the hook log and the directories held
+/// before any final: a refused final must change neither.
+struct TwoParts {
+    d: Daemon,
+    log: PathBuf,
+    pa: String,
+    pb: String,
+    hooks_before: usize,
+    files_before: Vec<PathBuf>,
+    _tmp: TempDir,
+}
+
+impl TwoParts {
+    fn new(tag: &str, extra: &[&str], a: &[u8], b: &[u8]) -> TwoParts {
+        let tmp = TempDir::new(tag);
+        let log = tmp.join("calls.log");
+        let hook = recording_hook(&tmp, &log);
+        let mut args = vec![
+            "--hooks-file",
+            hook.to_str().unwrap(),
+            "--hooks",
+            "pre-create",
+        ];
+        args.extend_from_slice(extra);
+        let d = Daemon::start(&tmp, &args);
+        let pa = partial(&d, a, a.len());
+        let pb = partial(&d, b, b.len());
+        TwoParts {
+            hooks_before: hook_calls(&log).len(),
+            files_before: snapshot(&d),
+            d,
+            log,
+            pa,
+            pb,
+            _tmp: tmp,
+        }
+    }
+
+    /// Nothing was created and `pre-create` did not run.
+    fn assert_untouched(&self, what: &str) {
+        assert_eq!(
+            snapshot(&self.d),
+            self.files_before,
+            "{what}: files changed"
+        );
+        assert_eq!(
+            hook_calls(&self.log).len(),
+            self.hooks_before,
+            "{what}: pre-create ran"
+        );
+    }
+}
+
 /// A final naming one part more than once (in any spelling, or 200 times as one POST
 /// that would write 200 MiB from a 1 MiB part) is refused with 400 saying so, before any
 /// part is read: nothing is created and no hook runs. The part stays usable.
 #[test]
 fn a_final_naming_a_part_twice_is_refused() {
-    let tmp = TempDir::new("concat-repeat");
-    let log = tmp.join("calls.log");
-    let hook = recording_hook(&tmp, &log);
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-file",
-            hook.to_str().unwrap(),
-            "--hooks",
-            "pre-create",
-        ],
-    );
     let a = random_bytes(611, 1 << 20);
     let b = random_bytes(612, 100);
-    let pa = partial(&d, &a, a.len());
-    let pb = partial(&d, &b, b.len());
-    let hooks_before = hook_calls(&log).len();
-    let before = snapshot(&d);
+    let t = TwoParts::new("concat-repeat", &[], &a, &b);
+    let (d, pa, pb) = (&t.d, &t.pa, &t.pb);
     let cases: Vec<(String, &str)> = vec![
-        (final_value(&[rel(&pa), rel(&pa)]), "twice in a row"),
+        (final_value(&[rel(pa), rel(pa)]), "twice in a row"),
         (
-            final_value(&[rel(&pa), rel(&pb), pa.clone()]),
+            final_value(&[rel(pa), rel(pb), pa.clone()]),
             "a path, then a bare ID",
         ),
         (
@@ -570,11 +610,11 @@ fn a_final_naming_a_part_twice_is_refused() {
             ]),
             "an absolute URL, then a path with a slash",
         ),
-        (final_value(&vec![rel(&pa); 200]), "200 times"),
+        (final_value(&vec![rel(pa); 200]), "200 times"),
     ];
     for (value, what) in &cases {
         let started = std::time::Instant::now();
-        let r = post_final(&d, value, &[]);
+        let r = post_final(d, value, &[]);
         assert_eq!(r.status, 400, "{what}: {r:?}");
         let body = String::from_utf8_lossy(&r.body);
         assert!(body.contains("more than once"), "{what}: body {body:?}");
@@ -583,14 +623,9 @@ fn a_final_naming_a_part_twice_is_refused() {
             "{what}: took {:?}",
             started.elapsed()
         );
-        assert_eq!(snapshot(&d), before, "{what}: files changed");
+        t.assert_untouched(what);
     }
-    assert_eq!(
-        hook_calls(&log).len(),
-        hooks_before,
-        "a refused final ran pre-create"
-    );
-    let r = post_final(&d, &final_value(&[rel(&pa), rel(&pb)]), &[]);
+    let r = post_final(d, &final_value(&[rel(pa), rel(pb)]), &[]);
     r.assert_status(201, "the same parts, once each");
     assert_bytes_eq(
         &d.read_data(&upload_id(&r)),
@@ -604,31 +639,13 @@ fn a_final_naming_a_part_twice_is_refused() {
 /// is created, while the same parts within the limit make a final.
 #[test]
 fn a_final_above_max_file_size_is_refused_before_copying() {
-    let tmp = TempDir::new("concat-max");
-    let log = tmp.join("calls.log");
-    let hook = recording_hook(&tmp, &log);
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-file",
-            hook.to_str().unwrap(),
-            "--hooks",
-            "pre-create",
-            "--max-file-size",
-            "3M",
-        ],
-    );
     let a = random_bytes(621, 2 << 20);
     let b = random_bytes(622, (1 << 20) + 1);
-    let pa = partial(&d, &a, a.len());
-    let pb = partial(&d, &b, b.len());
-    let hooks_before = hook_calls(&log).len();
-    let before = snapshot(&d);
-    let r = post_final(&d, &final_value(&[rel(&pa), rel(&pb)]), &[]);
+    let t = TwoParts::new("concat-max", &["--max-file-size", "3M"], &a, &b);
+    let r = post_final(&t.d, &final_value(&[rel(&t.pa), rel(&t.pb)]), &[]);
     assert_eq!(r.status, 413, "3 MiB + 1 byte above a 3 MiB limit: {r:?}");
-    assert_eq!(snapshot(&d), before, "files changed");
-    assert_eq!(hook_calls(&log).len(), hooks_before, "pre-create ran");
-    let r = post_final(&d, &final_value(&[rel(&pa)]), &[]);
+    t.assert_untouched("above --max-file-size");
+    let r = post_final(&t.d, &final_value(&[rel(&t.pa)]), &[]);
     r.assert_status(201, "2 MiB within the limit");
-    assert_bytes_eq(&d.read_data(&upload_id(&r)), &a, "final");
+    assert_bytes_eq(&t.d.read_data(&upload_id(&r)), &a, "final");
 }

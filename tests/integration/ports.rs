@@ -41,19 +41,16 @@ fn second_daemon_on_a_served_port_exits_naming_the_address() {
     let status = wait_timeout(&mut second, Duration::from_secs(3));
     let took = started.elapsed();
     // Whether or not it exited: the first daemon must answer for every upload.
-    let (ok, failures) = probe_heads(port, &ids, 4, Duration::from_millis(500));
+    let heads = probe_heads(port, &ids, 4, Duration::from_millis(500));
     if status.is_none() {
         let _ = second.kill();
         let _ = second.wait();
     }
     let _ = drain.join();
     let err = err_text.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} of {} HEADs to the first daemon failed while a second one was started on its port: {:?}\nsecond daemon's stderr:\n{err}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(10)],
+    heads.assert_all_answered(
+        "to the first daemon while a second one was started on its port",
+        &format!("second daemon's stderr:\n{err}"),
     );
     let code = status.and_then(|s| s.code());
     assert_eq!(
@@ -149,20 +146,15 @@ fn restart_after_kill9(reap: bool) {
     stop.store(true, Ordering::SeqCst);
 
     // Right away, from 8 threads for 1 s: HEADs, each on a new connection.
-    let (ok, failures) = probe_heads(port, &ids, 8, Duration::from_secs(1));
+    let heads = probe_heads(port, &ids, 8, Duration::from_secs(1));
     for s in streams {
         let _ = s.join();
     }
     drop(old);
-    assert!(
-        failures.is_empty(),
-        "{} of {} HEADs after the restart failed: {:?}\nstderr:\n{}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(10)],
-        d.stderr_text()
+    heads.assert_all_answered(
+        "after the restart",
+        &format!("stderr:\n{}", d.stderr_text()),
     );
-    assert!(ok > 0, "no HEAD was answered");
     // What the new daemon said about the old listeners (shown with --nocapture).
     for line in d.stderr_text().lines() {
         if line.contains("released") || line.contains("waiting up to") {
@@ -302,9 +294,29 @@ fn workers_share_the_connections() {
     );
 }
 
+/// What [`probe_heads`] saw: HEADs answered 200, and what went wrong with the others.
+struct Heads {
+    ok: usize,
+    failures: Vec<String>,
+}
+
+impl Heads {
+    /// Every HEAD was answered 200, and there was at least one.
+    fn assert_all_answered(&self, when: &str, context: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} HEADs {when} failed: {:?}\n{context}",
+            self.failures.len(),
+            self.ok + self.failures.len(),
+            &self.failures[..self.failures.len().min(10)],
+        );
+        assert!(self.ok > 0, "no HEAD {when} was answered\n{context}");
+    }
+}
+
 /// New connections from `threads` threads for `span`, each one HEAD of an upload of
-/// `ids`: (answered 200, what went wrong otherwise).
-fn probe_heads(port: u16, ids: &[String], threads: usize, span: Duration) -> (usize, Vec<String>) {
+/// `ids`.
+fn probe_heads(port: u16, ids: &[String], threads: usize, span: Duration) -> Heads {
     let ids = Arc::new(ids.to_vec());
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -326,14 +338,16 @@ fn probe_heads(port: u16, ids: &[String], threads: usize, span: Duration) -> (us
             })
         })
         .collect();
-    let mut ok = 0;
-    let mut bad = Vec::new();
+    let mut heads = Heads {
+        ok: 0,
+        failures: Vec::new(),
+    };
     for h in handles {
-        let (o, b) = h.join().unwrap();
-        ok += o;
-        bad.extend(b);
+        let (ok, failures) = h.join().unwrap();
+        heads.ok += ok;
+        heads.failures.extend(failures);
     }
-    (ok, bad)
+    heads
 }
 
 /// One HEAD on a new connection, with nothing of the harness that panics: a refused
