@@ -1356,3 +1356,11 @@ pub fn connections_per_core(c: &mut Conn) -> Vec<u64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect()
 }
+
+/// The value of an unlabelled metric from `/metrics`, if it is there.
+pub fn metric(d: &Daemon, name: &str) -> Option<f64> {
+    let r = d.send(&Req::new("GET", "/metrics"));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
