@@ -57,7 +57,9 @@ start)
   fi
   epmd_before=$(epmd_pid || true)
   rm -f "$RABBITMQ_PID_FILE"                         # a killed node leaves a stale one
-  rabbitmq-server -detached                          # the wrapper su's to user rabbitmq
+  # 9>&-: the node (and the epmd it launches) must not inherit the lock, or it would hold
+  # it for as long as it runs and every later start/stop/kill would wait forever.
+  rabbitmq-server -detached 9>&-                     # the wrapper su's to user rabbitmq
   timeout 60 rabbitmqctl wait --timeout 60 "$RABBITMQ_PID_FILE" >/dev/null
   timeout 60 rabbitmqctl await_startup >/dev/null
   if [ -z "$epmd_before" ]; then                    # we launched epmd: remember it for stop

@@ -9,8 +9,8 @@
 //!   the rules of each method.
 //! * [`storage`]: the on-disk layout (rustus's `.info` records and data paths), the
 //!   process-wide upload locks and the io_uring file operations.
-//! * [`server`]: the I/O shell: one tokio-uring runtime per core, each with its own
-//!   `SO_REUSEPORT` listener, driving connections through the pure layers.
+//! * [`server`]: the I/O shell: one tokio-uring runtime per core, the cores sharing the
+//!   daemon's one listening socket, driving connections through the pure layers.
 //! * [`config`]: rustus's flags and `RUSTUS_*` variables, parsed and validated.
 //! * [`hooks`]: rustus's hooks (file, directory, HTTP, AMQP) on a pool of blocking worker
 //!   threads, fed by bounded channels; core threads only enqueue and await verdicts. AMQP
