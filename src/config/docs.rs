@@ -16,9 +16,10 @@ use super::tests::config_of;
 const WRITE: &str = "TUSRING_WRITE_DOCS";
 
 /// The lines around the generated part of README.md.
-const README_BEGIN: &str =
-    "<!-- Generated from src/config/table.rs: edit the rows there, then run \
-                            TUSRING_WRITE_DOCS=1 cargo test --lib config::docs -->\n";
+const README_BEGIN: &str = concat!(
+    "<!-- Generated from src/config/table.rs: edit the rows there, then run ",
+    "TUSRING_WRITE_DOCS=1 cargo test --lib config::docs -->\n"
+);
 const README_END: &str = "<!-- End of the generated flag table. -->\n";
 
 /// The top of `systemd/tusring.env`.

@@ -94,8 +94,8 @@ pub(super) struct Draft {
 }
 
 impl Flag {
-    /// A flag that takes a value, shown as `<placeholder>` in `--help`. Its default is
-    /// unset until `default`, `unset` or `computed` says otherwise.
+    /// A flag that takes a value, shown as `<placeholder>` in `--help`. It has no default
+    /// (shown as "none") until `default`, `unset` or `computed` says otherwise.
     pub(super) const fn value(
         long: &'static str,
         env: &'static str,
