@@ -25,11 +25,24 @@ epmd_pid() {  # PID of the process listening on 127.0.0.1:4369, if any
   ss -ltnpH "sport = :4369" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2
 }
 listening() { ss -ltn "sport = :$RABBITMQ_NODE_PORT" | grep -q LISTEN; }
-beam_pid() {  # the node's PID, when its pid file names a live process
-  [ -f "$RABBITMQ_PID_FILE" ] || return 1
+beam_pid() {  # the node's PID: from its pid file, else the process on the AMQP port
   p=$(cat "$RABBITMQ_PID_FILE" 2>/dev/null || true)
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && echo "$p"
+  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then echo "$p"; return 0; fi
+  # A pid file can be lost (removed by a start that raced another one): find the node by
+  # its listener and write the file again, so `stop` and `kill` never silently do nothing.
+  p=$(ss -ltnpH "sport = :$RABBITMQ_NODE_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 |
+    cut -d= -f2)
+  [ -n "$p" ] || return 1
+  echo "$p" >"$RABBITMQ_PID_FILE"
+  echo "$p"
 }
+
+# One start/stop/kill at a time on this machine (several test runs may share the broker):
+# two concurrent starts used to remove each other's pid file and crash the second node.
+if [ "${1:-start}" != status ]; then
+  exec 9>/tmp/tusring-rabbitmq.lock
+  flock 9
+fi
 
 case "${1:-start}" in
 start)

@@ -13,7 +13,10 @@
 #     chromium with apt-get (as root on Debian) when /usr/bin/chromium is missing.
 # Then it runs `cargo build`, checks the systemd units with `systemd-analyze verify` (and
 # prints their `systemd-analyze security` exposure score; as root on Debian it installs
-# systemd with apt-get when systemd-analyze is missing), and runs `cargo test` (unit,
+# systemd with apt-get when systemd-analyze is missing), runs the service under a live
+# systemd with scripts/systemd-test.sh (as root: a Debian guest booted with systemd-nspawn;
+# it installs debootstrap and systemd-container with apt-get, and skips with the reason
+# when it cannot run), and runs `cargo test` (unit,
 # integration and doc tests) with TUSRING_REQUIRE_INTEROP=1, so the real-client interop
 # tests must run, not skip.
 # Re-running is fast: installs are skipped when their inputs have not changed.
@@ -140,6 +143,14 @@ if ! (cd "$UNITS" && systemd-analyze security --offline=true ./tusring.service) 
     echo "note: systemd-analyze security --offline=true is not available here:"
 fi
 grep -E "Overall exposure level|offline" "$UNITS/security.txt" || tail -n 3 "$UNITS/security.txt"
+
+# ------------------------------------------------- the service under a live systemd
+# The installed unit in a booted Debian guest (systemd-nspawn): READY, STATUS, the sandbox
+# with a file hook, a restart after SIGKILL with the upload intact, a graceful stop. As
+# root only (it prints why it skips otherwise); the guest tree is cached in
+# /var/cache/tusring-ci, so only the first run on a machine pays for debootstrap.
+step "systemd: the service under a live systemd in a booted guest (scripts/systemd-test.sh)"
+bash scripts/systemd-test.sh --binary "$BIN"
 
 # ------------------------------------------------------------ RabbitMQ for the AMQP tests
 # A loopback broker (apt-installed when missing, as root on Debian), left running for the

@@ -146,6 +146,41 @@ pub static AMQP_BACKLOG: AtomicI64 = AtomicI64::new(0);
 /// 1 while the AMQP publisher has an open connection.
 pub static AMQP_CONNECTED: AtomicI64 = AtomicI64::new(0);
 
+/// The hook pool's counters (`hooks`: file, directory and HTTP notifiers; AMQP has its
+/// own above). Each is rendered as `tusring_hook_<name>_total`.
+#[derive(Debug)]
+pub struct HookCounters {
+    /// Deliveries that succeeded: one per notifier and event, each URL counting.
+    pub delivered: AtomicU64,
+    /// Deliveries that failed and were given up: after the retries, or at once for a
+    /// failure a retry cannot mend (one per notifier and event). Not superseded ones.
+    pub failed: AtomicU64,
+    /// Pre-hook requests refused by a hook's verdict.
+    pub rejected: AtomicU64,
+    /// HTTP post-hook retries.
+    pub retried: AtomicU64,
+    /// Events never delivered: a post-event that found no room in the queue in time, a
+    /// pre-hook whose request had stopped waiting, or events left at the end of the
+    /// grace period.
+    pub dropped: AtomicU64,
+    /// Pre-hook requests answered 503 because the queue was full.
+    pub queue_full: AtomicU64,
+    /// HTTP post-receive deliveries that failed and were not retried because a newer
+    /// event of the same upload was waiting behind them (one per URL).
+    pub superseded: AtomicU64,
+}
+
+/// The hook counters.
+pub static HOOK_COUNTERS: HookCounters = HookCounters {
+    delivered: AtomicU64::new(0),
+    failed: AtomicU64::new(0),
+    rejected: AtomicU64::new(0),
+    retried: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+    queue_full: AtomicU64::new(0),
+    superseded: AtomicU64::new(0),
+};
+
 static UPLOAD_SIZES: Histogram<SIZE_BUCKETS> = Histogram::new();
 static REQUESTS: [[[AtomicU64; STATUSES]; METHODS]; ENDPOINTS] =
     [const { [const { [const { AtomicU64::new(0) }; STATUSES] }; METHODS] }; ENDPOINTS];
@@ -530,37 +565,91 @@ pub fn render(base: &str, g: &Gauges) -> String {
             );
         }
     }
+    render_hook_counters(&mut out);
     render_amqp(&mut out);
     out
 }
 
-/// The AMQP notifier's counters and gauges.
-fn render_amqp(out: &mut String) {
-    for (name, help, v) in [
-        (
-            "tusring_amqp_published_total",
-            "AMQP hook messages published (a message published again counts again).",
-            &AMQP_PUBLISHED,
-        ),
-        (
-            "tusring_amqp_confirmed_total",
-            "AMQP hook events confirmed by the broker.",
-            &AMQP_CONFIRMED,
-        ),
-        (
-            "tusring_amqp_dropped_total",
-            "AMQP hook events dropped: queue full, or left at the end of the grace period.",
-            &AMQP_DROPPED,
-        ),
-        (
-            "tusring_amqp_connects_total",
-            "AMQP connections opened, reconnects included.",
-            &AMQP_CONNECTS,
-        ),
-    ] {
+/// Unlabelled counters: (name, help, value).
+fn counters(out: &mut String, list: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, v) in list {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
     }
+}
+
+/// The hook pool's counters.
+fn render_hook_counters(out: &mut String) {
+    let c = &HOOK_COUNTERS;
+    counters(
+        out,
+        &[
+        (
+            "tusring_hook_delivered_total",
+            "Hook deliveries that succeeded, one per notifier and event (each URL counts).",
+            &c.delivered,
+        ),
+        (
+            "tusring_hook_failed_total",
+            "Hook deliveries given up: failed after their retries, or at once when a retry cannot help.",
+            &c.failed,
+        ),
+        (
+            "tusring_hook_rejected_total",
+            "Requests refused by a pre-hook's verdict.",
+            &c.rejected,
+        ),
+        (
+            "tusring_hook_retries_total",
+            "HTTP post-hook retries.",
+            &c.retried,
+        ),
+        (
+            "tusring_hook_dropped_total",
+            "Hook events never delivered: no room in the queue in time, a pre-hook nobody waited for any more, or left at shutdown.",
+            &c.dropped,
+        ),
+        (
+            "tusring_hook_queue_full_total",
+            "Pre-hook requests answered 503 because the hook queue was full.",
+            &c.queue_full,
+        ),
+        (
+            "tusring_hook_superseded_total",
+            "HTTP post-receive deliveries that failed and were not retried because a newer event of the upload was waiting (one per URL).",
+            &c.superseded,
+        ),
+        ],
+    );
+}
+
+/// The AMQP notifier's counters and gauges.
+fn render_amqp(out: &mut String) {
+    counters(
+        out,
+        &[
+            (
+                "tusring_amqp_published_total",
+                "AMQP hook messages published (a message published again counts again).",
+                &AMQP_PUBLISHED,
+            ),
+            (
+                "tusring_amqp_confirmed_total",
+                "AMQP hook events confirmed by the broker.",
+                &AMQP_CONFIRMED,
+            ),
+            (
+                "tusring_amqp_dropped_total",
+                "AMQP hook events dropped: queue full, or left at the end of the grace period.",
+                &AMQP_DROPPED,
+            ),
+            (
+                "tusring_amqp_connects_total",
+                "AMQP connections opened, reconnects included.",
+                &AMQP_CONNECTS,
+            ),
+        ],
+    );
     for (name, help, v) in [
         (
             "tusring_amqp_backlog",

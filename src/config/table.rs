@@ -230,7 +230,9 @@ const PROTOCOL: &[Flag] = &[
         .help("Delete the partial uploads after a final concatenation")
         .doc(
             "delete the partial uploads (data and info) once a final made of them is \
-             assembled; a part another waiting final still needs is kept",
+             assembled, and before the final is reported complete (its 201, its HEAD's \
+             `Upload-Offset`, its `post-finish`); a part another waiting final still needs is \
+             kept, and so is one another request holds for more than 2 s (logged)",
         )
         .parse(|c, v| put(&mut c.remove_parts, parse_bool(v))),
     Flag::value("expiration-time", "RUSTUS_EXPIRATION_TIME", "SECS")
@@ -433,7 +435,7 @@ const HOOKS: &[Flag] = &[
             c.hooks_workers = crate::hooks::default_workers(c.workers)
         })
         .help("Hook worker threads (1-1024)")
-        .doc("hook worker threads (1-1024)")
+        .doc("hook worker threads (1-1024; none are started with AMQP as the only notifier)")
         .env_note(
             "Hook worker threads (default: 2 per core, between 2 and 64). Each counts in the \
              unit's TasksMax=, as does each running hook process.",
@@ -449,7 +451,10 @@ const HOOKS: &[Flag] = &[
     Flag::value("hooks-http-retries", "RUSTUS_HOOKS_HTTP_RETRIES", "N")
         .default("3")
         .help("Retries of a failed HTTP post-hook (0-100)")
-        .doc("retries of a failed HTTP post-hook (transport errors, timeouts, 5xx, 408, 429)")
+        .doc(
+            "retries of a failed HTTP post-hook (transport errors, timeouts, 5xx, 408, 429); a \
+             superseded `post-receive` is not retried (see [Hooks](#hooks))",
+        )
         .example("0")
         .parse(|c, v| put(&mut c.hooks_http_retries, parse_count(v, 0, 100).map(|n| n as u32))),
     Flag::value("hooks-http-retry-backoff", "RUSTUS_HOOKS_HTTP_RETRY_BACKOFF", "SECS")

@@ -15,7 +15,10 @@
 //! the broker has acked it. Events that were not confirmed (the connection dropped,
 //! the broker nacked, no confirm within [`CONFIRM_TIMEOUT`]) go back to the front of
 //! the queue, in their order, and are published again: delivery is at least once, in
-//! the order the events were queued (an event published again may arrive twice).
+//! the order the events were queued (an event published again may arrive twice). A
+//! broker that nacks (a full queue with `x-overflow: reject-publish`) is asked again as
+//! after a lost connection: after a doubling pause, and one event at a time until it
+//! acks one, never in a loop.
 //!
 //! # Broker away
 //!
@@ -550,6 +553,10 @@ struct Publisher {
     link: Option<Link>,
     /// Failed connects (or lost connections) in a row.
     failures: u32,
+    /// Batches in a row in which the broker nacked an event (a queue that refuses
+    /// publishes while full, `x-overflow: reject-publish`). While non-zero, events are
+    /// published again one at a time, each after [`backoff`]`(refused)`.
+    refused: u32,
     /// When the last event was confirmed (or the connection opened).
     last_active: Instant,
     /// The idle timeout closed the connection: reopen only for an event.
@@ -563,6 +570,7 @@ impl Publisher {
             url,
             link: None,
             failures: 0,
+            refused: 0,
             last_active: Instant::now(),
             idle_closed: false,
         }
@@ -780,12 +788,16 @@ impl Publisher {
         }
     }
 
-    /// Takes up to [`MAX_BATCH`] events, publishes them and waits for their confirms;
-    /// what is not confirmed goes back to the front of the queue.
+    /// Takes up to [`MAX_BATCH`] events (one while the broker refuses them), publishes
+    /// them and waits for their confirms; what is not confirmed goes back to the front of
+    /// the queue. After a nack, or a lost connection, the next batch waits a doubling
+    /// pause: a broker that keeps refusing is asked again a few times a second at first,
+    /// then every [`BACKOFF_MAX`], never in a loop.
     fn publish_batch(&mut self, stop_by: Option<Instant>) {
         let batch: Vec<Message> = {
             let mut q = self.shared.lock();
-            let n = q.waiting.len().min(MAX_BATCH);
+            let most = if self.refused > 0 { 1 } else { MAX_BATCH };
+            let n = q.waiting.len().min(most);
             let batch: Vec<Message> = q.waiting.drain(..n).collect();
             self.shared.in_flight.store(batch.len(), Ordering::Relaxed);
             batch
@@ -793,8 +805,14 @@ impl Publisher {
         if batch.is_empty() {
             return;
         }
-        let (acked, retry, failed) = self.send(&batch, stop_by);
-        let confirmed = acked.len() as u64;
+        let Sent {
+            acked,
+            retry,
+            nacked,
+            failed,
+        } = self.send(&batch, stop_by);
+        let confirmed = acked as u64;
+        let first_nacked = nacked.map(|i| (batch[i].event, batch[i].upload_id.clone()));
         let config_bound = self.config().queue_size;
         {
             let mut again = vec![false; batch.len()];
@@ -825,31 +843,58 @@ impl Publisher {
         if confirmed > 0 {
             self.last_active = Instant::now();
         }
-        match failed {
-            None => {
+        match (failed, first_nacked) {
+            (None, Some((event, id))) => {
+                self.refused = self.refused.saturating_add(1);
+                let pause = backoff(self.refused);
+                if self.refused == 1 {
+                    crate::warn!(
+                        "hook {event} {id}: AMQP: the broker refused (nacked) the event (a full \
+                         queue with x-overflow reject-publish?); publishing again one at a \
+                         time, every {:.1}-{:.0} s, while events wait",
+                        BACKOFF_MIN.as_secs_f64(),
+                        BACKOFF_MAX.as_secs_f64()
+                    );
+                } else {
+                    crate::debug!(
+                        "hook {event} {id}: AMQP: nacked again ({} in a row); next try in {:.1} s",
+                        self.refused,
+                        pause.as_secs_f64()
+                    );
+                }
+                self.pause(pause, stop_by);
+            }
+            (None, None) => {
                 if confirmed > 0 {
                     self.failures = 0;
                 }
+                if self.refused > 0 {
+                    crate::info!(
+                        "hooks: AMQP: the broker accepts events again after {} refused attempt(s)",
+                        self.refused
+                    );
+                    self.refused = 0;
+                }
             }
-            Some(Failed::Link(why)) => {
+            (Some(Failed::Link(why)), _) => {
                 self.lost(&why);
                 self.pause(backoff(self.failures), stop_by);
             }
-            Some(Failed::Deadline) => {}
+            (Some(Failed::Deadline), _) => {}
         }
     }
 
-    /// Publishes `batch` and collects its confirms: (acked indexes, indexes to publish
-    /// again, why it stopped early).
-    fn send(
-        &mut self,
-        batch: &[Message],
-        stop_by: Option<Instant>,
-    ) -> (Vec<usize>, Vec<usize>, Option<Failed>) {
+    /// Publishes `batch` and collects its confirms.
+    fn send(&mut self, batch: &[Message], stop_by: Option<Instant>) -> Sent {
         let config = self.shared.config.clone();
         let origin = self.shared.origin.clone();
         let Some(link) = self.link.as_mut() else {
-            return (Vec::new(), (0..batch.len()).collect(), None);
+            return Sent {
+                acked: 0,
+                retry: (0..batch.len()).collect(),
+                nacked: None,
+                failed: None,
+            };
         };
         let mut published = 0;
         let mut failed = None;
@@ -872,7 +917,8 @@ impl Publisher {
         }
         metrics::AMQP_PUBLISHED.fetch_add(published as u64, Ordering::Relaxed);
         // Confirms arrive in order after the smoother: the n-th is for batch[n].
-        let mut acked = Vec::with_capacity(published);
+        let mut acked = 0;
+        let mut nacked = None;
         let mut retry = Vec::new();
         let mut resolved = 0;
         let started = Instant::now();
@@ -900,14 +946,9 @@ impl Publisher {
                             break;
                         }
                         match c {
-                            Confirm::Ack(_) => acked.push(resolved),
+                            Confirm::Ack(_) => acked += 1,
                             Confirm::Nack(_) => {
-                                crate::warn!(
-                                    "hook {} {}: AMQP: the broker nacked the message; \
-                                     publishing it again",
-                                    batch[resolved].event,
-                                    batch[resolved].upload_id
-                                );
+                                nacked.get_or_insert(resolved);
                                 retry.push(resolved);
                             }
                         }
@@ -928,8 +969,25 @@ impl Publisher {
             }
         }
         retry.extend(resolved..batch.len());
-        (acked, retry, failed)
+        Sent {
+            acked,
+            retry,
+            nacked,
+            failed,
+        }
     }
+}
+
+/// What became of a published batch.
+struct Sent {
+    /// Events the broker confirmed.
+    acked: usize,
+    /// Indexes of the events to publish again (nacked, or not confirmed), in order.
+    retry: Vec<usize>,
+    /// The index of the first event the broker nacked, if any.
+    nacked: Option<usize>,
+    /// Why it stopped early.
+    failed: Option<Failed>,
 }
 
 /// amiquip's exchange type for a `--hooks-amqp-exchange-kind`.

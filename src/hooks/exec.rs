@@ -38,6 +38,8 @@ pub enum ExecError {
     Status(ExitStatus),
     /// It ran past the timeout and was killed.
     Timeout(Duration),
+    /// Waiting for it failed (it is no longer this process's child to wait for).
+    Wait(io::Error),
 }
 
 impl std::fmt::Display for ExecError {
@@ -50,6 +52,7 @@ impl std::fmt::Display for ExecError {
                 (None, Some(sig)) => write!(f, "killed by signal {sig}"),
                 _ => write!(f, "{st}"),
             },
+            ExecError::Wait(e) => write!(f, "cannot wait for it: {e}"),
             ExecError::Timeout(t) => {
                 write!(f, "still running after {:.1} s: killed", t.as_secs_f64())
             }
@@ -59,25 +62,54 @@ impl std::fmt::Display for ExecError {
 
 /// The process groups of hooks running now, so that shutdown can kill them when the
 /// grace period ends.
+///
+/// Invariant: a process group ID is in the set only while its leader (the hook, whose
+/// PID it is) has not been reaped. An unreaped child keeps its PID, so the kernel cannot
+/// give that ID to another process or group, and [`Running::kill_all`] (which signals
+/// under the lock) can only hit the hook's own group. So a hook leaves the set *before*
+/// it is reaped: `Running::try_reap` does both under the lock, and after a timeout the
+/// group is killed and removed before the wait.
 #[derive(Debug, Default)]
 pub struct Running(Mutex<HashSet<i32>>);
 
 impl Running {
-    fn add(&self, pgid: i32) {
-        if let Ok(mut set) = self.0.lock() {
-            set.insert(pgid);
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<i32>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn add(&self, pgid: i32) {
+        self.lock().insert(pgid);
+    }
+
+    /// Stops tracking `pgid`. Only for a hook not yet reaped (see the invariant).
     fn remove(&self, pgid: i32) {
-        if let Ok(mut set) = self.0.lock() {
+        self.lock().remove(&pgid);
+    }
+
+    /// Reaps `child` (the leader of group `pgid`) if it has exited, taking the group out
+    /// of the set in the same critical section, so `kill_all` never sees it reaped.
+    fn try_reap(&self, pgid: i32, child: &mut Child) -> io::Result<Option<ExitStatus>> {
+        let mut set = self.lock();
+        let reaped = child.try_wait();
+        if !matches!(reaped, Ok(None)) {
+            // Exited and reaped, or (an error) no longer ours to wait for: either way
+            // its ID may be given to another process from now on.
             set.remove(&pgid);
+        }
+        reaped
+    }
+
+    /// Calls `f` with each process group held, under the lock `kill_all` takes.
+    #[cfg(test)]
+    fn each(&self, mut f: impl FnMut(i32)) {
+        if let Ok(set) = self.0.lock() {
+            set.iter().for_each(|&pgid| f(pgid));
         }
     }
 
     /// SIGKILLs every running hook's process group.
     pub fn kill_all(&self) -> usize {
-        let Ok(set) = self.0.lock() else { return 0 };
+        let set = self.lock();
         for &pgid in set.iter() {
             kill_group(pgid);
         }
@@ -85,11 +117,13 @@ impl Running {
     }
 }
 
+/// SIGKILLs process group `pgid`. Call only while its leader has not been reaped.
 fn kill_group(pgid: i32) {
     if pgid > 0 {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is
-        // involved. The group is the hook's own (process_group(0) at spawn), and it is
-        // only signalled before the hook has been reaped, so the ID cannot be reused.
+        // involved. The group is the hook's own (process_group(0) at spawn), and callers
+        // signal it only before the hook has been reaped (`Running`'s invariant), so the
+        // ID cannot have been reused.
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
         }
@@ -134,13 +168,18 @@ pub fn run(
     };
     let pgid = i32::try_from(child.id()).unwrap_or(0);
     running.add(pgid);
-    let result = supervise(&mut child, timeout, tag);
-    running.remove(pgid);
-    result
+    supervise(&mut child, pgid, timeout, tag, running)
 }
 
-/// Reads the output until the child exits (or the timeout), then reaps it.
-fn supervise(child: &mut Child, timeout: Duration, tag: &str) -> Result<(), ExecError> {
+/// Reads the output until the child exits (or the timeout), then reaps it; `pgid` leaves
+/// `running` before that (see [`Running`]).
+fn supervise(
+    child: &mut Child,
+    pgid: i32,
+    timeout: Duration,
+    tag: &str,
+    running: &Running,
+) -> Result<(), ExecError> {
     let deadline = Instant::now() + timeout;
     let mut out = Stream::new(child.stdout.take(), "stdout");
     let mut err = Stream::new(child.stderr.take(), "stderr");
@@ -150,7 +189,8 @@ fn supervise(child: &mut Child, timeout: Duration, tag: &str) -> Result<(), Exec
     loop {
         let now = Instant::now();
         if now >= deadline {
-            kill_group(i32::try_from(child.id()).unwrap_or(0));
+            kill_group(pgid);
+            running.remove(pgid);
             let _ = child.wait();
             out.flush(tag, &mut logged, &mut skipped);
             err.flush(tag, &mut logged, &mut skipped);
@@ -170,8 +210,14 @@ fn supervise(child: &mut Child, timeout: Duration, tag: &str) -> Result<(), Exec
             // Both pipes closed: wait for the exit itself, a little at a time.
             std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
         }
-        if let Ok(Some(st)) = child.try_wait() {
-            status = Some(st);
+        match running.try_reap(pgid, child) {
+            Ok(Some(st)) => status = Some(st),
+            Ok(None) => {}
+            Err(e) => {
+                out.flush(tag, &mut logged, &mut skipped);
+                err.flush(tag, &mut logged, &mut skipped);
+                return Err(ExecError::Wait(e));
+            }
         }
         if let Some(st) = status {
             // Exited: take what is already in the pipes, without waiting for EOF (a
@@ -333,6 +379,7 @@ fn poll_read(
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
         let p = dir.join(name);
@@ -391,6 +438,62 @@ mod tests {
         let started = Instant::now();
         run(&bg, &[], t, "x", &running).unwrap();
         assert!(started.elapsed() < Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Whether `pid` is a child of this process that has not been reaped (running, or a
+    /// zombie): its ID, and so its process group's, cannot have been given to another.
+    fn unreaped(pid: i32) -> bool {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid(2).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: `info` is a live, writable siginfo_t; WNOWAIT leaves the child as it is.
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        r == 0
+    }
+
+    /// `kill_all` signals only process groups whose leader (the hook) has not been
+    /// reaped: an ID the kernel may have given to another process since is never in the
+    /// set. A checker looks at the set, under the lock `kill_all` takes, while hooks that
+    /// exit at once run on four threads.
+    #[test]
+    fn running_never_holds_a_reaped_hook() {
+        let d = tmp("reaped");
+        let running = Running::default();
+        let quick = script(&d, "quick", "exit 0");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (checks, stale) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    running.each(|pgid| {
+                        checks.fetch_add(1, Ordering::Relaxed);
+                        if !unreaped(pgid) {
+                            stale.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+            });
+            let hooks: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..150 {
+                            run(&quick, &[], Duration::from_secs(10), "x", &running).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for h in hooks {
+                h.join().unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        let (checks, stale) = (checks.into_inner(), stale.into_inner());
+        assert!(checks > 0, "the checker never saw a running hook");
+        assert_eq!(
+            stale, 0,
+            "{stale} of {checks} checks found a reaped hook's group"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -8,7 +8,8 @@
 //! Hooks block (a process to wait for, an HTTP exchange), so they never run on a core
 //! thread. They run on a pool of `--hooks-workers` plain threads fed by two bounded
 //! crossbeam channels of `--hooks-queue` jobs each: one for pre-hooks, one for
-//! post-events. A core thread only ever `try_send`s:
+//! post-events. A core thread only ever `try_send`s (and counts a post-event in a
+//! per-upload map, one short mutex section; see Ordering):
 //!
 //! * **pre-hooks** (`pre-create`, `pre-terminate`) carry a `tokio::sync::oneshot`
 //!   sender; the request awaits the verdict without blocking its core. A full queue is
@@ -33,13 +34,24 @@
 //! worker that delivers that upload's events. Different uploads are delivered in
 //! parallel.
 //!
+//! Ordering makes an upload's later events wait for the delivery of its earlier ones,
+//! retries included. So stale progress does not hold back what follows it: an HTTP
+//! `post-receive` that fails while a newer event of its upload is queued behind it is
+//! not retried (it is *superseded*, logged and counted), and a retry pause ends when
+//! such an event is queued. Only those retries are skipped: every event is attempted at
+//! every URL, in order. The newer events are counted per upload as they are queued (by
+//! the core, `Inner::behind`), so they are seen even while no worker is free to take
+//! them from the channel.
+//!
 //! # Delivery
 //!
 //! The message is formatted once per event ([`payload`]). Each notifier gets every
 //! post-event on its own (a failing file hook does not stop the HTTP hook); failures are
-//! logged with the event, the upload ID and the reason, and counted in [`Stats`]. HTTP
-//! post-hooks are retried with a doubling backoff. Pre-hooks go to the notifiers in
-//! rustus's order (file, directory, HTTP URLs) and the first refusal is the verdict.
+//! logged with the event, the upload ID and the reason, and counted
+//! ([`metrics::HOOK_COUNTERS`], rendered at `/metrics`). HTTP post-hooks are retried
+//! with a doubling backoff (a superseded `post-receive` excepted, see Ordering).
+//! Pre-hooks go to the notifiers in rustus's order (file, directory, HTTP URLs) and the
+//! first refusal is the verdict.
 //!
 //! # Shutdown
 //!
@@ -57,7 +69,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -239,62 +251,8 @@ impl Format {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Counters
-// ---------------------------------------------------------------------------------------
-
-/// Hook counters since startup (for logs now, metrics later).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Events queued for the workers.
-    pub queued: AtomicU64,
-    /// Deliveries that succeeded (one per notifier, URL included).
-    pub delivered: AtomicU64,
-    /// Deliveries that failed (one per notifier and event, after the retries).
-    pub failed: AtomicU64,
-    /// Pre-hook requests refused by a hook's verdict.
-    pub rejected: AtomicU64,
-    /// HTTP retries.
-    pub retried: AtomicU64,
-    /// Events never delivered: no room in the queue in time, or left at shutdown.
-    pub dropped: AtomicU64,
-    /// Pre-hook requests answered 503 because the queue was full.
-    pub queue_full: AtomicU64,
-    /// Post-events that had to wait for room in the queue.
-    pub waited_for_room: AtomicU64,
-}
-
-/// A copy of [`Stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StatsSnapshot {
-    pub queued: u64,
-    pub delivered: u64,
-    pub failed: u64,
-    pub rejected: u64,
-    pub retried: u64,
-    pub dropped: u64,
-    pub queue_full: u64,
-    pub waited_for_room: u64,
-}
-
 fn bump(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
-}
-
-impl Stats {
-    fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            queued: get(&self.queued),
-            delivered: get(&self.delivered),
-            failed: get(&self.failed),
-            rejected: get(&self.rejected),
-            retried: get(&self.retried),
-            dropped: get(&self.dropped),
-            queue_full: get(&self.queue_full),
-            waited_for_room: get(&self.waited_for_room),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -340,6 +298,36 @@ struct Pool {
     no_verdict: bool,
     behind_proxy: bool,
     proxy_headers: Vec<String>,
+}
+
+/// A post-event counted in `Inner::behind` while `Hooks::post` queues it: uncounted
+/// when dropped before [`Counted::sent`] (the event never reached the channel).
+struct Counted<'a> {
+    inner: &'a Inner,
+    id: Option<String>,
+}
+
+impl<'a> Counted<'a> {
+    fn new(inner: &'a Inner, id: &str) -> Counted<'a> {
+        inner.count_behind(id, true);
+        Counted {
+            inner,
+            id: Some(id.to_owned()),
+        }
+    }
+
+    /// The event is in the channel: the worker that takes it uncounts it.
+    fn sent(&mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.inner.count_behind(&id, false);
+        }
+    }
 }
 
 /// A queued event.
@@ -406,17 +394,24 @@ impl Hooks {
             stopping: AtomicBool::new(false),
             recv_lock: Mutex::new(()),
             busy: Mutex::new(HashMap::new()),
+            behind: Mutex::new(HashMap::new()),
+            behind_cv: Condvar::new(),
             parked: AtomicUsize::new(0),
             park_bound: bound,
             notifiers,
             format: config.hooks_format,
-            stats: Stats::default(),
             running: exec::Running::default(),
         });
-        let count = config.hooks_workers.max(1);
         let no_verdict = config.hooks_file.is_none()
             && config.hooks_dir.is_none()
             && config.hooks_http_urls.is_empty();
+        // With AMQP alone the cores queue every event for its publisher themselves
+        // (`Hooks::post`): a worker would never get a job, so none is started.
+        let count = if no_verdict {
+            0
+        } else {
+            config.hooks_workers.max(1)
+        };
         // Pre-events wait for a verdict (and get worker 0 to themselves) unless nothing
         // can refuse.
         let has_pre = config.hooks.iter().any(Event::is_pre) && !no_verdict;
@@ -444,13 +439,16 @@ impl Hooks {
         for u in &config.hooks_http_urls {
             to.push(format!("POST {u}"));
         }
+        let workers_said = if no_verdict {
+            "no hook worker: the cores queue events for the AMQP publisher".to_owned()
+        } else {
+            format!("{count} worker(s), queue {bound}")
+        };
         crate::info!(
-            "hooks: {} to {} ({} format, {} worker(s), queue {})",
+            "hooks: {} to {} ({} format, {workers_said})",
             events.join(","),
             to.join(", "),
             config.hooks_format.name(),
-            count,
-            bound
         );
         Ok(Hooks {
             events: config.hooks,
@@ -523,9 +521,9 @@ impl Hooks {
             origin,
             reply: Some(tx),
         };
-        let stats = &pool.inner.stats;
+        let stats = &metrics::HOOK_COUNTERS;
         match pool.pre_tx.try_send(job) {
-            Ok(()) => bump(&stats.queued, 1),
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 bump(&stats.queue_full, 1);
                 crate::warn!(
@@ -568,7 +566,10 @@ impl Hooks {
             }
             return;
         }
-        let stats = &pool.inner.stats;
+        let stats = &metrics::HOOK_COUNTERS;
+        // Counted before it can reach a worker; uncounted again if it never does (dropped
+        // here, or this request's future dropped while it waits for room).
+        let mut counted = Counted::new(&pool.inner, &upload.id);
         let mut job = Job {
             event,
             upload,
@@ -580,14 +581,11 @@ impl Hooks {
         loop {
             match pool.post_tx.try_send(job) {
                 Ok(()) => {
-                    bump(&stats.queued, 1);
+                    counted.sent();
                     return;
                 }
                 Err(TrySendError::Full(back)) => {
-                    let since = *started.get_or_insert_with(|| {
-                        bump(&stats.waited_for_room, 1);
-                        Instant::now()
-                    });
+                    let since = *started.get_or_insert_with(Instant::now);
                     if since.elapsed() >= POST_ROOM_WAIT {
                         bump(&stats.dropped, 1);
                         crate::error!(
@@ -618,14 +616,6 @@ impl Hooks {
         self.pool.as_ref().map_or(0, |p| p.inner.pending())
     }
 
-    /// The counters.
-    pub fn stats(&self) -> StatsSnapshot {
-        match &self.pool {
-            Some(p) => p.inner.stats.snapshot(),
-            None => StatsSnapshot::default(),
-        }
-    }
-
     /// Delivers what is queued, then stops the workers; gives up at `deadline`, logging
     /// and counting the events left and killing running hook processes. Call once,
     /// after the cores have finished.
@@ -651,8 +641,7 @@ impl Hooks {
                 for w in workers.drain(..) {
                     let _ = w.join();
                 }
-                let s = inner.stats.snapshot();
-                crate::debug!("hooks stopped: {s:?}");
+                crate::debug!("hooks stopped: {:?}", metrics::HOOK_COUNTERS);
                 if let Some(a) = &inner.notifiers.amqp {
                     a.shutdown(deadline);
                 }
@@ -664,7 +653,7 @@ impl Hooks {
             std::thread::sleep(Duration::from_millis(10));
         }
         let left = inner.pending();
-        bump(&inner.stats.dropped, left as u64);
+        bump(&metrics::HOOK_COUNTERS.dropped, left as u64);
         let killed = inner.running.kill_all();
         crate::warn!(
             "hooks: the grace period ended with {left} queued event(s) undelivered; \
@@ -761,13 +750,25 @@ struct Inner {
     recv_lock: Mutex<()>,
     /// Uploads with an event being delivered, and their events waiting behind it.
     busy: Mutex<HashMap<String, VecDeque<Job>>>,
+    /// Post-events of each upload that are queued and not yet taken for delivery: in the
+    /// channel, waiting for room in it, or parked. Invariant: an upload's count is the
+    /// number of its post-events `Hooks::post` has begun to queue, less those a worker
+    /// has begun to deliver ([`Inner::run`]) or that were dropped; an upload with none has
+    /// no entry. Events of one upload are queued in order, so while one of its events is
+    /// in delivery, a count above 0 means a newer event waits behind it (what supersedes
+    /// a post-receive: [`Inner::pause_unless_superseded`]). Counted at queueing, by the
+    /// core, so that an event still in the channel counts even when no worker is free
+    /// to take it.
+    behind: Mutex<HashMap<String, usize>>,
+    /// Signalled (with `behind`) when a count goes up: wakes a worker pausing before an
+    /// HTTP retry of a post-receive that the new event supersedes.
+    behind_cv: Condvar,
     /// Jobs waiting in `busy`.
     parked: AtomicUsize,
     /// Most jobs parked before receiving stops (so memory stays bounded).
     park_bound: usize,
     notifiers: Notifiers,
     format: Format,
-    stats: Stats,
     running: exec::Running,
 }
 
@@ -825,7 +826,7 @@ impl Inner {
         let tag = format!("{} {}", job.event, job.upload.id);
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(job)));
         if ran.is_err() {
-            bump(&self.stats.failed, 1);
+            bump(&metrics::HOOK_COUNTERS.failed, 1);
             crate::error!("hook {tag}: the hook worker panicked; event not delivered");
         }
     }
@@ -915,9 +916,13 @@ impl Inner {
     }
 
     fn run(&self, job: Job) {
+        if job.reply.is_none() {
+            // A post-event begins its delivery: no longer behind anything.
+            self.count_behind(&job.upload.id, false);
+        }
         if job.reply.as_ref().is_some_and(|r| r.is_closed()) {
             // The request stopped waiting (504): asking now would be for nothing.
-            bump(&self.stats.dropped, 1);
+            bump(&metrics::HOOK_COUNTERS.dropped, 1);
             crate::debug!(
                 "hook {} {}: skipped: the request no longer waits",
                 job.event,
@@ -957,7 +962,7 @@ impl Inner {
                     let took = started.elapsed();
                     match sent {
                         Ok(()) => {
-                            bump(&self.stats.delivered, 1);
+                            bump(&metrics::HOOK_COUNTERS.delivered, 1);
                             metrics::hook_delivery(event, metrics::Notifier::Http, false, took);
                         }
                         Err(f) => {
@@ -976,7 +981,7 @@ impl Inner {
         })();
         if let Err(e) = &result {
             if e.is_verdict() {
-                bump(&self.stats.rejected, 1);
+                bump(&metrics::HOOK_COUNTERS.rejected, 1);
             }
         }
         result
@@ -1002,7 +1007,7 @@ impl Inner {
         metrics::hook_delivery(event, kind, result.is_err(), started.elapsed());
         match result {
             Ok(()) => {
-                bump(&self.stats.delivered, 1);
+                bump(&metrics::HOOK_COUNTERS.delivered, 1);
                 Ok(())
             }
             Err(e) => {
@@ -1011,9 +1016,9 @@ impl Inner {
                     exec::ExecError::NotFound if dir => {
                         (HookError::MissingFile(event.name()), true)
                     }
-                    exec::ExecError::NotFound | exec::ExecError::Spawn(_) => {
-                        (HookError::Spawn, false)
-                    }
+                    exec::ExecError::NotFound
+                    | exec::ExecError::Spawn(_)
+                    | exec::ExecError::Wait(_) => (HookError::Spawn, false),
                     exec::ExecError::Status(_) => (HookError::Exit, true),
                     exec::ExecError::Timeout(_) => (HookError::Timeout(event.name()), false),
                 };
@@ -1021,7 +1026,7 @@ impl Inner {
                     // Logged once at startup; counted, not logged again per event (a
                     // pre-hook refusal is counted as such by `ask`).
                     if !event.is_pre() {
-                        bump(&self.stats.failed, 1);
+                        bump(&metrics::HOOK_COUNTERS.failed, 1);
                     }
                     crate::debug!("hook {tag}: {via}: not found");
                 } else {
@@ -1054,22 +1059,33 @@ impl Inner {
                 loop {
                     match h.post(url, event, json, key, &job.origin.proxied) {
                         Ok(()) => {
-                            bump(&self.stats.delivered, 1);
+                            bump(&metrics::HOOK_COUNTERS.delivered, 1);
                             let took = started.elapsed();
                             metrics::hook_delivery(event, metrics::Notifier::Http, false, took);
                             break;
                         }
                         Err(f) if f.retryable() && attempt < n.retries => {
                             let pause = n.backoff.saturating_mul(1 << attempt.min(16));
-                            attempt += 1;
-                            bump(&self.stats.retried, 1);
                             crate::debug!(
-                                "hook {tag}: {} {f}; retry {attempt} of {} in {:.1} s",
+                                "hook {tag}: {} {f}; retry {} of {} in {:.1} s",
                                 Via::Http(url),
+                                attempt + 1,
                                 n.retries,
                                 pause.as_secs_f64()
                             );
-                            std::thread::sleep(pause);
+                            if self.pause_unless_superseded(job, pause) {
+                                let took = started.elapsed();
+                                metrics::hook_delivery(event, metrics::Notifier::Http, true, took);
+                                bump(&metrics::HOOK_COUNTERS.superseded, 1);
+                                crate::warn!(
+                                    "hook {tag}: {} failed: {f}; not retried: superseded by a \
+                                     newer event of the upload, delivered next",
+                                    Via::Http(url)
+                                );
+                                break;
+                            }
+                            attempt += 1;
+                            bump(&metrics::HOOK_COUNTERS.retried, 1);
                         }
                         Err(f) => {
                             let took = started.elapsed();
@@ -1083,13 +1099,63 @@ impl Inner {
         }
     }
 
+    /// Counts one more (`up`) or one fewer post-event of upload `id` queued behind the
+    /// one in delivery (see `behind`).
+    fn count_behind(&self, id: &str, up: bool) {
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        if up {
+            match behind.get_mut(id) {
+                Some(n) => *n += 1,
+                None => {
+                    behind.insert(id.to_owned(), 1);
+                }
+            }
+            drop(behind);
+            self.behind_cv.notify_all();
+        } else if let Some(n) = behind.get_mut(id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                behind.remove(id);
+            }
+        }
+    }
+
+    /// Waits `pause` before an HTTP retry of `job`. For a `post-receive`, returns `true`
+    /// as soon as a newer event of its upload is queued behind it (at once if one
+    /// already is): the progress it reports is stale, and retrying it would only hold
+    /// back what comes next, so it is superseded. Only retries are skipped this way:
+    /// every event gets its first attempt at every URL, in order, and the other events
+    /// (state changes a receiver must see) are retried as before.
+    fn pause_unless_superseded(&self, job: &Job, pause: Duration) -> bool {
+        if job.event != Event::PostReceive {
+            std::thread::sleep(pause);
+            return false;
+        }
+        let until = Instant::now() + pause;
+        let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if behind.contains_key(&job.upload.id) {
+                return true;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            behind = self
+                .behind_cv
+                .wait_timeout(behind, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
     /// Logs and counts a failed delivery. A refusal by a pre-hook is the hook doing its
     /// job: logged at INFO; anything else at WARN.
     fn failed(&self, tag: &str, via: &Via<'_>, why: &dyn fmt::Display, refusal: bool) {
         if refusal {
             crate::info!("hook {tag}: refused by {via}: {why}");
         } else {
-            bump(&self.stats.failed, 1);
+            bump(&metrics::HOOK_COUNTERS.failed, 1);
             crate::warn!("hook {tag}: {via} failed: {why}");
         }
     }

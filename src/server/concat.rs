@@ -29,10 +29,12 @@ use std::rc::Rc;
 use std::sync::Mutex;
 use uuid::Uuid;
 
-/// Finals created before all their parts were complete and not yet assembled: final ID
-/// → its part IDs. Invariant: a final is in the map from the moment its info record is
-/// written until its assembly has written the complete record or it is deleted or
-/// swept. The map is per process and is not persisted: after a restart a waiting final
+/// Finals created before all their parts were complete and not yet reported assembled:
+/// final ID → its part IDs. Invariant: a final is in the map from the moment its info
+/// record is written until its assembly has written the complete record and (with
+/// `--remove-parts`) removed its parts, or until it is deleted or swept; while it is in
+/// the map its HEAD shows no `Upload-Offset` ([`head_headers`]), even once its data file
+/// is complete. The map is per process and is not persisted: after a restart a waiting final
 /// is found again by the next HEAD or GET of it ([`recover`]). Lookups by part scan the
 /// map (O(pending finals)), which stays small: finals are only waiting while their
 /// parts upload.
@@ -55,8 +57,22 @@ pub fn forget(final_id: &Uuid) {
 /// Whether a waiting final names this upload as a part (such a part is not deleted by
 /// DELETE or `--remove-parts`).
 pub fn part_in_use(part: &Uuid) -> bool {
+    needed_by_another(part, None)
+}
+
+/// Whether a final in the index other than `assembled` names `part`.
+fn needed_by_another(part: &Uuid, assembled: Option<&Uuid>) -> bool {
     let p = part.as_u128();
-    pending().values().any(|parts| parts.contains(&p))
+    let skip = assembled.map(Uuid::as_u128);
+    pending()
+        .iter()
+        .any(|(f, parts)| Some(*f) != skip && parts.contains(&p))
+}
+
+/// Whether a final is in the index (waiting for its parts, or assembled and having its
+/// parts removed).
+fn is_pending(final_id: &str) -> bool {
+    parse_upload_id(final_id).is_some_and(|id| pending().contains_key(&id.as_u128()))
 }
 
 /// The waiting finals that name `part`.
@@ -121,7 +137,9 @@ pub fn rebuild_index(info_dir: &std::path::Path, data_dir: &std::path::Path, tem
 }
 
 /// HEAD's concatenation headers: `Upload-Concat` on a partial or a final, and no
-/// `Upload-Offset` on a final whose assembly has not finished (tus §2.7).
+/// `Upload-Offset` on a final whose assembly has not finished (tus §2.7). Finished means
+/// its data file is complete *and* it has left the index, which `--remove-parts` makes
+/// wait until its parts are removed ([`try_assemble`]).
 pub fn head_headers(base: &str, upload: &Upload, resp: &mut Response) {
     let info = &upload.info;
     if info.is_partial {
@@ -129,7 +147,7 @@ pub fn head_headers(base: &str, upload: &Upload, resp: &mut Response) {
     } else if info.is_final {
         let parts = info.parts.as_deref().unwrap_or(&[]);
         resp.header("Upload-Concat", final_header(base, parts));
-        if !info.is_complete() {
+        if !info.is_complete() || is_pending(&info.id) {
             resp.headers.retain(|(name, _)| *name != "Upload-Offset");
         }
     }
@@ -317,8 +335,9 @@ pub async fn create_final(
         }
         metrics::upload_created(info.length, true);
         drop(lock);
+        // Before the 201 and post-finish: the final is not known to anyone yet.
         if cfg.remove_parts {
-            remove_parts(core, &ids).await;
+            remove_parts(core, &ids, &id).await;
         }
         // rustus-compat §3.1: a final's creation fires post-finish instead of post-create.
         if hooks.wants(Event::PostFinish) {
@@ -354,26 +373,20 @@ pub async fn create_final(
     Ok(Reply::new(resp))
 }
 
-/// How long [`try_assemble`] waits for a final's lock, and how often it tries. The
-/// holder is usually another check of the same final (a few `statx`), which may have
-/// seen the part this caller just completed as unfinished; giving up at once would leave
-/// the final waiting. A holder that keeps it longer is assembling or deleting it, and
-/// either way the final needs nothing more from this caller.
+/// How long [`try_assemble`] waits for a final's lock, and [`remove_parts`] for a part's,
+/// and how often they try. A final's holder is usually another check of the same final
+/// (a few `statx`), which may have seen the part this caller just completed as
+/// unfinished; giving up at once would leave the final waiting. A holder that keeps it
+/// longer is assembling or deleting it, and either way the final needs nothing more from
+/// this caller.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Assembles a waiting final if every part is complete. Returns whether the final is
 /// complete afterwards.
 async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, Error> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    let _lock = loop {
-        if let Some(lock) = UploadLock::try_acquire(id) {
-            break lock;
-        }
-        if std::time::Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(LOCK_RETRY).await;
+    let Some(_lock) = lock_within(id, LOCK_WAIT).await else {
+        return Ok(false);
     };
     let store = &core.shared.store;
     let mut upload = match store.load(&id).await {
@@ -417,14 +430,21 @@ async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, E
     )
     .await?;
     upload.info.offset = plan.length;
-    store.write_info(&upload.info).await?;
-    forget(&id);
+    if let Err(e) = store.write_info(&upload.info).await {
+        // The data file is complete, and the offset is its size: the final is
+        // complete whatever its record says. Its parts are kept.
+        forget(&id);
+        return Err(e);
+    }
     metrics::upload_finished();
     crate::debug!("final upload {id} assembled ({} bytes)", plan.length);
+    // The final stays in the index (so its HEAD shows no offset yet) until its parts
+    // are gone: a client that sees it complete finds no part left.
     let cfg = &core.shared.config;
     if cfg.remove_parts {
-        remove_parts(core, &ids).await;
+        remove_parts(core, &ids, &id).await;
     }
+    forget(&id);
     let hooks = &core.shared.hooks;
     if hooks.wants(Event::PostFinish) {
         hooks.post(Event::PostFinish, upload.info, from).await;
@@ -432,21 +452,41 @@ async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, E
     Ok(true)
 }
 
-/// `--remove-parts`: deletes each part's info and data, except a part another waiting
-/// final still needs or a request holds right now (logged).
-async fn remove_parts(core: &Rc<Core>, ids: &[Uuid]) {
+/// The upload's lock, waiting up to `wait` for its holder to let go (async sleeps of
+/// [`LOCK_RETRY`], never blocking the core); `None` if it is still held then.
+async fn lock_within(id: Uuid, wait: std::time::Duration) -> Option<UploadLock> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if let Some(lock) = UploadLock::try_acquire(id) {
+            return Some(lock);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(LOCK_RETRY).await;
+    }
+}
+
+/// `--remove-parts` for the final `assembled` (whose data file and record are complete):
+/// deletes each part's info and data before the final is reported complete, except a
+/// part another waiting final still needs, or one a request keeps locked for longer
+/// than [`LOCK_WAIT`] (both logged). A complete part's holder is usually brief (a PATCH
+/// answered "already complete", a DELETE); what can outlast the wait is a DELETE whose
+/// `pre-terminate` hook is slower than that, or the PATCH that completed the part
+/// waiting for room in a full hook queue (up to `POST_ROOM_WAIT`).
+async fn remove_parts(core: &Rc<Core>, ids: &[Uuid], assembled: &Uuid) {
     let mut done: Vec<Uuid> = Vec::new();
     for id in ids {
         if done.contains(id) {
             continue;
         }
         done.push(*id);
-        if part_in_use(id) {
+        if needed_by_another(id, Some(assembled)) {
             crate::debug!("part {id} is kept: a waiting final upload needs it");
             continue;
         }
-        let Some(_lock) = UploadLock::try_acquire(*id) else {
-            crate::warn!("part {id} is kept: it is in use by another request");
+        let Some(_lock) = lock_within(*id, LOCK_WAIT).await else {
+            crate::warn!("part {id} is kept: another request held it for too long");
             continue;
         };
         let store = &core.shared.store;

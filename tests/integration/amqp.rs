@@ -13,8 +13,8 @@
 
 use crate::harness::*;
 use amiquip::{
-    Channel, Connection, Delivery, ExchangeDeclareOptions, ExchangeType, QueueDeclareOptions,
-    QueueDeleteOptions,
+    AmqpValue, Channel, Connection, Delivery, ExchangeDeclareOptions, ExchangeType, FieldTable,
+    Publish, QueueDeclareOptions, QueueDeleteOptions,
 };
 use serde_json::Value;
 use std::io::Write as _;
@@ -160,6 +160,11 @@ impl Client {
     /// Declares a durable queue bound to `exchange` with key = its name (for tests that
     /// do not make the daemon declare).
     fn bind_queue(&mut self, exchange: &str, queue: &str) {
+        self.bind_queue_with(exchange, queue, FieldTable::new());
+    }
+
+    /// [`Client::bind_queue`] with queue arguments (`x-max-length`, `x-overflow`, …).
+    fn bind_queue_with(&mut self, exchange: &str, queue: &str, arguments: FieldTable) {
         let ch = self.channel();
         ch.exchange_declare(
             ExchangeType::Direct,
@@ -174,12 +179,21 @@ impl Client {
             queue,
             QueueDeclareOptions {
                 durable: true,
+                arguments,
                 ..QueueDeclareOptions::default()
             },
         )
         .expect("declare test queue");
         ch.queue_bind(queue, exchange, queue, Default::default())
             .expect("bind test queue");
+        let _ = ch.close();
+    }
+
+    /// Publishes `body` to `exchange` with routing key `key`.
+    fn publish(&mut self, exchange: &str, key: &str, body: &[u8]) {
+        let ch = self.channel();
+        ch.basic_publish(exchange, Publish::new(body, key))
+            .expect("publish from the test");
         let _ = ch.close();
     }
 }
@@ -248,14 +262,6 @@ fn upload(d: &Daemon, size: usize) -> String {
     d.patch(&id, 0, &vec![b'a'; size])
         .assert_status(204, "patch");
     id
-}
-
-/// A metric's value from `/metrics`.
-fn metric(d: &Daemon, name: &str) -> Option<f64> {
-    let r = d.send(&Req::new("GET", "/metrics"));
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 fn amqp_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -1217,4 +1223,166 @@ fn an_idle_connection_is_closed_and_reopened_by_the_next_event() {
     drop(d);
     c.delete_queues(&[key]);
     c.delete_exchange(&exchange);
+}
+
+// ---------------------------------------------------------------------------------------
+// A broker that refuses, and the threads AMQP needs
+// ---------------------------------------------------------------------------------------
+
+/// CPU time (user + system) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // The fields after the command name (which may hold spaces) in parentheses: state is
+    // field 3 of stat(5), utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Duration::from_millis(ticks * 1000 / u64::try_from(hz).unwrap_or(100).max(1))
+}
+
+/// The names of process `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    let dir = format!("/proc/{pid}/task");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim_end().to_owned())
+        .collect()
+}
+
+/// A queue that refuses publishes while full (`x-overflow: reject-publish`) makes the
+/// broker nack every message. The daemon publishes again after a doubling pause, as for
+/// a lost connection (0.1 s to 3 s), one event at a time until one is confirmed, not in a
+/// hot loop: its CPU stays near idle and it publishes a handful of times, not thousands.
+/// Once the queue has room every event arrives, in order.
+#[test]
+fn a_broker_that_keeps_nacking_gets_republishes_with_backoff() {
+    /// Events refused, and the queue's length (full of fillers from the start).
+    const EVENTS: usize = 100;
+    let _shared = read_lock();
+    let Some(mut c) = client("a_broker_that_keeps_nacking_gets_republishes_with_backoff") else {
+        return;
+    };
+    let exchange = unique("nack");
+    let key = unique("nack-key");
+    let mut arguments = FieldTable::new();
+    arguments.insert("x-max-length".into(), AmqpValue::LongInt(EVENTS as i32));
+    arguments.insert(
+        "x-overflow".into(),
+        AmqpValue::LongString("reject-publish".into()),
+    );
+    c.bind_queue_with(&exchange, &key, arguments);
+    for _ in 0..EVENTS {
+        c.publish(&exchange, &key, b"filler");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || c.count(&key)
+            == Some(EVENTS as u32)),
+        "the fillers did not land"
+    );
+    let tmp = TempDir::new("amqp-nack");
+    let d = Daemon::start(
+        &tmp,
+        &amqp_args(
+            &broker_url(),
+            &[
+                "--hooks-amqp-exchange",
+                &exchange,
+                "--hooks-amqp-routing-key",
+                &key,
+                "--hooks",
+                "post-finish",
+            ],
+        ),
+    );
+    let ids: Vec<String> = (0..EVENTS).map(|_| upload(&d, 10)).collect();
+    assert!(
+        d.wait_log_line(&["AMQP", "nack"]).is_some(),
+        "no nack logged:\n{}",
+        d.stderr_text()
+    );
+    let window = Duration::from_secs(5);
+    let (cpu0, published0) = (
+        cpu_time(d.pid()),
+        metric(&d, "tusring_amqp_published_total").unwrap(),
+    );
+    thread::sleep(window);
+    let (cpu1, published1) = (
+        cpu_time(d.pid()),
+        metric(&d, "tusring_amqp_published_total").unwrap(),
+    );
+    let cpu = cpu1.saturating_sub(cpu0);
+    let published = published1 - published0;
+    eprintln!("nacking broker: {cpu:?} of CPU and {published} publishes in {window:?}");
+    assert!(
+        cpu < Duration::from_millis(250),
+        "the daemon used {cpu:?} of CPU in {window:?} against a nacking broker"
+    );
+    // One event a round, a round after 0.1, 0.2, 0.4, … 3 s.
+    assert!(
+        published <= 10.0,
+        "{published} publishes in {window:?} against a nacking broker"
+    );
+    assert_eq!(metric(&d, "tusring_amqp_confirmed_total"), Some(0.0));
+    assert_eq!(metric(&d, "tusring_amqp_dropped_total"), Some(0.0));
+    assert_eq!(metric(&d, "tusring_amqp_backlog"), Some(EVENTS as f64));
+    // Room again: every event arrives, in order, and the connection was never dropped
+    // for the refusals.
+    let ch = c.channel();
+    ch.queue_purge(key.as_str()).expect("purge the fillers");
+    let _ = ch.close();
+    let got = c.take(&key, EVENTS, ARRIVAL_TIMEOUT);
+    assert_eq!(ids_of(&got), ids);
+    assert!(eventually(Duration::from_secs(10), || metric(
+        &d,
+        "tusring_amqp_backlog"
+    ) == Some(0.0)));
+    assert_eq!(
+        metric(&d, "tusring_amqp_confirmed_total"),
+        Some(EVENTS as f64)
+    );
+    assert_eq!(metric(&d, "tusring_amqp_connects_total"), Some(1.0));
+    drop(d);
+    c.delete_queues(&[key]);
+    c.delete_exchange(&exchange);
+}
+
+/// With AMQP as the only notifier the cores queue events straight for the publisher:
+/// no hook worker thread is started (it would only sit idle). With a notifier that
+/// needs them, `--hooks-workers` are there.
+#[test]
+fn amqp_alone_starts_no_hook_worker_threads() {
+    // No broker is needed: the publisher keeps trying in the background.
+    let url = format!("amqp://guest:guest@127.0.0.1:{}", free_port());
+    let hook_threads = |names: &[String]| {
+        names
+            .iter()
+            .filter(|n| n.starts_with("tusring-hook"))
+            .count()
+    };
+    let tmp = TempDir::new("amqp-threads");
+    let d = Daemon::start(&tmp, &amqp_args(&url, &["--hooks-workers", "3"]));
+    let id = upload(&d, 10);
+    d.delete(&id).assert_status(204, "delete");
+    let names = thread_names(d.pid());
+    assert!(names.iter().any(|n| n == "tusring-amqp"), "{names:?}");
+    assert_eq!(hook_threads(&names), 0, "{names:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || metric(
+            &d,
+            "tusring_amqp_backlog"
+        ) == Some(5.0)),
+        "the events went to the AMQP queue"
+    );
+    drop(d);
+    let tmp = TempDir::new("amqp-threads-http");
+    let http = format!("http://127.0.0.1:{}/hooks", free_port());
+    let d = Daemon::start(
+        &tmp,
+        &amqp_args(&url, &["--hooks-http-urls", &http, "--hooks-workers", "3"]),
+    );
+    let names = thread_names(d.pid());
+    assert_eq!(hook_threads(&names), 3, "{names:?}");
 }

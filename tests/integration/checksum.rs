@@ -92,62 +92,74 @@ fn send_tus(d: &Daemon, req: &Req) -> Response {
     r
 }
 
-/// Every algorithm, right then wrong then right, on both data paths, Content-Length and
-/// chunked bodies, several body buffers long (the staging copy runs over many buffers).
-fn patch_every_algorithm(extra: &[&str], tag: &str) {
+/// Pipes the daemon holds open: each connection makes one the first time it splices a
+/// body and keeps it until it closes, so a new pipe on a connection kept open is the
+/// evidence that a body of it was spliced.
+fn pipe_fds(d: &Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .expect("the daemon's fds")
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("pipe:"))
+        })
+        .count()
+}
+
+/// Every algorithm, right then wrong then right, Content-Length and chunked bodies,
+/// several body buffers long (the staging copy runs over many buffers), then an unchecked
+/// last part, all on one keep-alive connection. A checksummed body must pass through user
+/// space to be hashed, so it is never spliced, even with splicing on: the connection
+/// makes no pipe for it. The unchecked part is spliced when splicing is on (the connection
+/// then holds a pipe) and buffered with `--disable-splice` (no pipe, ever).
+fn patch_every_algorithm(splice: bool, tag: &str) {
     let tmp = TempDir::new(tag);
+    let extra: &[&str] = if splice { &[] } else { &["--disable-splice"] };
     let d = Daemon::start(&tmp, extra);
     const PART: usize = 300 * 1024 + 17;
     for (i, alg) in ALGS.iter().enumerate() {
         let data = random_bytes(700 + i as u64, 4 * PART);
         let id = d.create(data.len() as u64);
         let parts: Vec<&[u8]> = data.chunks(PART).collect();
+        let mut c = d.conn();
+        let pipes = pipe_fds(&d);
+        let mut send = |req: &Req| {
+            let r = c.request(req);
+            r.assert_tus();
+            r
+        };
+        let patch = |offset: usize, body: &[u8], value: Option<String>| {
+            let req = patch_req(&id, offset as u64, body);
+            match value {
+                Some(v) => req.h("Upload-Checksum", &v),
+                None => req,
+            }
+        };
 
-        let r = d.patch_with(
-            &id,
-            0,
-            parts[0],
-            &[("Upload-Checksum", &checksum(alg, parts[0]))],
-        );
+        let r = send(&patch(0, parts[0], Some(checksum(alg, parts[0]))));
         assert_eq!(r.status, 204, "{alg}: right checksum: {r:?}");
         assert_eq!(r.upload_offset(), PART as u64);
         assert_upload(&d, &id, parts[0], &format!("{alg} after the first part"));
 
-        let r = d.patch_with(
-            &id,
-            PART as u64,
-            parts[1],
-            &[("Upload-Checksum", &wrong_checksum(alg, parts[1]))],
-        );
+        let r = send(&patch(PART, parts[1], Some(wrong_checksum(alg, parts[1]))));
         assert_eq!(r.status, 460, "{alg}: wrong checksum: {r:?}");
         assert_eq!(r.reason, "Checksum Mismatch", "{r:?}");
         assert_upload(&d, &id, parts[0], &format!("{alg}: unchanged after a 460"));
 
         // Chunked, wrong then right.
-        let req = chunked_patch(
-            &id,
-            PART as u64,
-            parts[1],
-            &[("Upload-Checksum", &wrong_checksum(alg, parts[1]))],
-            "",
-        );
-        let r = send_tus(&d, &req);
-        assert_eq!(r.status, 460, "{alg}: chunked, wrong checksum: {r:?}");
-        assert_upload(
-            &d,
-            &id,
-            parts[0],
-            &format!("{alg}: unchanged after a chunked 460"),
-        );
-        let req = chunked_patch(
-            &id,
-            PART as u64,
-            parts[1],
-            &[("Upload-Checksum", &checksum(alg, parts[1]))],
-            "",
-        );
-        let r = send_tus(&d, &req);
-        assert_eq!(r.status, 204, "{alg}: chunked, right checksum: {r:?}");
+        for (value, status) in [
+            (wrong_checksum(alg, parts[1]), 460),
+            (checksum(alg, parts[1]), 204),
+        ] {
+            let req = chunked_patch(
+                &id,
+                PART as u64,
+                parts[1],
+                &[("Upload-Checksum", &value)],
+                "",
+            );
+            let r = send(&req);
+            assert_eq!(r.status, status, "{alg}: chunked, {value}: {r:?}");
+        }
         assert_upload(
             &d,
             &id,
@@ -155,28 +167,42 @@ fn patch_every_algorithm(extra: &[&str], tag: &str) {
             &format!("{alg}: chunked part stored"),
         );
 
-        // Content-Length again, then the last part without a checksum (still allowed).
-        let r = d.patch_with(
-            &id,
-            2 * PART as u64,
-            parts[2],
-            &[("Upload-Checksum", &checksum(alg, parts[2]))],
-        );
+        // Content-Length again: staged, not spliced, on either path.
+        let r = send(&patch(2 * PART, parts[2], Some(checksum(alg, parts[2]))));
         assert_eq!(r.status, 204, "{alg}: {r:?}");
-        let r = d.patch(&id, 3 * PART as u64, parts[3]);
+        assert_eq!(
+            pipe_fds(&d),
+            pipes,
+            "{alg}: a checksummed body was spliced (the connection made a pipe)"
+        );
+        // The last part without a checksum (still allowed): spliced when splicing is on.
+        let r = send(&patch(3 * PART, parts[3], None));
         assert_eq!(r.status, 204, "{alg}: unchecked last part: {r:?}");
+        let want = if splice { pipes + 2 } else { pipes };
+        assert_eq!(
+            pipe_fds(&d),
+            want,
+            "{alg}: the unchecked body {}",
+            if splice {
+                "was not spliced (no pipe on its connection)"
+            } else {
+                "was spliced with --disable-splice"
+            }
+        );
         assert_upload(&d, &id, &data, &format!("{alg}: complete"));
     }
 }
 
+/// With splicing on (the default), checksummed PATCHes are staged and verified, and the
+/// unchecked part of the same upload, on the same connection, is spliced.
 #[test]
-fn checksum_patch_every_algorithm_spliced() {
-    patch_every_algorithm(&[], "chk-splice");
+fn checksum_patch_every_algorithm_staged_beside_a_spliced_part() {
+    patch_every_algorithm(true, "chk-splice");
 }
 
 #[test]
 fn checksum_patch_every_algorithm_buffered() {
-    patch_every_algorithm(&["--disable-splice"], "chk-buffered");
+    patch_every_algorithm(false, "chk-buffered");
 }
 
 #[test]

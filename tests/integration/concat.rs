@@ -275,6 +275,77 @@ fn remove_parts_deletes_the_parts_after_the_final() {
     r.assert_status(404, "removed part");
 }
 
+/// `--remove-parts` with a part locked by another request when the final is assembled: the
+/// removal waits for the lock (a DELETE whose `pre-terminate` hook takes 1 s and refuses),
+/// so the part is gone before the 201 and before the final's `post-finish`, not kept.
+#[test]
+fn remove_parts_waits_for_a_part_held_by_a_request() {
+    let tmp = TempDir::new("concat-remove-held");
+    let marker = tmp.join("deleting");
+    let left = tmp.join("left.log");
+    let d = Daemon::start(&tmp, &[]);
+    let pa = partial(&d, b"held ", 5);
+    let pb = partial(&d, b"part", 4);
+    drop(d);
+    let hook = tmp.join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n\
+             pre-terminate) : > '{marker}'; sleep 1; exit 1 ;;\n\
+             post-finish) for f in '{ia}' '{ib}'; do [ -e \"$f\" ] && echo \"$f\" >> '{left}'; done\n\
+             echo done >> '{left}' ;;\n\
+             esac\nexit 0\n",
+            marker = marker.display(),
+            ia = tmp.join("data").join(format!("{pa}.info")).display(),
+            ib = tmp.join("data").join(format!("{pb}.info")).display(),
+            left = left.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--remove-parts",
+            "--hooks-file",
+            hook.to_str().unwrap(),
+            "--hooks",
+            "pre-terminate,post-finish",
+        ],
+    );
+    assert!(d.info_path(&pa).exists(), "info path layout");
+    std::thread::scope(|s| {
+        let deleting = s.spawn(|| d.delete(&pa));
+        assert!(
+            eventually(Duration::from_secs(5), || marker.exists()),
+            "the DELETE's pre-terminate hook did not start"
+        );
+        let r = post_final(&d, &final_value(&[rel(&pa), rel(&pb)]), &[]);
+        r.assert_status(201, "final");
+        for p in [&pa, &pb] {
+            assert_eq!(d.head(p).status, 404, "part {p} kept after the 201");
+            assert!(!d.info_path(p).exists(), "info of {p} removed");
+        }
+        assert_eq!(d.read_data(&upload_id(&r)), b"held part");
+        deleting
+            .join()
+            .unwrap()
+            .assert_status(400, "DELETE refused by its hook");
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&left)
+            .unwrap_or_default()
+            .contains("done")),
+        "post-finish of the final did not run"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&left).unwrap(),
+        "done\n",
+        "parts left when post-finish ran"
+    );
+}
+
 #[test]
 fn unfinished_parts_with_concatenation_unfinished() {
     let tmp = TempDir::new("concat-unfinished");
@@ -327,9 +398,13 @@ fn unfinished_parts_with_concatenation_unfinished() {
     assert!(ok, "final was not assembled: {h:?}");
     assert_eq!(h.upload_offset(), 10_000);
     assert_bytes_eq(&d.read_data(&f), &[&a[..], &b[..]].concat(), "final");
-    // --remove-parts applies once the final is assembled.
-    assert!(eventually(Duration::from_secs(5), || d.head(&pa).status == 404));
-    assert_eq!(d.head(&pb).status, 404);
+    // --remove-parts: every part is gone before the final is reported assembled (its
+    // HEAD shows an Upload-Offset), so no waiting here.
+    for p in [&pa, &pb] {
+        assert_eq!(d.head(p).status, 404, "part {p} still there: {h:?}");
+        assert!(find_file(d.data_dir(), p).is_none(), "data of {p} removed");
+        assert!(!d.info_path(p).exists(), "info of {p} removed");
+    }
 
     // All parts complete: assembled inside the POST, as without -unfinished.
     let pc = partial(&d, b"hello ", 6);

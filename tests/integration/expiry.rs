@@ -3,6 +3,7 @@
 //! then 404; finished uploads are kept; the extension is off by default.
 
 use crate::harness::*;
+use std::ops::RangeInclusive;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn now() -> i64 {
@@ -60,19 +61,35 @@ fn imf_fixdate_parser() {
     assert_eq!(parse_imf_fixdate("Wed, 25 Jun 2014 16:00:00 UTC"), None);
 }
 
-/// `Upload-Expires` of a response, checked to be an IMF-fixdate about `lifetime` from
-/// now.
-fn expires(r: &Response, lifetime: i64) -> i64 {
+/// Runs a request and returns its answer with the unix seconds it was in flight: the
+/// second it was sent ..= the second its answer arrived.
+fn timed(f: impl FnOnce() -> Response) -> (Response, RangeInclusive<i64>) {
+    let before = now();
+    let r = f();
+    (r, before..=now())
+}
+
+/// `Upload-Expires` of a response, checked to be an IMF-fixdate exactly `lifetime` after
+/// the last write, which happened (in whole unix seconds) within `written`.
+fn expires(r: &Response, lifetime: i64, written: &RangeInclusive<i64>) -> i64 {
     let v = r
         .header("Upload-Expires")
         .unwrap_or_else(|| panic!("no Upload-Expires in {r:?}"));
     let at = parse_imf_fixdate(v).unwrap_or_else(|| panic!("not an IMF-fixdate: {v:?}"));
-    let n = now();
+    let (lo, hi) = (written.start() + lifetime, written.end() + lifetime);
     assert!(
-        at > n - 2 && at <= n + lifetime + 1,
-        "Upload-Expires {v} is not about {lifetime} s from now ({n})"
+        (lo..=hi).contains(&at),
+        "Upload-Expires {v} ({at}) is not {lifetime} s after the last write (written \
+         {written:?}, so {lo}..={hi})"
     );
     at
+}
+
+/// The seconds a write within `written` shows as the data file's mtime, which HEAD's
+/// `Upload-Expires` counts from: the kernel stamps files from its coarse clock, which may
+/// trail the wall clock by a tick, so up to a second earlier.
+fn as_mtime(written: &RangeInclusive<i64>) -> RangeInclusive<i64> {
+    written.start() - 1..=*written.end()
 }
 
 #[test]
@@ -100,16 +117,16 @@ fn expired_uploads_get_410_then_are_swept_and_finished_ones_stay() {
         ext,
         "creation-with-upload,creation,termination,getting,expiration"
     );
-    let r = d.post(&[("Upload-Length", "10")]);
+    let (r, created) = timed(|| d.post(&[("Upload-Length", "10")]));
     r.assert_status(201, "create");
-    expires(&r, 2);
+    expires(&r, 2, &created);
     let u = upload_id(&r);
-    let r = d.patch(&u, 0, b"abc");
+    let (r, written) = timed(|| d.patch(&u, 0, b"abc"));
     r.assert_status(204, "patch");
-    expires(&r, 2);
+    expires(&r, 2, &written);
     let h = d.head(&u);
     h.assert_status(200, "HEAD live");
-    expires(&h, 2);
+    expires(&h, 2, &as_mtime(&written));
 
     // A finished upload never expires and carries no Upload-Expires.
     let r = d.send(
@@ -171,9 +188,13 @@ fn a_write_postpones_the_expiry() {
     let u = d.create(100);
     // Keep writing more often than the lifetime: the upload lives on.
     for i in 0..5u64 {
-        let r = d.patch(&u, i, b"x");
+        let (r, written) = timed(|| d.patch(&u, i, b"x"));
         r.assert_status(204, "patch keeps the upload alive");
-        expires(&r, 3);
+        expires(&r, 3, &written);
+        // HEAD counts from the same write (the data file's mtime).
+        let h = d.head(&u);
+        h.assert_status(200, "HEAD between writes");
+        expires(&h, 3, &as_mtime(&written));
         std::thread::sleep(Duration::from_millis(1000));
     }
     assert_eq!(d.offset(&u), 5);

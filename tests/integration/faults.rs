@@ -1,5 +1,6 @@
 //! Storage faults: a full disk. The data directory is a small tmpfs mounted by the test
-//! (the tests run as root in CI); the info directory stays on the normal filesystem.
+//! (the tests run as root in CI, where a failed mount fails the test); the info directory
+//! stays on the normal filesystem.
 
 use crate::harness::*;
 use std::path::{Path, PathBuf};
@@ -9,15 +10,22 @@ use std::process::Command;
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+    /// Mounts it, or says why it could not.
+    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
+        let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(at)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then(|| Tmpfs(at.to_path_buf()))
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs(at.to_path_buf()))
     }
 }
 
@@ -30,14 +38,20 @@ impl Drop for Tmpfs {
 #[test]
 fn full_disk_gives_507_keeps_what_was_written_and_resumes() {
     let tmp = TempDir::new("fulldisk");
-    let Some(_mnt) = Tmpfs::mount(&tmp.join("data"), "4m") else {
-        // Only root can mount; CI runs as root, so there this test always runs.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cannot mount a tmpfs in CI (the tests run as root there)"
-        );
-        eprintln!("SKIPPED full_disk test: mounting a tmpfs needs root");
-        return;
+    let _mnt = match Tmpfs::mount(&tmp.join("data"), "4m") {
+        Ok(mnt) => mnt,
+        Err(why) => {
+            // Only root can mount, so as root (as in CI) a failed mount is a failure,
+            // not a reason to skip.
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let root = unsafe { libc::geteuid() } == 0;
+            assert!(
+                !root && std::env::var_os("CI").is_none(),
+                "cannot mount the tmpfs the full-disk test needs (running as root): {why}"
+            );
+            eprintln!("SKIPPED full_disk test: not root, so no tmpfs can be mounted ({why})");
+            return;
+        }
     };
     for splice in [true, false] {
         let mut b =

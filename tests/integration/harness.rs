@@ -1344,3 +1344,11 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The value of an unlabelled metric from `/metrics`, if it is there.
+pub fn metric(d: &Daemon, name: &str) -> Option<f64> {
+    let r = d.send(&Req::new("GET", "/metrics"));
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -878,6 +878,8 @@ fn http_refusal_is_relayed_and_leaves_nothing() {
     );
     let r = d.post(&[("Upload-Length", "3"), ("Authorization", "Bearer good")]);
     r.assert_status(201, "accepted");
+    assert_eq!(metric(&d, "tusring_hook_rejected_total"), Some(2.0));
+    assert_eq!(metric(&d, "tusring_hook_failed_total"), Some(0.0));
 }
 
 #[test]
@@ -974,6 +976,61 @@ fn full_queue_answers_503_with_retry_after() {
     assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(first.join().unwrap().status, 201);
     assert_eq!(second.join().unwrap().status, 201);
+    assert_eq!(metric(&d, "tusring_hook_queue_full_total"), Some(1.0));
+    assert_eq!(metric(&d, "tusring_hook_delivered_total"), Some(2.0));
+    assert_eq!(metric(&d, "tusring_hook_dropped_total"), Some(0.0));
+}
+
+/// A pre-hook whose request stopped waiting for it (504 after the hooks' timeouts plus
+/// 5 s in the queue) is not sent: it is dropped, and counted.
+#[test]
+fn a_pre_hook_nobody_waits_for_any_more_is_dropped_and_counted() {
+    let tmp = TempDir::new("hooks-dropped");
+    let rx = Receiver::start(|_| Answer {
+        delay: Duration::from_millis(900),
+        ..Answer::ok()
+    });
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--hooks-http-urls",
+            &rx.url(),
+            "--hooks",
+            "pre-create",
+            "--hooks-workers",
+            "1",
+            "--http-hook-timeout",
+            "1",
+        ],
+    );
+    // One worker, 0.9 s per verdict, a wait of 1 + 5 s: the eighth request (and maybe
+    // the seventh) gives up before its turn.
+    let port = d.port;
+    let posts: Vec<_> = (0..8)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = Conn::connect(port);
+                c.request(&Req::new("POST", "/files").tus().h("Upload-Length", "1"))
+                    .status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = posts.into_iter().map(|t| t.join().unwrap()).collect();
+    let late = statuses.iter().filter(|s| **s == 504).count();
+    assert!(late >= 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count() + late, 8);
+    // Every job is either sent or dropped, and a dropped one belongs to a late request.
+    let ok = eventually(Duration::from_secs(10), || {
+        let dropped = metric(&d, "tusring_hook_dropped_total").unwrap_or(0.0) as usize;
+        rx.hits().len() + dropped == 8
+    });
+    let dropped = metric(&d, "tusring_hook_dropped_total");
+    assert!(ok, "{} sent, {dropped:?} dropped", rx.hits().len());
+    let dropped = dropped.unwrap() as usize;
+    assert!(
+        (1..=late).contains(&dropped),
+        "{dropped} dropped, {late} late"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1185,6 +1242,214 @@ fn post_hooks_are_retried_and_a_failing_notifier_does_not_stop_the_others() {
         "{}",
         d.stderr_text()
     );
+    // The hook counters: two retries, the HTTP delivery, the file hook's failure.
+    assert_eq!(metric(&d, "tusring_hook_retries_total"), Some(2.0));
+    assert_eq!(metric(&d, "tusring_hook_delivered_total"), Some(1.0));
+    assert_eq!(metric(&d, "tusring_hook_failed_total"), Some(1.0));
+    assert_eq!(metric(&d, "tusring_hook_rejected_total"), Some(0.0));
+}
+
+/// The post-events (by `Hook-Name`) a receiver got, in arrival order.
+fn post_events(hits: &[Hit]) -> Vec<String> {
+    hits.iter()
+        .map(Hit::event)
+        .filter(|e| e.starts_with("post-"))
+        .collect()
+}
+
+/// The first hit of `event`, or a failure that shows every hit.
+fn first<'a>(hits: &'a [Hit], event: &str, who: &str) -> &'a Hit {
+    hits.iter()
+        .find(|h| h.event() == event)
+        .unwrap_or_else(|| panic!("{who} got no {event}: {hits:#?}"))
+}
+
+/// The scenario, with every hook setting at its default (2 s timeout, 3 retries,
+/// 0.5 s backoff): receiver A answers post-receive after 3 s, so each of its post-receive
+/// deliveries times out. The post-receive has a newer event of its upload waiting
+/// behind it (the post-finish), so after its one attempt it is not retried (superseded):
+/// A and B get post-finish and post-terminate within 5 s of the last PATCH, and no event
+/// is lost (every event reaches every URL, the superseded one once).
+#[test]
+fn a_slow_receiver_does_not_hold_back_the_later_events_of_an_upload() {
+    slow_receiver_scenario("hooks-superseded", &[]);
+}
+
+/// The same with one hook worker: no other worker is free to take the newer events off
+/// the queue, so the worker pausing before the retry looks there itself.
+#[test]
+fn a_slow_receiver_does_not_hold_back_the_later_events_with_one_worker() {
+    slow_receiver_scenario("hooks-superseded-one", &["--hooks-workers", "1"]);
+}
+
+fn slow_receiver_scenario(tag: &str, extra: &[&str]) {
+    let tmp = TempDir::new(tag);
+    let a = Receiver::start(|h| Answer {
+        delay: if h.event() == "post-receive" {
+            Duration::from_secs(3)
+        } else {
+            Duration::ZERO
+        },
+        ..Answer::ok()
+    });
+    let b = Receiver::start(|_| Answer::ok());
+    let urls = format!("{},{}", a.url(), b.url());
+    let mut args = vec!["--hooks-http-urls", urls.as_str()];
+    args.extend_from_slice(extra);
+    let d = Daemon::start(&tmp, &args);
+    let id = d.create(4);
+    d.patch(&id, 0, b"ab").assert_status(204, "first PATCH");
+    d.patch(&id, 2, b"cd").assert_status(204, "last PATCH");
+    let last_patch = Instant::now();
+    d.delete(&id).assert_status(204, "DELETE");
+    let deleted = Instant::now();
+    let want = [
+        "post-create",
+        "post-receive",
+        "post-finish",
+        "post-terminate",
+    ];
+    for (who, rx) in [("A", &a), ("B", &b)] {
+        let ok = eventually(Duration::from_secs(30), || {
+            rx.hits().iter().any(|h| h.event() == "post-terminate")
+        });
+        let hits = rx.hits();
+        assert!(ok, "{who} got no post-terminate: {hits:#?}");
+        let finish = first(&hits, "post-finish", who).at;
+        let terminate = first(&hits, "post-terminate", who).at;
+        eprintln!(
+            "{who}: post-finish {:?} after the last PATCH, post-terminate {:?} after the DELETE",
+            finish.saturating_duration_since(last_patch),
+            terminate.saturating_duration_since(deleted)
+        );
+        assert!(
+            finish.saturating_duration_since(last_patch) < Duration::from_secs(5),
+            "{who} got post-finish {:?} after the last PATCH",
+            finish.saturating_duration_since(last_patch)
+        );
+        assert!(
+            terminate.saturating_duration_since(deleted) < Duration::from_secs(5),
+            "{who} got post-terminate {:?} after the DELETE",
+            terminate.saturating_duration_since(deleted)
+        );
+        // Every event, in order, once: the superseded post-receive was attempted once
+        // (A got it; its answer came too late) and not retried.
+        assert_eq!(post_events(&hits), want, "{who}: {hits:#?}");
+        assert_eq!(
+            hits.len(),
+            6,
+            "{who}: pre-create and pre-terminate too: {hits:#?}"
+        );
+        assert_eq!(
+            first(&hits, "post-receive", who).json()["upload"]["offset"],
+            2
+        );
+    }
+    assert!(
+        d.wait_log_line(&["post-receive", &id, "superseded"])
+            .is_some(),
+        "{}",
+        d.stderr_text()
+    );
+    assert_eq!(metric(&d, "tusring_hook_superseded_total"), Some(1.0));
+    assert_eq!(metric(&d, "tusring_hook_retries_total"), Some(0.0));
+    assert_eq!(metric(&d, "tusring_hook_failed_total"), Some(0.0));
+    // 6 events at B, 5 at A (its post-receive was superseded).
+    assert_eq!(metric(&d, "tusring_hook_delivered_total"), Some(11.0));
+}
+
+/// A post-receive waiting to be retried stops waiting when a newer event of its upload
+/// comes: the post-finish is delivered at once, not after the backoff.
+#[test]
+fn a_retry_pause_ends_when_a_newer_event_of_the_upload_comes() {
+    let tmp = TempDir::new("hooks-superseded-wait");
+    let rx = Receiver::start(|h| Answer {
+        status: if h.event() == "post-receive" {
+            503
+        } else {
+            200
+        },
+        ..Answer::ok()
+    });
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--hooks-http-urls",
+            &rx.url(),
+            "--hooks",
+            "post-receive,post-finish",
+            "--hooks-http-retry-backoff",
+            "3",
+        ],
+    );
+    let id = d.create(4);
+    d.patch(&id, 0, b"ab").assert_status(204, "first PATCH");
+    // The first attempt failed: the worker now waits 3 s to retry.
+    rx.wait_hits(1);
+    thread::sleep(Duration::from_millis(200));
+    d.patch(&id, 2, b"cd").assert_status(204, "last PATCH");
+    let last_patch = Instant::now();
+    let hits = rx.wait_hits(2);
+    let finish = first(&hits, "post-finish", "the receiver").at;
+    assert!(
+        finish.saturating_duration_since(last_patch) < Duration::from_millis(1500),
+        "post-finish {:?} after the last PATCH",
+        finish.saturating_duration_since(last_patch)
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        post_events(&rx.hits()),
+        ["post-receive", "post-finish"],
+        "the superseded post-receive is not retried"
+    );
+    assert_eq!(metric(&d, "tusring_hook_superseded_total"), Some(1.0));
+}
+
+/// Supersession skips retries only when a newer event of the same upload waits: a
+/// post-receive with nothing behind it is retried as any post-event.
+#[test]
+fn a_lone_post_receive_is_still_retried() {
+    let tmp = TempDir::new("hooks-lone-receive");
+    // The first two attempts for each upload fail.
+    let attempts = Arc::new(Mutex::new(std::collections::HashMap::<String, u32>::new()));
+    let rx = Receiver::start(move |h| {
+        let mut seen = attempts.lock().unwrap();
+        let n = seen.entry(upload_id_of(&h.json())).or_default();
+        *n += 1;
+        Answer {
+            status: if *n <= 2 { 503 } else { 200 },
+            ..Answer::ok()
+        }
+    });
+    // Another upload's events do not supersede it.
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--hooks-http-urls",
+            &rx.url(),
+            "--hooks",
+            "post-receive",
+            "--hooks-http-retry-backoff",
+            "0.3",
+        ],
+    );
+    let id = d.create(4);
+    let other = d.create(4);
+    d.patch(&id, 0, b"ab").assert_status(204, "PATCH");
+    rx.wait_hits(1);
+    d.patch(&other, 0, b"ab")
+        .assert_status(204, "PATCH of another upload");
+    let hits = rx.wait_hits(6);
+    for upload in [&id, &other] {
+        let n = hits
+            .iter()
+            .filter(|h| upload_id_of(&h.json()) == *upload)
+            .count();
+        assert_eq!(n, 3, "{upload}: two retries: {hits:#?}");
+    }
+    assert_eq!(metric(&d, "tusring_hook_retries_total"), Some(4.0));
+    assert_eq!(metric(&d, "tusring_hook_superseded_total"), Some(0.0));
+    assert_eq!(metric(&d, "tusring_hook_delivered_total"), Some(2.0));
 }
 
 #[test]

@@ -74,12 +74,25 @@ fn assert_alive(d: &Daemon, what: &str) {
 
 // ------------------------------------------------------------------ connection floods
 
+/// How a slowloris connection ended, as its client saw it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ended {
+    /// Answered 503: past `--max-connections`.
+    Refused,
+    /// Closed (or reset, or answered otherwise) without a 503: cut by the head timeout.
+    Cut,
+}
+
 /// Slowloris: many connections each sending a request head one byte a second. They are
-/// cut at the head timeout (not kept alive by the trickle), the daemon's connections stay
-/// within `--max-connections` (the excess get 503 at once), and an honest client keeps
-/// being served throughout.
+/// cut at the head timeout (not before it, and not kept alive by the trickle), the
+/// daemon's connections stay within `--max-connections` (the excess get 503 at once), and
+/// an honest client keeps being served throughout.
 #[test]
 fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
+    const HEAD_TIMEOUT: Duration = Duration::from_secs(3);
+    // Each connection is looked at once a second, and a pass over all of them takes a
+    // while on a loaded machine: a cut is seen up to this long after it happened.
+    const SEEN_WITHIN: Duration = Duration::from_millis(2500);
     // 1,000 attackers, fewer if the hard open-file limit does not allow them (the test
     // process holds one fd per attacker, the daemon one per accepted connection).
     let limit = raise_nofile(4096) as usize;
@@ -94,7 +107,7 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
         &tmp,
         &[
             "--head-timeout",
-            "3",
+            &HEAD_TIMEOUT.as_secs().to_string(),
             "--max-connections",
             &max_conns.to_string(),
             "--disable-access-log",
@@ -110,7 +123,7 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
     let head = head.as_bytes();
     let t0 = Instant::now();
     // Open them all (the kernel queues what the daemon has not accepted yet).
-    let mut conns: Vec<(TcpStream, Option<Duration>)> = Vec::with_capacity(attackers);
+    let mut conns: Vec<(TcpStream, Option<(Duration, Ended)>)> = Vec::with_capacity(attackers);
     for _ in 0..attackers {
         let s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect attacker");
         s.set_nonblocking(true).unwrap();
@@ -166,15 +179,16 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
             }
             let mut b = [0u8; 512];
             let gone = match s.read(&mut b) {
-                Ok(0) => true,
-                Ok(_) => true, // an answer (503, 408): the server is done with it
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    s.write(&head[sent..sent + 1]).is_err()
-                }
-                Err(_) => true,
+                Ok(n) if b[..n].starts_with(b"HTTP/1.1 503 ") => Some(Ended::Refused),
+                Ok(_) => Some(Ended::Cut), // closed, or an answer the server ended it with
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => s
+                    .write(&head[sent..sent + 1])
+                    .is_err()
+                    .then_some(Ended::Cut),
+                Err(_) => Some(Ended::Cut),
             };
-            if gone {
-                *closed = Some(t0.elapsed());
+            if let Some(how) = gone {
+                *closed = Some((t0.elapsed(), how));
             }
         }
         sent += 1;
@@ -186,14 +200,27 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
     }
     let (lat, refused) = honest.join().unwrap();
     let open_at_end = conns.iter().filter(|(_, c)| c.is_none()).count();
-    let mut closes: Vec<Duration> = conns.iter().filter_map(|(_, c)| *c).collect();
-    closes.sort();
+    let ended_at = |how: Ended| {
+        let mut at: Vec<Duration> = conns
+            .iter()
+            .filter_map(|(_, c)| c.filter(|c| c.1 == how).map(|c| c.0))
+            .collect();
+        at.sort();
+        at
+    };
+    let (refused_at, cut_at) = (ended_at(Ended::Refused), ended_at(Ended::Cut));
     let mut lat_sorted = lat.clone();
     lat_sorted.sort();
     eprintln!(
         "slowloris: {attackers} opened in {opened:?}; still open after 8 s: {open_at_end}; \
-         daemon fds baseline {base_fds}, peak {peak_fds}; honest uploads {} \
-         (p50 {:?}, max {:?}, 503s {refused})",
+         daemon fds baseline {base_fds}, peak {peak_fds}; {} refused (seen {:?}..{:?}), \
+         {} cut (seen {:?}..{:?}); honest uploads {} (p50 {:?}, max {:?}, 503s {refused})",
+        refused_at.len(),
+        refused_at.first(),
+        refused_at.last(),
+        cut_at.len(),
+        cut_at.first(),
+        cut_at.last(),
         lat.len(),
         lat_sorted.get(lat_sorted.len() / 2),
         lat_sorted.last()
@@ -201,6 +228,28 @@ fn slowloris_is_bounded_by_head_timeout_and_max_connections() {
     assert_eq!(
         open_at_end, 0,
         "slowloris connections outlived the 3 s head timeout"
+    );
+    // Each was accepted after t0, so a cut seen before HEAD_TIMEOUT came too early; one
+    // seen after HEAD_TIMEOUT + SEEN_WITHIN was kept alive past the head timeout (by the
+    // trickle, say). The refused ones are answered at once.
+    assert!(
+        cut_at.len() >= max_conns / 2,
+        "only {} connections were cut by the head timeout",
+        cut_at.len()
+    );
+    assert!(
+        cut_at[0] >= HEAD_TIMEOUT,
+        "a connection was seen cut {:?} after the first was opened, before the {HEAD_TIMEOUT:?} head timeout",
+        cut_at[0]
+    );
+    assert!(
+        cut_at[cut_at.len() - 1] <= HEAD_TIMEOUT + SEEN_WITHIN,
+        "a connection was seen cut only {:?} after the first was opened, for a {HEAD_TIMEOUT:?} head timeout",
+        cut_at[cut_at.len() - 1]
+    );
+    assert!(
+        refused_at.last().is_none_or(|t| *t < HEAD_TIMEOUT),
+        "connections were seen refused only at {refused_at:?}, not at once"
     );
     // Each accepted connection costs the daemon one fd. Those past the limit are
     // accepted too, answered 503 and closed within 200 ms: in the first second all of
