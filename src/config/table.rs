@@ -97,7 +97,7 @@ const SERVER: &[Flag] = &[
     Flag::value("workers", "RUSTUS_WORKERS", "N")
         .short('w')
         .computed("CPUs available", |c| c.workers = default_workers())
-        .help("Worker threads, one io_uring runtime each, one shared listener (1-1024)")
+        .help("Core threads, one io_uring runtime each, one listener (1-1024)")
         .doc(
             "core threads, one io_uring runtime each, all accepting from one listening \
              socket; by default one per CPU in the affinity mask",
