@@ -154,7 +154,7 @@ const SERVER: &[Flag] = &[
         .parse(|c, v| put(&mut c.max_connections, parse_count(v, 1, 10_000_000))),
     Flag::value("backlog", "RUSTUS_BACKLOG", "N")
         .default("1024")
-        .help("listen(2) backlog of the one listening socket (capped by somaxconn)")
+        .help("listen(2) backlog of the shared listener (capped by somaxconn)")
         .doc(
             "`listen(2)` backlog of the listening socket, the one accept queue the cores \
              share (the kernel caps it at `net.core.somaxconn`)",
