@@ -60,6 +60,8 @@ start)
   fi
   epmd_before=$(epmd_pid || true)
   rm -f "$RABBITMQ_PID_FILE"                         # a killed node leaves a stale one
+  # 9>&-: the node (and the epmd it launches) must not inherit the lock, or it would hold
+  # it for as long as it runs and every later start/stop/kill would wait forever.
   rabbitmq-server -detached 9>&-                     # the wrapper su's to user rabbitmq
   timeout 60 rabbitmqctl wait --timeout 60 "$RABBITMQ_PID_FILE" >/dev/null 9>&-
   timeout 60 rabbitmqctl await_startup >/dev/null 9>&-

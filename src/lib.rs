@@ -11,9 +11,9 @@
 //!   deadlines, io_uring splice and poll, a request body as a source, a download's sink.
 //! * [`storage`]: the interfaces uploads are kept behind (info records, data, locks) and
 //!   their implementations: rustus's files through io_uring, the process-wide lock table.
-//! * [`server`]: the I/O shell: one tokio-uring runtime per core, each with its own
-//!   `SO_REUSEPORT` listener, driving connections through the pure layers; a request
-//!   goes connection → request handling → body ingest → storage.
+//! * [`server`]: the I/O shell: one tokio-uring runtime per core, the cores sharing the
+//!   daemon's one listening socket, driving connections through the pure layers; a
+//!   request goes connection → request handling → body ingest → storage.
 //! * [`config`]: rustus's flags and `RUSTUS_*` variables, parsed and validated.
 //! * [`hooks`]: rustus's hooks (file, directory, HTTP, AMQP) on a pool of blocking worker
 //!   threads, fed by bounded channels; core threads only enqueue and await verdicts. AMQP

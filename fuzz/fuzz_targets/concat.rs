@@ -3,8 +3,8 @@
 //!
 //! The input is decoded with `arbitrary` into a `Case`. Invariants:
 //! * never panics;
-//! * `parse_upload_concat`: a `Final` has 1..=`MAX_CONCAT_PARTS` parts, each a canonical
-//!   lowercase v4 UUID that occurs in the header value; what `final_header` renders for
+//! * `parse_upload_concat`: a `Final` has 1..=`MAX_CONCAT_PARTS` parts, no two the same,
+//!   each a canonical lowercase v4 UUID that occurs in the header value; what `final_header` renders for
 //!   those parts parses back to the same list (the HEAD value round-trips), as does the
 //!   list of absolute URLs; `partial` is recognised only as the whole (trimmed) value;
 //! * `plan_final`: an accepted plan's length is the sum of the parts' lengths and within
@@ -51,6 +51,10 @@ fuzz_target!(|case: Case| {
         }
         Ok(Concat::Final(ids)) => {
             assert!(!ids.is_empty() && ids.len() <= MAX_CONCAT_PARTS);
+            let mut distinct = ids.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), ids.len(), "a part named twice: {ids:?}");
             let text = std::str::from_utf8(&case.value).expect("final is UTF-8");
             let names: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
             for n in &names {

@@ -18,96 +18,35 @@
 
 use std::ffi::OsString;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use tusring::config::{load, Action};
+use tusring::config::{self, load, Action};
 use tusring::limits::{MAX_TIMEOUT_SECS, MAX_WORKERS};
 
-/// Long flags: tusring's own, rustus's unsupported ones, and a few unknown.
-const LONGS: &[&str] = &[
-    "host",
-    "port",
-    "workers",
-    "log-level",
-    "disable-health-access-log",
-    "behind-proxy",
-    "cors",
-    "url",
-    "tus-extensions",
-    "max-body-size",
-    "max-file-size",
-    "allow-empty",
-    "remove-parts",
-    "storage",
-    "data-dir",
-    "dir-structure",
-    "force-fsync",
-    "info-storage",
-    "info-dir",
-    "shutdown-timeout",
-    "head-timeout",
-    "idle-timeout",
-    "body-timeout",
-    "disable-splice",
-    "body-buffer-size",
-    "pipe-size",
-    "uring-entries",
-    "help",
-    "version",
-    "hooks",
-    "hooks-format",
-    "hooks-file",
-    "hooks-dir",
-    "hooks-http-urls",
-    "hooks-http-proxy-headers",
-    "http-hook-timeout",
-    "hooks_amqp_durable_exchange",
-    "s3-url",
-    "sentry-dsn",
-    "info-db-dsn",
-    "max-connections",
-    "",
-    "-",
-];
+/// Long flags: every name the table knows (tusring's own, their aliases, rustus's
+/// unsupported ones), then `help`, `version` and a few unknown.
+fn longs() -> &'static [&'static str] {
+    static LONGS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    LONGS.get_or_init(|| {
+        let (mut longs, _) = config::known_names();
+        longs.extend(["help", "version", "Port", "xyz", "", "-"]);
+        longs
+    })
+}
 
 const SHORTS: &[char] = &['w', 'm', 's', 'i', 'h', 'V', 'x', '-'];
 
-/// Variables `load` may look up.
-const VARS: &[&str] = &[
-    "RUSTUS_SERVER_HOST",
-    "RUSTUS_SERVER_PORT",
-    "RUSTUS_WORKERS",
-    "RUSTUS_LOG_LEVEL",
-    "RUSTUS_DISABLE_HEALTH_ACCESS_LOG",
-    "RUSTUS_BEHIND_PROXY",
-    "RUSTUS_CORS",
-    "RUSTUS_URL",
-    "RUSTUS_TUS_EXTENSIONS",
-    "RUSTUS_MAX_BODY_SIZE",
-    "RUSTUS_MAX_FILE_SIZE",
-    "RUSTUS_ALLOW_EMPTY",
-    "RUSTUS_REMOVE_PARTS",
-    "RUSTUS_STORAGE",
-    "RUSTUS_DATA_DIR",
-    "RUSTUS_DIR_STRUCTURE",
-    "RUSTUS_FORCE_FSYNC",
-    "RUSTUS_INFO_STORAGE",
-    "RUSTUS_INFO_DIR",
-    "RUSTUS_SHUTDOWN_TIMEOUT",
-    "RUSTUS_HEAD_TIMEOUT",
-    "RUSTUS_IDLE_TIMEOUT",
-    "RUSTUS_BODY_TIMEOUT",
-    "RUSTUS_DISABLE_SPLICE",
-    "RUSTUS_BODY_BUFFER_SIZE",
-    "RUSTUS_PIPE_SIZE",
-    "RUSTUS_URING_ENTRIES",
-    "RUSTUS_HOOKS",
-    "RUSTUS_HOOKS_FILE",
-    "RUSTUS_HOOKS_DIR",
-    "RUSTUS_HOOKS_HTTP_URLS",
-    "RUSTUS_HOOKS_FORMAT",
-];
+/// Variables `load` may look up: every one the table reads, and one it does not.
+fn vars() -> &'static [&'static str] {
+    static VARS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    VARS.get_or_init(|| {
+        let (_, mut vars) = config::known_names();
+        vars.push("RUSTUS_S3_URL");
+        vars
+    })
+}
 
 /// Values worth trying for many flags.
 const VALUES: &[&str] = &[
@@ -267,7 +206,7 @@ fn build_args(input: &Input) -> Vec<OsString> {
                 value,
                 joined,
             } => {
-                let name = LONGS[usize::from(*name) % LONGS.len()];
+                let name = longs()[usize::from(*name) % longs().len()];
                 match (value, joined) {
                     (Some(v), true) => out.push(format!("--{name}={}", v.text()).into()),
                     (Some(v), false) => {
@@ -322,7 +261,7 @@ fn build_dotenv(lines: &[DotLine]) -> String {
                 if *export {
                     text.push_str("export ");
                 }
-                text.push_str(VARS[usize::from(*key) % VARS.len()]);
+                text.push_str(vars()[usize::from(*key) % vars().len()]);
                 text.push('=');
                 let v = value.text();
                 match quote % 3 {
@@ -359,7 +298,7 @@ fuzz_target!(|input: Input| {
     let env: Vec<(&str, String)> = input
         .env
         .iter()
-        .map(|(k, v)| (VARS[usize::from(*k) % VARS.len()], v.text()))
+        .map(|(k, v)| (vars()[usize::from(*k) % vars().len()], v.text()))
         .filter(|(k, v)| *k != "RUSTUS_SERVER_HOST" || (input.host_from_env && is_ip_literal(v)))
         .collect();
     let lookup = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
@@ -399,6 +338,11 @@ fuzz_target!(|input: Input| {
             assert!(c.uring_entries.is_power_of_two());
             assert!((64..=32768).contains(&c.uring_entries));
             assert_eq!(c.listen.port(), c.port);
+            assert!((1..=config::MAX_HOOK_WORKERS).contains(&c.hooks_workers));
+            assert!((1..=config::MAX_HOOK_QUEUE).contains(&c.hooks_queue));
+            assert!(c.max_connections >= 1 && c.backlog >= 1);
+            let expiration = c.expiration_time.as_secs();
+            assert!((1..=config::MAX_EXPIRATION_SECS).contains(&expiration));
             assert!(is_ip_literal(&c.host), "host {:?} was resolved", c.host);
             let e = c.extensions;
             assert!(!(e.creation_with_upload || e.creation_defer_length) || e.creation);

@@ -195,6 +195,12 @@ async fn serve(core: Rc<Core>, listener: TcpListener, mut phase: watch::Receiver
                 tokio_uring::spawn(super::conn::serve(core.clone(), stream, peer));
             }
             Err(e) => {
+                // The cores share one listening socket: the first core to see the
+                // shutdown shuts it down, and the others' accepts fail before they may
+                // have seen the phase change themselves.
+                if *phase.borrow() != Phase::Running {
+                    core.phase.set(*phase.borrow());
+                }
                 if core.draining() {
                     break;
                 }

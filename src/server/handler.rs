@@ -22,7 +22,9 @@ use crate::storage::{Acquired, Lock, Upload};
 use crate::tus::checksum;
 use crate::tus::concat::{parse_upload_concat, Concat};
 use crate::tus::cors::{self, Decision};
-use crate::tus::getting::{content_disposition, content_type, parse_range, RangeAsk};
+use crate::tus::getting::{
+    content_disposition, content_type, parse_range, RangeAsk, DOWNLOAD_HEADERS,
+};
 use crate::tus::metadata::{parse_upload_metadata, Metadata};
 use crate::tus::routes::{route, Route};
 use crate::tus::rules::{
@@ -246,6 +248,9 @@ async fn get(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, 
     };
     super::expire::check(&core.shared.config, &upload)?;
     let mut resp = Response::new(200);
+    for (name, value) in DOWNLOAD_HEADERS {
+        resp.header(name, value);
+    }
     resp.header("Accept-Ranges", "bytes");
     resp.header("ETag", format!("\"{id}-{len}\""));
     resp.header("Last-Modified", crate::time::http_date(reader.modified()));

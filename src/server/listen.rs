@@ -5,7 +5,7 @@ use std::mem;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Pending connections each listener's accept queue holds (`listen(2)` backlog), unless
 /// `--backlog` says otherwise.
@@ -19,22 +19,276 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// Binds `count` listeners to `addr`, all in one `SO_REUSEPORT` group. When `addr` has
-/// port 0, the first bind picks the port and the others join it. `backlog` is each
-/// listener's `listen(2)` backlog (`--backlog`).
-pub fn bind_all(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<TcpListener>> {
-    let mut out: Vec<TcpListener> = Vec::with_capacity(count);
-    let mut addr = addr;
-    for _ in 0..count.max(1) {
-        let l = bind_one(addr, backlog)?;
-        if addr.port() == 0 {
-            addr = l.local_addr()?;
+/// How long a starting daemon waits for its address to be released by listeners that no
+/// running process owns any more: those of a daemon killed a moment ago, which the kernel
+/// closes only when the dead process's io_uring has been torn down (measured here: 10 to
+/// 40 ms after the process was reaped). Past it the daemon exits 1.
+pub const ORPHAN_LISTENER_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the bind is tried again while the address is held by such a listener.
+const ORPHAN_RETRY: Duration = Duration::from_millis(20);
+
+/// How often, while waiting, the holders of the address are looked up again (reading
+/// `/proc/net/tcp` and every process's descriptors costs tens of milliseconds on a busy
+/// machine, so not at every retry).
+const HOLDER_RECHECK: Duration = Duration::from_millis(250);
+
+/// Binds the one listening socket of this daemon on `addr` and returns it plus `count - 1`
+/// duplicates, one per core: the cores share its accept queue. The socket is bound without
+/// `SO_REUSEPORT`, so the kernel refuses the address to every other socket while it
+/// listens (no second daemon can join, and none can be joined). When the address is
+/// taken, the holder decides: a running process (not one that is exiting) is an error at
+/// once, naming it; a listener that no running process owns is waited for, up to
+/// [`ORPHAN_LISTENER_WAIT`], and logged. When `addr` has port 0 the kernel picks the port.
+/// `backlog` is the `listen(2)` backlog (`--backlog`).
+pub fn listen_exclusive(
+    addr: SocketAddr,
+    count: usize,
+    backlog: i32,
+) -> Result<Vec<TcpListener>, String> {
+    let started = Instant::now();
+    let mut next_check = started;
+    let mut waiting = false;
+    loop {
+        let err = match bind_one(addr, backlog) {
+            Ok(l) => {
+                if waiting {
+                    crate::info!(
+                        "{addr} was released after {} ms",
+                        started.elapsed().as_millis()
+                    );
+                }
+                return with_duplicates(l, count)
+                    .map_err(|e| format!("cannot listen on {addr}: {e}"));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => e,
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        };
+        let now = Instant::now();
+        if now >= next_check {
+            if let Some((pid, name)) = running_holder(addr) {
+                return Err(format!(
+                    "cannot listen on {addr}: it is already served by process {pid} ({name}); one daemon per address"
+                ));
+            }
+            next_check = now + HOLDER_RECHECK;
         }
-        out.push(l);
+        if now.duration_since(started) >= ORPHAN_LISTENER_WAIT {
+            return Err(format!(
+                "cannot listen on {addr}: {err}, and no running process this one can see holds it; it was not released within {} s",
+                ORPHAN_LISTENER_WAIT.as_secs()
+            ));
+        }
+        if !waiting {
+            crate::warn!(
+                "{addr} is still held by a listener that no running process owns (a daemon that was just killed: the kernel closes its sockets once its io_uring is torn down); waiting up to {} s",
+                ORPHAN_LISTENER_WAIT.as_secs()
+            );
+            waiting = true;
+        }
+        std::thread::sleep(ORPHAN_RETRY);
     }
+}
+
+/// `first` and `count - 1` duplicates of it (each close-on-exec), one per core.
+fn with_duplicates(first: TcpListener, count: usize) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        out.push(first.try_clone()?);
+    }
+    out.insert(0, first);
     Ok(out)
 }
 
+/// A running process that holds a listening TCP socket whose address conflicts with
+/// `addr`: its pid and name. `None` when every such listener is held by no process this
+/// one can see, or only by processes that are exiting (killed, not yet gone).
+fn running_holder(addr: SocketAddr) -> Option<(u32, String)> {
+    let mut inodes = Vec::new();
+    for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        inodes.extend(
+            proc_net_listeners(&text, v6)
+                .into_iter()
+                .filter(|(a, _)| conflicts(addr, *a))
+                .map(|(_, inode)| inode),
+        );
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let own = std::process::id();
+    let procs = std::fs::read_dir("/proc").ok()?;
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own || !holds_socket(pid, &inodes) {
+            continue;
+        }
+        // A process that has just been sent SIGKILL may not show it yet for an instant:
+        // look twice before calling it running.
+        if !process_exiting(pid) {
+            std::thread::sleep(ORPHAN_RETRY);
+            if !process_exiting(pid) && holds_socket(pid, &inodes) {
+                let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return Some((pid, name));
+            }
+        }
+    }
+    None
+}
+
+/// Whether process `pid` has one of the socket `inodes` open (false when its descriptors
+/// cannot be read: another user's process, or one hidden by `ProtectProc=`).
+fn holds_socket(pid: u32, inodes: &[u64]) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .ok()
+            .and_then(|target| socket_inode(target.to_str()?))
+            .is_some_and(|inode| inodes.contains(&inode))
+    })
+}
+
+/// The inode of a `/proc/PID/fd` link target `socket:[N]`.
+fn socket_inode(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Whether process `pid` is gone or on its way out (see [`exiting`]).
+fn process_exiting(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+    match (stat, status) {
+        (Ok(stat), Ok(status)) => exiting(&stat, &status),
+        _ => true,
+    }
+}
+
+/// `PF_EXITING` in the `flags` field of `/proc/PID/stat`: the process is in `exit(2)`.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether a process, from its `/proc/PID/stat` and `/proc/PID/status`, is exiting: a
+/// zombie or dead, in `exit(2)` (`PF_EXITING`), or with SIGKILL pending (sent, not yet
+/// acted on).
+fn exiting(stat: &str, status: &str) -> bool {
+    // "pid (comm) state ppid pgrp session tty tpgid flags ...": comm may hold spaces
+    // and parentheses, so the fields are counted from the last ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if matches!(fields.first(), Some(&("Z" | "X" | "x"))) {
+        return true;
+    }
+    if fields
+        .get(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_EXITING != 0)
+    {
+        return true;
+    }
+    let sigkill = 1u64 << (libc::SIGKILL - 1);
+    status.lines().any(|line| {
+        let Some((key, value)) = line.split_once(':') else {
+            return false;
+        };
+        matches!(key, "SigPnd" | "ShdPnd")
+            && u64::from_str_radix(value.trim(), 16).is_ok_and(|set| set & sigkill != 0)
+    })
+}
+
+/// The listening sockets in a `/proc/net/tcp` (or, with `v6`, `/proc/net/tcp6`) table:
+/// local address and socket inode. Lines that do not parse are skipped.
+fn proc_net_listeners(text: &str, v6: bool) -> Vec<(SocketAddr, u64)> {
+    const TCP_LISTEN: &str = "0A";
+    let mut out = Vec::new();
+    // The table lists every TCP socket (tens of thousands of TIME_WAIT ones on a busy
+    // machine): fields are taken lazily, and a line stops at its state unless it listens.
+    // Fields: sl, local, remote, state, queues, timer, retransmits, uid, timeout, inode.
+    for line in text.lines().skip(1) {
+        let mut f = line.split_ascii_whitespace();
+        let (Some(local), Some(TCP_LISTEN)) = (f.nth(1), f.nth(1)) else {
+            continue;
+        };
+        let (Some(addr), Some(Ok(inode))) =
+            (proc_net_addr(local, v6), f.nth(5).map(str::parse::<u64>))
+        else {
+            continue;
+        };
+        out.push((addr, inode));
+    }
+    out
+}
+
+/// A `/proc/net/tcp{,6}` address, `HEXADDR:HEXPORT`. The kernel prints the address as
+/// 32-bit words in the machine's byte order (one for IPv4, four for IPv6), the port in
+/// plain hex.
+fn proc_net_addr(field: &str, v6: bool) -> Option<SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words = if v6 { 4 } else { 1 };
+    if ip.len() != 8 * words {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(4 * words);
+    for i in 0..words {
+        let word = u32::from_str_radix(ip.get(8 * i..8 * i + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip: std::net::IpAddr = if v6 {
+        std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).into()
+    } else {
+        std::net::Ipv4Addr::from(<[u8; 4]>::try_from(bytes).ok()?).into()
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Whether a listener on `theirs` keeps a socket from listening on `ours`: the same port,
+/// and the same address or a wildcard on either side. An IPv6 wildcard listener may take
+/// IPv4 too (dual stack, unless `IPV6_V6ONLY`, which the table does not show: it is
+/// taken to conflict); IPv4-mapped IPv6 addresses compare as IPv4.
+fn conflicts(ours: SocketAddr, theirs: SocketAddr) -> bool {
+    use std::net::IpAddr;
+    fn canonical(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        }
+    }
+    if ours.port() != theirs.port() {
+        return false;
+    }
+    let (a, b) = (canonical(ours.ip()), canonical(theirs.ip()));
+    if a == b {
+        return true;
+    }
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.is_unspecified() || b.is_unspecified(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.is_unspecified() || b.is_unspecified(),
+        (IpAddr::V4(_), IpAddr::V6(b)) => b.is_unspecified(),
+        (IpAddr::V6(a), IpAddr::V4(_)) => a.is_unspecified(),
+    }
+}
+
+/// One listening socket on `addr`, with `SO_REUSEADDR` (a restart may bind while the old
+/// connections on the port linger in TIME_WAIT) and without `SO_REUSEPORT`: while it
+/// listens, the kernel refuses the address to every other socket (`EADDRINUSE`).
 fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
@@ -45,18 +299,16 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
     // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-        // SAFETY: `one` lives across the call and its size is passed.
-        cvt(unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                opt,
-                (&one as *const libc::c_int).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
-    }
+    // SAFETY: `one` lives across the call and its size is passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes for this family.
     cvt(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) })?;
@@ -190,12 +442,7 @@ fn adopt_listener(fd: RawFd, count: usize) -> io::Result<Vec<TcpListener>> {
     if !matches!(first.local_addr(), Ok(a) if a.is_ipv4() || a.is_ipv6()) {
         return Err(not_tcp());
     }
-    let mut out = Vec::with_capacity(count.max(1));
-    for _ in 1..count.max(1) {
-        out.push(first.try_clone()?);
-    }
-    out.insert(0, first);
-    Ok(out)
+    with_duplicates(first, count)
 }
 
 /// `shutdown(2)` on a raw socket. Used to end reads that io_uring would otherwise keep
@@ -309,6 +556,114 @@ mod tests {
         let _c = std::net::TcpStream::connect(addr).unwrap();
         let (_, peer) = ls[2].accept().expect("accept through a duplicate");
         assert!(peer.ip().is_loopback());
+    }
+
+    #[test]
+    fn proc_net_tables_parse() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0\n\
+   1: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 17 1 0000000000000000 100 0 0 10 0\n\
+   2: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 99 1 0000000000000000 20 4 30 10 -1\n\
+   3: garbage\n";
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 51 1 0000000000000000 100 0 0 10 0\n\
+   1: 0000000000000000FFFF00000100007F:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 52 1 0000000000000000 100 0 0 10 0\n\
+   2: 00000000000000000000000001000000:1F92 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 53 1 0000000000000000 100 0 0 10 0\n";
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                proc_net_listeners(v4, false),
+                vec![(a("127.0.0.1:8080"), 4242), (a("0.0.0.0:80"), 17)]
+            );
+            assert_eq!(
+                proc_net_listeners(v6, true),
+                vec![
+                    (a("[::]:8080"), 51),
+                    (a("[::ffff:127.0.0.1]:8081"), 52),
+                    (a("[::1]:8082"), 53)
+                ]
+            );
+        }
+        assert_eq!(proc_net_addr("0100007F", false), None);
+        assert_eq!(proc_net_addr("0100007:1F90", false), None);
+        assert_eq!(proc_net_addr("0100007F:1F90", true), None);
+        assert_eq!(proc_net_addr("XX00007F:1F90", false), None);
+    }
+
+    #[test]
+    fn finds_a_real_listener_in_proc_net_tcp() {
+        use std::os::fd::AsRawFd;
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // SAFETY: `stat` is plain old data; all-zero is a valid value.
+        let mut st: libc::stat = unsafe { mem::zeroed() };
+        // SAFETY: fstat on a descriptor we own, into a buffer that lives across the call.
+        assert_eq!(unsafe { libc::fstat(l.as_raw_fd(), &mut st) }, 0);
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let found = proc_net_listeners(&table, false);
+        assert!(
+            found.contains(&(addr, st.st_ino as u64)),
+            "{addr} inode {} not in {found:?}",
+            st.st_ino
+        );
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
+        assert_eq!(socket_inode(link.to_str().unwrap()), Some(st.st_ino as u64));
+        assert!(holds_socket(std::process::id(), &[st.st_ino as u64]));
+        assert!(!process_exiting(std::process::id()));
+    }
+
+    #[test]
+    fn conflicting_addresses() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let cases = [
+            ("127.0.0.1:80", "127.0.0.1:80", true),
+            ("127.0.0.1:80", "127.0.0.1:81", false),
+            ("127.0.0.1:80", "0.0.0.0:80", true),
+            ("0.0.0.0:80", "10.0.0.1:80", true),
+            ("127.0.0.1:80", "10.0.0.1:80", false),
+            ("127.0.0.1:80", "[::]:80", true),
+            ("127.0.0.1:80", "[::1]:80", false),
+            ("127.0.0.1:80", "[::ffff:127.0.0.1]:80", true),
+            ("127.0.0.1:80", "[::ffff:10.0.0.1]:80", false),
+            ("[::1]:80", "[::1]:80", true),
+            ("[::1]:80", "[::]:80", true),
+            ("[::1]:80", "[::2]:80", false),
+            ("[::1]:80", "0.0.0.0:80", false),
+            ("[::]:80", "0.0.0.0:80", true),
+            ("[::]:80", "127.0.0.1:80", true),
+            ("[::]:80", "127.0.0.1:81", false),
+        ];
+        for (ours, theirs, want) in cases {
+            assert_eq!(conflicts(a(ours), a(theirs)), want, "{ours} vs {theirs}");
+        }
+    }
+
+    #[test]
+    fn exiting_processes() {
+        let quiet = "SigQ:\t0/1\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n";
+        let killed = "SigPnd:\t0000000000000000\nShdPnd:\t0000000000000100\n";
+        let killed_thread = "SigPnd:\t0000000000000100\nShdPnd:\t0000000000000000\n";
+        let termed = "SigPnd:\t0000000000000000\nShdPnd:\t0000000000004000\n";
+        let running = "1234 (tusring) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3";
+        let in_exit = "1234 (tusring) S 1 1234 1234 0 -1 4194564 100 0 0 0 5 3";
+        let zombie = "1234 (tusring) Z 1 1234 1234 0 -1 4194560 100 0 0 0 5 3";
+        let dead = "1234 (tusring) X 1 1234 1234 0 -1 4194560 100 0 0 0 5 3";
+        let odd_name = "1234 (a) b (c) R 1 1234 1234 0 -1 4194560 100 0";
+        let cases = [
+            (running, quiet, false),
+            (running, termed, false),
+            (running, killed, true),
+            (running, killed_thread, true),
+            (in_exit, quiet, true),
+            (zombie, quiet, true),
+            (dead, quiet, true),
+            (odd_name, quiet, false),
+            ("garbage", quiet, false),
+            (running, "", false),
+        ];
+        for (stat, status, want) in cases {
+            assert_eq!(exiting(stat, status), want, "{stat} / {status:?}");
+        }
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The I/O shell: startup, the core threads, signals and shutdown.
 //!
 //! `--workers N` threads each run one single-threaded tokio-uring runtime with its own
-//! `SO_REUSEPORT` listener on the same address; the kernel spreads connections over
-//! them and a connection stays on the core that accepted it. The main thread binds the
-//! listeners (so port 0 resolves once and every core shares it), waits for every core to
-//! report its ring up, then waits for SIGTERM/SIGINT and drives the shutdown.
+//! descriptor of the daemon's one listening socket (bound without `SO_REUSEPORT`, so no
+//! other process can share the address); the cores' accepts wait on its one queue and a
+//! connection stays on the core that accepted it. The main thread binds the socket (a
+//! second daemon on the address exits 1; a killed one's lingering listener is waited
+//! for), waits for every core to report its ring up, then waits for SIGTERM/SIGINT and
+//! drives the shutdown.
 //!
 //! A request goes one way through the modules: [`conn`] (bytes, keep-alive, timeouts)
 //! → [`handler`] (tus decisions; [`mod@concat`] and [`expire`] for those extensions) →
@@ -140,8 +142,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
             crate::info!("socket activation: serving the socket passed by systemd (--host and --port are not used)");
             l
         }
-        None => listen::bind_all(config.listen, config.workers, config.backlog)
-            .map_err(|e| StartError(format!("cannot listen on {}: {e}", config.listen)))?,
+        None => listen::listen_exclusive(config.listen, config.workers, config.backlog)
+            .map_err(StartError)?,
     };
     let local = listeners[0]
         .local_addr()

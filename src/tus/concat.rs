@@ -16,7 +16,7 @@ pub enum Concat {
     /// `partial`: a part of a later final upload.
     Partial,
     /// `final;<url> <url> ...`: the parts in order. Invariant: not empty, at most
-    /// [`MAX_CONCAT_PARTS`]; an ID may repeat.
+    /// [`MAX_CONCAT_PARTS`], no ID twice.
     Final(Vec<Uuid>),
 }
 
@@ -31,6 +31,10 @@ pub enum ConcatError {
     TooManyParts,
     /// A URL that does not name an upload of this server.
     BadUrl(String),
+    /// The same upload named twice (the second URL naming it). One part named many times
+    /// would make one small request write its bytes over and over: ~1,500 names fit in a
+    /// head, so a 1 GiB part would become 1.5 TB of writes.
+    RepeatedPart(String),
 }
 
 impl ConcatError {
@@ -51,6 +55,10 @@ impl ConcatError {
                 let shown: String = url.chars().take(200).collect();
                 format!("Upload-Concat part {shown:?} is not an upload URL of this server")
             }
+            ConcatError::RepeatedPart(url) => {
+                let shown: String = url.chars().take(200).collect();
+                format!("Upload-Concat names a part more than once: {shown:?}; each part may be named once")
+            }
         }
     }
 }
@@ -60,7 +68,8 @@ impl ConcatError {
 /// absolute path (`/files/<id>`), either with a trailing slash, or a bare ID; its path
 /// must route to an upload (the same ID validation as request paths). The value is
 /// case-sensitive like rustus's (`partial`, `final;`); whitespace around the value,
-/// after the `;` and between URLs is tolerated.
+/// after the `;` and between URLs is tolerated. An upload named twice, in any spelling,
+/// is refused ([`ConcatError::RepeatedPart`]): unlike rustus, which copies it again.
 pub fn parse_upload_concat(value: &[u8], base: &str) -> Result<Concat, ConcatError> {
     let value = std::str::from_utf8(value).map_err(|_| ConcatError::Malformed)?;
     let value = value.trim_matches(|c| c == ' ' || c == '\t');
@@ -71,11 +80,16 @@ pub fn parse_upload_concat(value: &[u8], base: &str) -> Result<Concat, ConcatErr
         return Err(ConcatError::Malformed);
     };
     let mut parts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for url in list.split([' ', '\t']).filter(|s| !s.is_empty()) {
         if parts.len() == MAX_CONCAT_PARTS {
             return Err(ConcatError::TooManyParts);
         }
-        parts.push(part_id(url, base).ok_or_else(|| ConcatError::BadUrl(url.to_string()))?);
+        let id = part_id(url, base).ok_or_else(|| ConcatError::BadUrl(url.to_string()))?;
+        if !seen.insert(id) {
+            return Err(ConcatError::RepeatedPart(url.to_string()));
+        }
+        parts.push(id);
     }
     if parts.is_empty() {
         return Err(ConcatError::NoParts);
@@ -227,9 +241,9 @@ mod tests {
                 Concat::Final(vec![a, b]),
             ),
             (
-                &format!("final;{A}  {A}\t{B}"),
+                &format!("final;{A}  {B}\t"),
                 "/files",
-                Concat::Final(vec![a, a, b]),
+                Concat::Final(vec![a, b]),
             ),
             (
                 &format!("final;/{A} http://h/{B}"),
@@ -282,6 +296,23 @@ mod tests {
                 &format!("final;1ttp://h/files/{A}"),
                 ConcatError::BadUrl(format!("1ttp://h/files/{A}")),
             ),
+            // One upload twice, however it is spelled: refused at the second name.
+            (
+                &format!("final;{A}  {A}\t{B}"),
+                ConcatError::RepeatedPart(A.into()),
+            ),
+            (
+                &format!("final;/files/{A} /files/{B} /files/{A}"),
+                ConcatError::RepeatedPart(format!("/files/{A}")),
+            ),
+            (
+                &format!("final;/files/{A} http://h/files/{A}/"),
+                ConcatError::RepeatedPart(format!("http://h/files/{A}/")),
+            ),
+            (
+                &format!("final;/files/{B}/ {B}"),
+                ConcatError::RepeatedPart(B.into()),
+            ),
         ];
         for (v, want) in bad {
             assert_eq!(
@@ -294,9 +325,13 @@ mod tests {
             parse_upload_concat(b"final;\xff", "/files"),
             Err(ConcatError::Malformed)
         );
-        let many = format!("final;{}", format!("{A} ").repeat(MAX_CONCAT_PARTS));
+        // MAX_CONCAT_PARTS distinct IDs parse; one more is too many.
+        let distinct: Vec<String> = (0..=MAX_CONCAT_PARTS as u128)
+            .map(|n| Uuid::from_u128(n | (4 << 76) | (0b10 << 62)).to_string())
+            .collect();
+        let many = format!("final;{}", distinct[..MAX_CONCAT_PARTS].join(" "));
         assert!(parse_upload_concat(many.as_bytes(), "/files").is_ok());
-        let too_many = format!("{many} {A}");
+        let too_many = format!("{many} {}", distinct[MAX_CONCAT_PARTS]);
         assert_eq!(
             parse_upload_concat(too_many.as_bytes(), "/files"),
             Err(ConcatError::TooManyParts)
@@ -306,6 +341,7 @@ mod tests {
             ConcatError::NoParts,
             ConcatError::TooManyParts,
             ConcatError::BadUrl("x".repeat(1000)),
+            ConcatError::RepeatedPart("x".repeat(1000)),
         ] {
             assert!(!e.reason().is_empty() && e.reason().len() < 300);
         }

@@ -1,5 +1,6 @@
 //! rustus's `getting` extension (GET of an upload's bytes) as pure functions: the
-//! `Range` header, the media type from a file name, and `Content-Disposition`.
+//! `Range` header, the media type from a file name, `Content-Disposition`, and the
+//! headers that keep a download from running script in the server's origin.
 
 /// What a `Range` header asks of a representation of `len` bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,27 +96,66 @@ pub fn content_type(filename: Option<&str>) -> &'static str {
         Some("gif") => "image/gif",
         Some("svg") => "image/svg+xml",
         Some("webp") => "image/webp",
+        Some("avif") => "image/avif",
+        Some("bmp") => "image/bmp",
         Some("pdf") => "application/pdf",
         Some("zip") => "application/zip",
         Some("mp4") => "video/mp4",
+        Some("webm") => "video/webm",
         Some("mp3") => "audio/mpeg",
+        Some("ogg" | "oga") => "audio/ogg",
         Some("wav") => "audio/wav",
         Some("wasm") => "application/wasm",
         _ => "application/octet-stream",
     }
 }
 
-/// `inline` for the types a browser shows (image, text, audio, video, JavaScript, JSON,
-/// wasm), as actix-files decides; `attachment` otherwise.
+/// Raster image types: a browser draws them and runs nothing (SVG is not one of them: an
+/// SVG document runs its scripts).
+const RASTER_IMAGES: [&str; 6] = [
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/bmp",
+];
+
+/// Whether a download of `content_type` is shown in the browser (`inline`): only types
+/// that cannot run script, i.e. raster images, audio, video and plain text. Everything
+/// else is an `attachment`, saved rather than opened in the server's origin: HTML, SVG,
+/// XML, JavaScript, JSON, wasm, CSS, unknown types. PDF is an attachment too, as in
+/// rustus: Chromium's PDF viewer does not run under the `sandbox` policy every download
+/// carries ([`DOWNLOAD_CSP`]), so an inline PDF would show a blocked page there. (rustus,
+/// through actix-files, inlines every `image/*`, `text/*`, `audio/*` and `video/*` type,
+/// JavaScript, JSON and wasm.)
 pub fn is_inline(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let top = essence.split('/').next().unwrap_or("");
-    matches!(top, "image" | "text" | "audio" | "video")
-        || matches!(
-            essence,
-            "application/javascript" | "application/json" | "application/wasm"
-        )
+    matches!(top, "audio" | "video")
+        || essence == "text/plain"
+        || RASTER_IMAGES.contains(&essence.as_str())
 }
+
+/// The `Content-Security-Policy` of every download: `sandbox` makes the document an
+/// opaque origin with scripts, forms, popups and plugins disabled, so even a browser
+/// that renders an attachment (or sniffs a type) runs nothing in the server's origin;
+/// `default-src 'none'` lets the document load nothing more, and `style-src
+/// 'unsafe-inline'` keeps the styles browsers put into the pages they make to show an
+/// image, a video or text. (raw.githubusercontent.com sends the same policy.)
+pub const DOWNLOAD_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
+
+/// Headers on every download, whatever its type: no type sniffing (a `text/plain` or
+/// image upload holding HTML stays what its type says), and [`DOWNLOAD_CSP`].
+pub const DOWNLOAD_HEADERS: [(&str, &str); 2] = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Content-Security-Policy", DOWNLOAD_CSP),
+];
 
 /// `Content-Disposition` for a download of `filename` (its quotes and backslashes
 /// escaped, control characters dropped) with the given media type.
@@ -201,12 +241,12 @@ mod tests {
             (
                 Some("data.json"),
                 "application/json",
-                "inline; filename=\"data.json\"",
+                "attachment; filename=\"data.json\"",
             ),
             (
                 Some("m.wasm"),
                 "application/wasm",
-                "inline; filename=\"m.wasm\"",
+                "attachment; filename=\"m.wasm\"",
             ),
             (
                 Some("doc.pdf"),
@@ -223,13 +263,96 @@ mod tests {
                 "video/mp4",
                 "inline; filename=\"a\\\"b\\\\cd.mp4\"",
             ),
+            (
+                Some("x.html"),
+                "text/html; charset=utf-8",
+                "attachment; filename=\"x.html\"",
+            ),
+            (
+                Some("x.HTM"),
+                "text/html; charset=utf-8",
+                "attachment; filename=\"x.HTM\"",
+            ),
+            (
+                Some("logo.svg"),
+                "image/svg+xml",
+                "attachment; filename=\"logo.svg\"",
+            ),
+            (
+                Some("app.js"),
+                "text/javascript; charset=utf-8",
+                "attachment; filename=\"app.js\"",
+            ),
+            (
+                Some("s.css"),
+                "text/css; charset=utf-8",
+                "attachment; filename=\"s.css\"",
+            ),
+            (Some("a.ogg"), "audio/ogg", "inline; filename=\"a.ogg\""),
+            (Some("v.webm"), "video/webm", "inline; filename=\"v.webm\""),
+            (Some("p.avif"), "image/avif", "inline; filename=\"p.avif\""),
             (None, "application/octet-stream", "attachment"),
         ];
         for (name, ct, cd) in cases {
             assert_eq!(content_type(*name), *ct, "{name:?}");
             assert_eq!(content_disposition(ct, *name), *cd, "{name:?}");
         }
-        assert!(is_inline("audio/mpeg") && is_inline("image/svg+xml"));
-        assert!(!is_inline("application/zip"));
+    }
+
+    /// Inline only for types that cannot run script, whatever the spelling of the type.
+    #[test]
+    fn inline_only_for_types_that_run_no_script() {
+        let cases: &[(&str, bool)] = &[
+            ("image/png", true),
+            ("image/jpeg", true),
+            ("image/gif", true),
+            ("image/webp", true),
+            ("IMAGE/PNG", true),
+            ("audio/mpeg", true),
+            ("audio/wav", true),
+            ("video/mp4", true),
+            ("text/plain", true),
+            ("text/plain; charset=utf-8", true),
+            (" Text/Plain ;charset=utf-8", true),
+            ("image/svg+xml", false),
+            ("image/svg+xml; charset=utf-8", false),
+            ("image/x-icon", false),
+            ("text/html", false),
+            ("text/html; charset=utf-8", false),
+            ("application/xhtml+xml", false),
+            ("text/xml", false),
+            ("application/xml", false),
+            ("text/javascript", false),
+            ("application/javascript", false),
+            ("application/json", false),
+            ("application/wasm", false),
+            ("text/css", false),
+            ("text/csv", false),
+            ("application/pdf", false),
+            ("application/octet-stream", false),
+            ("", false),
+            ("text/plain+html", false),
+        ];
+        for (ct, inline) in cases {
+            assert_eq!(is_inline(ct), *inline, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn every_download_forbids_script_and_sniffing() {
+        let get = |name: &str| {
+            DOWNLOAD_HEADERS
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        };
+        assert_eq!(get("X-Content-Type-Options"), Some("nosniff"));
+        let csp = get("Content-Security-Policy").expect("a CSP");
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        // `sandbox` with no `allow-scripts`, and no source may be loaded by default.
+        assert!(directives.contains(&"sandbox"), "{csp}");
+        assert!(!csp.contains("allow-"), "{csp}");
+        assert!(directives.contains(&"default-src 'none'"), "{csp}");
+        assert!(!csp.contains("script-src"), "{csp}");
     }
 }

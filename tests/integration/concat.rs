@@ -141,7 +141,7 @@ fn three_partials_make_a_byte_exact_final() {
 }
 
 #[test]
-fn a_partial_is_reused_in_two_finals_and_may_repeat() {
+fn a_partial_is_reused_in_two_finals() {
     let tmp = TempDir::new("concat-reuse");
     let d = Daemon::start(&tmp, &[]);
     let a = random_bytes(601, 5000);
@@ -150,16 +150,12 @@ fn a_partial_is_reused_in_two_finals_and_may_repeat() {
     let pb = partial(&d, &b, b.len());
     let r1 = post_final(&d, &final_value(&[rel(&pa), rel(&pb)]), &[]);
     r1.assert_status(201, "final 1");
-    let r2 = post_final(&d, &final_value(&[pb.clone(), rel(&pa), rel(&pa)]), &[]);
-    r2.assert_status(201, "final 2 (bare IDs and repeats)");
+    let r2 = post_final(&d, &final_value(&[pb.clone(), rel(&pa)]), &[]);
+    r2.assert_status(201, "final 2 (a bare ID, the other order)");
     let f1 = upload_id(&r1);
     let f2 = upload_id(&r2);
     assert_bytes_eq(&d.read_data(&f1), &[&a[..], &b[..]].concat(), "final 1");
-    assert_bytes_eq(
-        &d.read_data(&f2),
-        &[&b[..], &a[..], &a[..]].concat(),
-        "final 2",
-    );
+    assert_bytes_eq(&d.read_data(&f2), &[&b[..], &a[..]].concat(), "final 2");
     assert_eq!(d.head(&pa).status, 200);
     // A final is not a partial: it cannot be a part.
     let r = post_final(&d, &final_value(&[rel(&f1)]), &[]);
@@ -257,14 +253,10 @@ fn remove_parts_deletes_the_parts_after_the_final() {
     let b = random_bytes(702, 2000);
     let pa = partial(&d, &a, a.len());
     let pb = partial(&d, &b, b.len());
-    let r = post_final(&d, &final_value(&[rel(&pa), rel(&pb), rel(&pa)]), &[]);
+    let r = post_final(&d, &final_value(&[rel(&pa), rel(&pb)]), &[]);
     r.assert_status(201, "final");
     let f = upload_id(&r);
-    assert_bytes_eq(
-        &d.read_data(&f),
-        &[&a[..], &b[..], &a[..]].concat(),
-        "final",
-    );
+    assert_bytes_eq(&d.read_data(&f), &[&a[..], &b[..]].concat(), "final");
     for p in [&pa, &pb] {
         assert_eq!(d.head(p).status, 404, "part {p} removed");
         assert!(find_file(d.data_dir(), p).is_none(), "data of {p} removed");
@@ -650,4 +642,120 @@ fn the_startup_scan_refuses_a_record_naming_another_upload() {
     d.delete(&p)
         .assert_status(204, "p is no waiting final's part");
     d.delete(&q).assert_status(409, "q is");
+}
+
+/// A daemon (with `extra` flags) whose `pre-create` hook records its calls, two complete
+/// partial uploads holding `a` and `b`, and what the hook log and the directories held
+/// before any final: a refused final must change neither.
+struct TwoParts {
+    d: Daemon,
+    log: PathBuf,
+    pa: String,
+    pb: String,
+    hooks_before: usize,
+    files_before: Vec<PathBuf>,
+    _tmp: TempDir,
+}
+
+impl TwoParts {
+    fn new(tag: &str, extra: &[&str], a: &[u8], b: &[u8]) -> TwoParts {
+        let tmp = TempDir::new(tag);
+        let log = tmp.join("calls.log");
+        let hook = recording_hook(&tmp, &log);
+        let mut args = vec![
+            "--hooks-file",
+            hook.to_str().unwrap(),
+            "--hooks",
+            "pre-create",
+        ];
+        args.extend_from_slice(extra);
+        let d = Daemon::start(&tmp, &args);
+        let pa = partial(&d, a, a.len());
+        let pb = partial(&d, b, b.len());
+        TwoParts {
+            hooks_before: hook_calls(&log).len(),
+            files_before: snapshot(&d),
+            d,
+            log,
+            pa,
+            pb,
+            _tmp: tmp,
+        }
+    }
+
+    /// Nothing was created and `pre-create` did not run.
+    fn assert_untouched(&self, what: &str) {
+        assert_eq!(
+            snapshot(&self.d),
+            self.files_before,
+            "{what}: files changed"
+        );
+        assert_eq!(
+            hook_calls(&self.log).len(),
+            self.hooks_before,
+            "{what}: pre-create ran"
+        );
+    }
+}
+
+/// A final naming one part more than once (in any spelling, or 200 times as one POST
+/// that would write 200 MiB from a 1 MiB part) is refused with 400 saying so, before any
+/// part is read: nothing is created and no hook runs. The part stays usable.
+#[test]
+fn a_final_naming_a_part_twice_is_refused() {
+    let a = random_bytes(611, 1 << 20);
+    let b = random_bytes(612, 100);
+    let t = TwoParts::new("concat-repeat", &[], &a, &b);
+    let (d, pa, pb) = (&t.d, &t.pa, &t.pb);
+    let cases: Vec<(String, &str)> = vec![
+        (final_value(&[rel(pa), rel(pa)]), "twice in a row"),
+        (
+            final_value(&[rel(pa), rel(pb), pa.clone()]),
+            "a path, then a bare ID",
+        ),
+        (
+            final_value(&[
+                format!("{}/files/{pa}", d.base_url()),
+                format!("/files/{pa}/"),
+            ]),
+            "an absolute URL, then a path with a slash",
+        ),
+        (final_value(&vec![rel(pa); 200]), "200 times"),
+    ];
+    for (value, what) in &cases {
+        let started = std::time::Instant::now();
+        let r = post_final(d, value, &[]);
+        assert_eq!(r.status, 400, "{what}: {r:?}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(body.contains("more than once"), "{what}: body {body:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        t.assert_untouched(what);
+    }
+    let r = post_final(d, &final_value(&[rel(pa), rel(pb)]), &[]);
+    r.assert_status(201, "the same parts, once each");
+    assert_bytes_eq(
+        &d.read_data(&upload_id(&r)),
+        &[&a[..], &b[..]].concat(),
+        "final",
+    );
+}
+
+/// A final whose parts sum above `--max-file-size` is refused (413) from the parts'
+/// records, before `pre-create` and before a byte is copied: no hook runs and nothing
+/// is created, while the same parts within the limit make a final.
+#[test]
+fn a_final_above_max_file_size_is_refused_before_copying() {
+    let a = random_bytes(621, 2 << 20);
+    let b = random_bytes(622, (1 << 20) + 1);
+    let t = TwoParts::new("concat-max", &["--max-file-size", "3M"], &a, &b);
+    let r = post_final(&t.d, &final_value(&[rel(&t.pa), rel(&t.pb)]), &[]);
+    assert_eq!(r.status, 413, "3 MiB + 1 byte above a 3 MiB limit: {r:?}");
+    t.assert_untouched("above --max-file-size");
+    let r = post_final(&t.d, &final_value(&[rel(&t.pa)]), &[]);
+    r.assert_status(201, "2 MiB within the limit");
+    assert_bytes_eq(&t.d.read_data(&upload_id(&r)), &a, "final");
 }

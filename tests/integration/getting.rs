@@ -1,5 +1,6 @@
 //! rustus's `getting` extension: `GET /files/<id>` serves the bytes stored so far, with
-//! a single `Range`, the media type and disposition from the metadata's `filename`.
+//! a single `Range`, the media type and disposition from the metadata's `filename`, and
+//! nothing that could run script in the server's origin.
 
 use crate::harness::*;
 use base64::Engine;
@@ -165,7 +166,7 @@ fn content_type_and_disposition_from_filename() {
         ("photo.PNG", "image/png", "inline"),
         ("a.jpeg", "image/jpeg", "inline"),
         ("clip.mp4", "video/mp4", "inline"),
-        ("data.json", "application/json", "inline"),
+        ("data.json", "application/json", "attachment"),
         ("archive.zip", "application/zip", "attachment"),
         ("paper.pdf", "application/pdf", "attachment"),
         ("blob.bin", "application/octet-stream", "attachment"),
@@ -298,4 +299,88 @@ fn set_rcvbuf(s: &std::net::TcpStream, bytes: i32) -> i32 {
             std::mem::size_of::<i32>() as libc::socklen_t,
         )
     }
+}
+
+/// Every class of download: only types that cannot run script are `inline` (raster
+/// images, audio, video, plain text); HTML, SVG, XML, JavaScript, JSON, CSS, wasm, PDF
+/// and unknown types are `attachment`s. Every download, whole, partial (206) or refused
+/// (416), carries `X-Content-Type-Options: nosniff` and a `sandbox` policy without
+/// `allow-scripts`.
+#[test]
+fn downloads_run_no_script_in_the_servers_origin() {
+    let tmp = TempDir::new("get-safe");
+    let d = Daemon::start(&tmp, &[]);
+    let page = b"<html><script>alert(document.cookie)</script></html>";
+    let cases: &[(&str, &str, &str)] = &[
+        // Raster images.
+        ("a.png", "image/png", "inline"),
+        ("b.JPG", "image/jpeg", "inline"),
+        ("c.gif", "image/gif", "inline"),
+        ("d.webp", "image/webp", "inline"),
+        // Audio and video.
+        ("e.mp3", "audio/mpeg", "inline"),
+        ("f.wav", "audio/wav", "inline"),
+        ("g.mp4", "video/mp4", "inline"),
+        ("h.webm", "video/webm", "inline"),
+        // Plain text (with HTML inside: nosniff keeps it text).
+        ("i.txt", "text/plain; charset=utf-8", "inline"),
+        // Documents that run script, or may.
+        ("x.html", "text/html; charset=utf-8", "attachment"),
+        ("x.HTM", "text/html; charset=utf-8", "attachment"),
+        ("x.svg", "image/svg+xml", "attachment"),
+        ("x.js", "text/javascript; charset=utf-8", "attachment"),
+        ("x.mjs", "text/javascript; charset=utf-8", "attachment"),
+        ("x.json", "application/json", "attachment"),
+        ("x.css", "text/css; charset=utf-8", "attachment"),
+        ("x.wasm", "application/wasm", "attachment"),
+        ("x.pdf", "application/pdf", "attachment"),
+        ("x.xml", "application/octet-stream", "attachment"),
+        ("x.zip", "application/zip", "attachment"),
+        ("x", "application/octet-stream", "attachment"),
+    ];
+    for (name, ct, disp) in cases {
+        let id = upload(&d, page, Some(name));
+        for (range, status) in [
+            (None, 200),
+            (Some("bytes=0-5"), 206),
+            (Some("bytes=999-"), 416),
+        ] {
+            let r = get(&d, &id, range);
+            let what = format!("{name} {range:?}");
+            assert_eq!(r.status, status, "{what}: {r:?}");
+            assert_safe_download(&r, &what);
+            if status != 416 {
+                assert_eq!(r.header("Content-Type"), Some(*ct), "{what}: {r:?}");
+                assert_eq!(
+                    r.header("Content-Disposition"),
+                    Some(format!("{disp}; filename=\"{name}\"").as_str()),
+                    "{what}: {r:?}"
+                );
+            }
+        }
+    }
+    // No filename: the ID names it, and it is an attachment.
+    let id = upload(&d, page, None);
+    let r = get(&d, &id, None);
+    assert_safe_download(&r, "no filename");
+    assert_eq!(
+        r.header("Content-Disposition"),
+        Some(format!("attachment; filename=\"{id}\"").as_str()),
+        "{r:?}"
+    );
+}
+
+fn assert_safe_download(r: &Response, what: &str) {
+    assert_eq!(
+        r.header("X-Content-Type-Options"),
+        Some("nosniff"),
+        "{what}: {r:?}"
+    );
+    let csp = r
+        .header("Content-Security-Policy")
+        .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy: {r:?}"));
+    let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+    assert!(directives.contains(&"sandbox"), "{what}: {csp}");
+    assert!(!csp.contains("allow-scripts"), "{what}: {csp}");
+    assert!(directives.contains(&"default-src 'none'"), "{what}: {csp}");
 }

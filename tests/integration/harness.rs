@@ -1345,6 +1345,18 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Open connections per core thread (`tusring_connections{core="i"}` of `/metrics`),
+/// read over `c`, in core order.
+pub fn connections_per_core(c: &mut Conn) -> Vec<u64> {
+    let r = c.request(&Req::new("GET", "/metrics"));
+    assert_eq!(r.status, 200, "{r:?}");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with("tusring_connections{core="))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
 /// The value of an unlabelled metric from `/metrics`, if it is there.
 pub fn metric(d: &Daemon, name: &str) -> Option<f64> {
     let r = d.send(&Req::new("GET", "/metrics"));

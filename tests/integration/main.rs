@@ -29,5 +29,6 @@ mod interop;
 mod load;
 mod metrics;
 mod ops;
+mod ports;
 mod takeover;
 mod vanish;

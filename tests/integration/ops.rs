@@ -296,10 +296,19 @@ fn socket_activation_serves_the_passed_socket() {
     assert!(log.lock().unwrap().contains("socket activation"));
 
     // Requests on several connections: every core takes from the one accept queue.
-    for _ in 0..6 {
-        let r = Conn::connect(port).request(&Req::new("GET", "/health"));
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut c = Conn::connect(port);
+        let r = c.request(&Req::new("GET", "/health"));
         assert_eq!(r.status, 200, "{r:?}");
+        held.push(c);
     }
+    let per_core = connections_per_core(&mut held[0]);
+    assert!(
+        per_core.len() == 2 && per_core.iter().all(|&n| n >= 2),
+        "both cores serve the passed socket: connections per core {per_core:?}"
+    );
+    drop(held);
     let id = {
         let r = Conn::connect(port).request(
             &Req::new("POST", "/files")
