@@ -1,10 +1,11 @@
-//! Storage faults: a full disk. The data directory is a small tmpfs mounted by the test
-//! (the tests run as root in CI, where a failed mount fails the test); the info directory
-//! stays on the normal filesystem.
+//! Storage faults: a full disk (the data directory is a small tmpfs mounted by the test:
+//! the tests run as root in CI, where a failed mount fails the test; the info directory
+//! stays on the normal filesystem), and a shortage of file descriptors for splice pipes.
 
 use crate::harness::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// A tmpfs mounted for the test, unmounted when dropped (before its TempDir is removed).
 struct Tmpfs(PathBuf);
@@ -116,4 +117,97 @@ fn full_disk_gives_507_keeps_what_was_written_and_resumes() {
         assert_eq!(d.read_data(&id), &data[..total as usize]);
         assert_eq!(d.delete(&id).status, 204);
     }
+}
+
+/// The descriptors open in process `pid`: (number, what it is).
+fn open_fds(pid: u32) -> Vec<(i32, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/<pid>/fd")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n = e.file_name().to_str()?.parse().ok()?;
+            let to = std::fs::read_link(e.path()).ok()?;
+            Some((n, to.display().to_string()))
+        })
+        .collect()
+}
+
+fn pipe_count(pid: u32) -> usize {
+    open_fds(pid)
+        .iter()
+        .filter(|(_, to)| to.starts_with("pipe:"))
+        .count()
+}
+
+/// Sets the soft `RLIMIT_NOFILE` of `pid`; returns the previous limits.
+fn set_nofile(pid: u32, soft: u64) -> libc::rlimit {
+    let mut old: libc::rlimit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a null new limit only reads the current ones into `old`.
+    let r = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: both pointers are valid for the call.
+    let r = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(r, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old
+}
+
+/// No descriptor for a splice pipe (`EMFILE`) costs that one body its splice, nothing
+/// more: it is stored byte for byte on the buffered path, splicing stays on for the core
+/// (it used to be turned off until a restart), and the next body on the same connection
+/// makes its pipe and splices.
+#[test]
+fn a_pipe_shortage_costs_only_that_body_its_splice() {
+    let tmp = TempDir::new("nopipe");
+    let d = Daemon::start(&tmp, &[]);
+    let pid = d.pid();
+    let data = random_bytes(81, 8 << 20);
+    let half = data.len() / 2;
+    let id = d.create(data.len() as u64);
+    let mut c = d.conn();
+    c.request(&Req::new("OPTIONS", "/files").tus())
+        .assert_status(200, "OPTIONS");
+    let pipes = pipe_count(pid);
+    // Leave two free descriptor numbers below the limit: the PATCH's data file takes
+    // one (and its record the other, for a moment), and a pipe needs two. The daemon's
+    // helper threads may hold a descriptor for a moment (the startup scan): set the limit
+    // again until the count holds still across it.
+    let free_below = |limit: i32| {
+        let used: Vec<i32> = open_fds(pid).iter().map(|(n, _)| *n).collect();
+        (0..limit).filter(|n| !used.contains(n)).count()
+    };
+    let mut old = None;
+    let settled = eventually(Duration::from_secs(5), || {
+        let used: Vec<i32> = open_fds(pid).iter().map(|(n, _)| *n).collect();
+        let free: Vec<i32> = (0..).filter(|n| !used.contains(n)).take(2).collect();
+        let limit = free[1] + 1;
+        let prev = set_nofile(pid, limit as u64);
+        old.get_or_insert(prev);
+        std::thread::sleep(Duration::from_millis(100));
+        free_below(limit) == 2
+    });
+    assert!(settled, "the daemon's descriptors never held still");
+    let old = old.unwrap();
+    let r = c.request(&patch_req(&id, 0, &data[..half]));
+    // SAFETY: `old` is valid for the call.
+    let back = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &old, std::ptr::null_mut()) };
+    assert_eq!(back, 0, "restoring the limit");
+    r.assert_status(204, "PATCH without a pipe");
+    assert_eq!(pipe_count(pid), pipes, "no pipe could be made");
+    assert!(
+        !d.stderr_text().contains("splice is not available"),
+        "splicing was turned off for the core: {}",
+        d.stderr_text()
+    );
+    let r = c.request(&patch_req(&id, half as u64, &data[half..]));
+    r.assert_status(204, "PATCH with descriptors to spare");
+    assert_eq!(pipe_count(pid), pipes + 2, "the connection made its pipe");
+    assert_eq!(d.read_data(&id), data);
+    assert!(!d.stderr_text().contains("splice is not available"));
 }

@@ -68,8 +68,10 @@ enum Spliced {
     /// The body ended (how: `body.end()`).
     Done,
     /// Splicing was not possible: nothing was lost, the body continues on the buffered
-    /// path.
-    Fallback,
+    /// path. `for_good`: the kernel or filesystem refused it (the runtime stops trying);
+    /// else only this body could not have a pipe (`EMFILE` and the like), and the next
+    /// one tries again.
+    Fallback { for_good: bool },
 }
 
 impl FileWriter {
@@ -89,7 +91,8 @@ impl FileWriter {
         {
             match splice_body(&self.file, body, &mut out.pos).await {
                 Ok(Spliced::Done) => {}
-                Ok(Spliced::Fallback) => self.inner.disable_splice(),
+                Ok(Spliced::Fallback { for_good: true }) => self.inner.disable_splice(),
+                Ok(Spliced::Fallback { for_good: false }) => {}
                 Err(e) => out.failed(e),
             }
         }
@@ -243,7 +246,8 @@ async fn splice_body(file: &File, body: &mut BodySource<'_>, pos: &mut u64) -> i
     loop {
         match body.splice_to_pipe().await {
             SpliceIn::Ended => return Ok(Spliced::Done),
-            SpliceIn::Unsupported => return Ok(Spliced::Fallback),
+            SpliceIn::Unsupported => return Ok(Spliced::Fallback { for_good: true }),
+            SpliceIn::NoPipe => return Ok(Spliced::Fallback { for_good: false }),
             SpliceIn::Moved(n) => {
                 let Some(pipe) = body.pipe() else {
                     return Err(io::Error::from_raw_os_error(libc::EBADF));
