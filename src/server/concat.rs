@@ -260,7 +260,7 @@ pub async fn create_final(
         return Ok(Reply::new(resp));
     }
     // concatenation-unfinished: empty data (offset 0) until the assembly.
-    drop(stores.data.create(&mut info, false).await?);
+    drop(stores.data.create(&mut info).await?);
     if let Err(e) = stores.info.put(&info).await {
         let _ = stores.data.remove(&info).await;
         return Err(e.into());
