@@ -406,7 +406,8 @@ fn a_pipe_shortage_costs_only_that_body_its_splice() {
     let old = old.unwrap();
     let r = c.request(&patch_req(&id, 0, &data[..half]));
     // SAFETY: `old` is valid for the call.
-    let back = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &old, std::ptr::null_mut()) };
+    let back =
+        unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &old, std::ptr::null_mut()) };
     assert_eq!(back, 0, "restoring the limit");
     r.assert_status(204, "PATCH without a pipe");
     assert_eq!(pipe_count(pid), pipes, "no pipe could be made");

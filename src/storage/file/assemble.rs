@@ -76,7 +76,10 @@ pub fn assemble_blocking(
 ) -> Result<Copied, AssembleError> {
     let tmp = assembling_path(dest);
     let result = if crate::storage::fault::assemble() {
-        Err(AssembleError::Io("copy part data", crate::storage::fault::eio()))
+        Err(AssembleError::Io(
+            "copy part data",
+            crate::storage::fault::eio(),
+        ))
     } else {
         assemble_into(parts, &tmp, dest, sync_below)
     };

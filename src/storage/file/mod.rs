@@ -236,7 +236,10 @@ mod tests {
         let top = Path::new("/d");
         let cases: [(&str, &[&str]); 5] = [
             ("/d/f", &["/d"]),
-            ("/d/2026/11/28/f", &["/d/2026/11/28", "/d/2026/11", "/d/2026", "/d"]),
+            (
+                "/d/2026/11/28/f",
+                &["/d/2026/11/28", "/d/2026/11", "/d/2026", "/d"],
+            ),
             ("/d/x/f", &["/d/x", "/d"]),
             // A record's path outside the data directory (written by rustus): its own.
             ("/elsewhere/f", &["/elsewhere"]),

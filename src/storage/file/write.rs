@@ -176,7 +176,10 @@ impl Reservation {
         }
         let from = self.end;
         let new_end = upto.saturating_add(CHUNKED_RESERVE_BYTES).min(to);
-        match file.fallocate(from, new_end - from, FALLOC_FL_KEEP_SIZE).await {
+        match file
+            .fallocate(from, new_end - from, FALLOC_FL_KEEP_SIZE)
+            .await
+        {
             Ok(()) => self.end = new_end,
             Err(e) => {
                 crate::debug!("moving the chunked body's reservation failed: {e}");
@@ -292,8 +295,16 @@ impl FileWriter {
             }
         };
         let mut staged = Progress::at(0);
-        let inner = &self.inner;
-        buffered(inner, body, &staging, limit, &mut staged, Some(&mut *check), None).await;
+        buffered(
+            &self.inner,
+            body,
+            &staging,
+            limit,
+            &mut staged,
+            Some(&mut *check),
+            None,
+        )
+        .await;
         let verdict = match staged.error.take() {
             Some(e) => Err(Some(e)),
             None if body.end().is_some_and(|e| !matches!(e, BodyEnd::Complete)) => Err(None),
