@@ -67,6 +67,33 @@ fn used_bytes(at: &Path) -> u64 {
     (st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64
 }
 
+/// A daemon with its data on the tmpfs under `tmp` (its records beside, one directory
+/// per data path), splicing bodies or not.
+fn on_data_path(tmp: &TempDir, splice: bool) -> Daemon {
+    let info = tmp.join(if splice { "info-a" } else { "info-b" });
+    let b = Daemon::builder(tmp).info_dir(info);
+    if splice {
+        b.start()
+    } else {
+        b.arg("--disable-splice").start()
+    }
+}
+
+/// A PATCH announcing `len` bytes at offset 0 with `Expect: 100-continue` gets 507 and
+/// no `100 Continue` (the body is never sent).
+fn assert_refused_before_the_body(d: &Daemon, id: &str, len: u64) {
+    let mut c = d.conn();
+    c.send_head(
+        &patch_req(id, 0, &[])
+            .h("Content-Length", &len.to_string())
+            .h("Expect", "100-continue"),
+    );
+    let r = c
+        .read_next_within(Duration::from_secs(10))
+        .expect("an answer without the body");
+    assert_eq!(r.status, 507, "refused before the body: {r:?}");
+}
+
 #[test]
 fn full_disk_gives_507_keeps_what_was_written_and_resumes() {
     let tmp = TempDir::new("fulldisk");
@@ -74,27 +101,12 @@ fn full_disk_gives_507_keeps_what_was_written_and_resumes() {
         return;
     };
     for splice in [true, false] {
-        let mut b =
-            Daemon::builder(&tmp).info_dir(tmp.join(if splice { "info-a" } else { "info-b" }));
-        if !splice {
-            b = b.arg("--disable-splice");
-        }
-        let d = b.start();
+        let d = on_data_path(&tmp, splice);
         let data = random_bytes(if splice { 61 } else { 62 }, 6 << 20);
         let id = d.create_deferred();
         // A body that cannot fit is refused before a byte of it is read (no 100
         // Continue): 507, nothing stored, the upload stays.
-        let mut c = d.conn();
-        c.send_head(
-            &patch_req(&id, 0, &[])
-                .h("Content-Length", &data.len().to_string())
-                .h("Expect", "100-continue"),
-        );
-        let r = c
-            .read_next_within(Duration::from_secs(10))
-            .expect("an answer without the body");
-        assert_eq!(r.status, 507, "refused before the body: {r:?}");
-        drop(c);
+        assert_refused_before_the_body(&d, &id, data.len() as u64);
         assert_eq!(d.offset(&id), 0);
         assert_eq!(used_bytes(d.data_dir()), 0, "nothing held");
         // Ballast: 1 MiB stored, deleted later to free room.
@@ -171,12 +183,7 @@ fn a_declared_length_reserves_nothing() {
         return;
     };
     for splice in [true, false] {
-        let mut b =
-            Daemon::builder(&tmp).info_dir(tmp.join(if splice { "info-a" } else { "info-b" }));
-        if !splice {
-            b = b.arg("--disable-splice");
-        }
-        let d = b.start();
+        let d = on_data_path(&tmp, splice);
         let declared: Vec<String> = (0..10).map(|_| d.create(32 << 20)).collect();
         let held = used_bytes(d.data_dir());
         assert!(held < 2 << 20, "ten declared uploads hold {held} bytes");
@@ -193,17 +200,7 @@ fn a_declared_length_reserves_nothing() {
         // A body that cannot fit (60 MiB, with 48 MiB free) is refused before it is read
         // (no 100 Continue), with nothing stored and nothing held.
         let wide = d.create(60 << 20);
-        let mut c = d.conn();
-        c.send_head(
-            &patch_req(&wide, 0, &[])
-                .h("Content-Length", &(60u64 << 20).to_string())
-                .h("Expect", "100-continue"),
-        );
-        let r = c
-            .read_next_within(Duration::from_secs(10))
-            .expect("an answer without the body");
-        assert_eq!(r.status, 507, "refused before the body: {r:?}");
-        drop(c);
+        assert_refused_before_the_body(&d, &wide, 60 << 20);
         assert_eq!(d.offset(&wide), 0);
         let after = used_bytes(d.data_dir());
         assert!(after <= held + (64 << 10), "held {held}, then {after}");
