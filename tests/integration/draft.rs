@@ -831,3 +831,42 @@ fn metrics_are_labelled_by_protocol() {
         1.0
     );
 }
+
+/// A browser's draft requests pass CORS: the preflight allows the draft's fields and
+/// the answers expose them.
+#[test]
+fn cors_allows_and_exposes_the_draft_fields() {
+    let tmp = TempDir::new("draft-cors");
+    let d = Daemon::start(&tmp, &[]);
+    let p = d.send(
+        &Req::new("OPTIONS", "/files")
+            .h("Origin", "https://app.example")
+            .h("Access-Control-Request-Method", "POST")
+            .h(
+                "Access-Control-Request-Headers",
+                "upload-draft-interop-version,upload-complete,upload-length,content-disposition,content-digest,repr-digest",
+            ),
+    );
+    assert_eq!(p.status, 200, "{p:?}");
+    let r = d.send(
+        &draft("POST", "/files", "8")
+            .h("Origin", "https://app.example")
+            .h("Upload-Complete", "?0")
+            .body(b"x"),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(
+        r.header("Access-Control-Allow-Origin"),
+        Some("https://app.example")
+    );
+    let expose = r.header("Access-Control-Expose-Headers").unwrap();
+    for h in [
+        "Location",
+        "Upload-Offset",
+        "Upload-Complete",
+        "Upload-Limit",
+        "Upload-Length",
+    ] {
+        assert!(expose.contains(h), "{h} not in {expose}");
+    }
+}
