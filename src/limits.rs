@@ -32,3 +32,14 @@ pub const MAX_WORKERS: usize = 1024;
 /// Largest value any `--*-timeout` flag accepts, in seconds: one week. Far below what
 /// would make `Instant + timeout` overflow, far above any sensible grace period.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// Room reserved in a data file ahead of the offset for a chunked body, whose length is
+/// not announced (`fallocate` with `FALLOC_FL_KEEP_SIZE`): reserved before the body is
+/// read, and moved ahead as it is written, so the reservation is never more than this
+/// past the bytes stored. A Content-Length body reserves its whole announced range
+/// instead; an upload that only declared a length reserves nothing. Room reserved and not
+/// filled (a body cut short, a chunked body's last window) is given back when the request
+/// ends. 8 MiB is 32 body buffers: a fallocate every 4 MiB costs nothing next to the
+/// writes, and a thousand stalled chunked PATCHes hold at most 8 GiB until the body
+/// timeout ends them.
+pub const CHUNKED_RESERVE_BYTES: u64 = 8 * 1024 * 1024;

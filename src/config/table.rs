@@ -294,7 +294,7 @@ const STORAGE: &[Flag] = &[
         .parse(|c, v| put(&mut c.dir_structure, check_dir_structure(v))),
     Flag::switch("force-fsync", "RUSTUS_FORCE_FSYNC")
         .help("fdatasync the data file after every chunk")
-        .doc("fdatasync data before acknowledging; fsync info records and their directory")
+        .doc("fdatasync data before acknowledging; fsync a new data file's directories before its record, info records and their directory")
         .parse(|c, v| put(&mut c.force_fsync, parse_bool(v))),
     Flag::value("info-storage", "RUSTUS_INFO_STORAGE", "NAME")
         .short('i')

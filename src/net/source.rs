@@ -100,9 +100,13 @@ pub enum SpliceIn {
     Moved(u32),
     /// The body has ended ([`BodySource::end`] says how); nothing was moved.
     Ended,
-    /// Splicing is not possible here (no socket, no pipe, or the kernel refused): nothing
-    /// was lost, the rest of the body can be taken with [`BodySource::fill`].
+    /// Splicing is not possible here (no socket, or the kernel refused): nothing was
+    /// lost, the rest of the body can be taken with [`BodySource::fill`].
     Unsupported,
+    /// No pipe could be made for this body now (`EMFILE`, `ENFILE`, `ENOMEM`): nothing
+    /// was lost, the rest of it can be taken with [`BodySource::fill`], and the next body
+    /// tries again (a passing shortage of descriptors says nothing about splicing).
+    NoPipe,
 }
 
 /// The connection's socket side of a body or download.
@@ -561,8 +565,8 @@ impl<'a> BodySource<'a> {
             match Pipe::new(wire.pipe_size) {
                 Ok(p) => *wire.pipe = Some(p),
                 Err(e) => {
-                    crate::debug!("no pipe for splicing ({e}); buffered path");
-                    return SpliceIn::Unsupported;
+                    crate::debug!("no pipe for splicing ({e}); this body takes the buffered path");
+                    return SpliceIn::NoPipe;
                 }
             }
         }

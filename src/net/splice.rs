@@ -34,7 +34,9 @@ impl OneshotOutputTransform for ResultTransform {
     }
 }
 
-async fn submit(sqe: io_uring06::squeue::Entry) -> io::Result<u32> {
+/// Submits one SQE through tokio-uring and awaits its result (a count, or the error).
+/// Also used by the file store for an op tokio-uring lacks (`storage::file::write`).
+pub(crate) async fn submit(sqe: io_uring06::squeue::Entry) -> io::Result<u32> {
     UnsubmittedOneshot::new((), ResultTransform, sqe)
         .submit()
         .await
@@ -141,11 +143,24 @@ impl Pipe {
         self.write.as_raw_fd()
     }
 
-    /// Reads up to `buf.len()` bytes that are known to be in the pipe (so the read
-    /// returns at once). Used only to rescue bytes when splicing into the file fails.
+    /// Reads up to `buf.len()` of the bytes that are in the pipe now, and never waits:
+    /// the pipe is blocking (a splice into or out of it waits in an io-wq thread), so
+    /// the read is cut to what `FIONREAD` says it holds, and an empty pipe gives 0
+    /// without a read. This process is the pipe's only reader and writes to it only
+    /// through splices it awaits, so the count cannot shrink before the read. Used only
+    /// to rescue bytes on a core thread when splicing them into the file failed.
     pub fn read_buffered(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let mut held: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, which is valid for it.
+        if unsafe { libc::ioctl(self.read.as_raw_fd(), libc::FIONREAD, &mut held) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let want = buf.len().min(held.max(0) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        // SAFETY: `buf` is valid for writes of `want <= buf.len()` bytes.
+        let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -161,4 +176,35 @@ pub fn is_unsupported(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::EBADF)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The rescue read of an empty pipe, or one holding fewer bytes than asked for,
+    /// returns at once (it used to wait for ever on the core thread).
+    #[test]
+    fn the_rescue_read_never_waits() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let pipe = Pipe::new(64 * 1024).expect("pipe");
+            let mut buf = vec![0u8; 100];
+            let empty = pipe.read_buffered(&mut buf).map_err(|e| e.to_string());
+            // SAFETY: the write end is open and the buffer is valid for 10 bytes.
+            let w = unsafe { libc::write(pipe.write_fd(), b"0123456789".as_ptr().cast(), 10) };
+            assert_eq!(w, 10);
+            let short = pipe.read_buffered(&mut buf).map_err(|e| e.to_string());
+            let again = pipe.read_buffered(&mut buf).map_err(|e| e.to_string());
+            let _ = tx.send((empty, short, again, buf[..10].to_vec()));
+        });
+        let (empty, short, again, bytes) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the rescue read waited on an empty pipe");
+        assert_eq!(empty, Ok(0));
+        assert_eq!(short, Ok(10));
+        assert_eq!(bytes, b"0123456789");
+        assert_eq!(again, Ok(0), "drained: nothing more, and no wait");
+    }
 }

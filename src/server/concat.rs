@@ -11,7 +11,7 @@
 
 use super::core::Core;
 use super::finals::WaitingFinals;
-use super::reply::Reply;
+use super::reply::{error_response, Reply};
 use super::request::{location, origin, RequestCtx};
 use crate::error::Error;
 use crate::hooks::{Event, Origin};
@@ -78,6 +78,9 @@ pub async fn rebuild_index(stores: &Stores, finals: &WaitingFinals, stop: &dyn F
             }
             if let Ok(parts) = recorded_parts(&info) {
                 finals.register(id, &parts);
+                // Its last part may have completed before the restart (an assembly cut
+                // by it): then no PATCH is left to assemble it, and its next HEAD does.
+                finals.retry_later(&id);
                 found += 1;
             }
         }
@@ -105,8 +108,11 @@ pub fn head_headers(base: &str, finals: &WaitingFinals, upload: &Upload, resp: &
     }
 }
 
-/// A final found unassembled outside the index (after a restart): put it back in the
-/// index and try to assemble it now, in a task of this core.
+/// A final found unassembled by a HEAD: outside the index (after a restart, before the
+/// rebuild reached it), put it back in the index and try to assemble it now, in a task
+/// of this core; in the index, try again only if it is marked to be (its last assembly
+/// failed, or the index was rebuilt), since otherwise the PATCH completing its last part
+/// will.
 pub fn recover(core: &Rc<Core>, upload: &Upload, from: Origin) {
     let info = &upload.info;
     if !info.is_final || info.is_complete() {
@@ -120,9 +126,12 @@ pub fn recover(core: &Rc<Core>, upload: &Upload, from: Origin) {
     };
     let finals = &core.shared.finals;
     if finals.contains(&id) {
-        return; // known: its last part's PATCH will assemble it
+        if !finals.take_retry(&id) {
+            return; // known: its last part's PATCH will assemble it
+        }
+    } else {
+        finals.register(id, &parts);
     }
-    finals.register(id, &parts);
     let core = core.clone();
     tokio_uring::spawn(async move {
         if let Err(e) = try_assemble(&core, id, from).await {
@@ -236,6 +245,9 @@ pub async fn create_final(
     let loc = location(ctx, &cfg.url, &info.id);
     if plan.ready {
         let parts: Vec<UploadInfo> = parts.into_iter().map(|p| p.info).collect();
+        // Assembled before the record is written: when the assembly fails, nothing of
+        // the final is left (the store removes its partial file) and the error carries
+        // no Location, so a client's retry creates the one final there is.
         stores.data.concat(&parts, &mut info).await?;
         info.offset = plan.length;
         if let Err(e) = stores.info.put(&info).await {
@@ -260,7 +272,7 @@ pub async fn create_final(
         return Ok(Reply::new(resp));
     }
     // concatenation-unfinished: empty data (offset 0) until the assembly.
-    drop(stores.data.create(&mut info, false).await?);
+    drop(stores.data.create(&mut info).await?);
     if let Err(e) = stores.info.put(&info).await {
         let _ = stores.data.remove(&info).await;
         return Err(e.into());
@@ -275,7 +287,15 @@ pub async fn create_final(
     drop(lock);
     // A part may have completed between the check above and the registration: look
     // again now that the final is in the index.
-    try_assemble(core, id, origin(core, ctx, "POST", None)).await?;
+    if let Err(e) = try_assemble(core, id, origin(core, ctx, "POST", None)).await {
+        // The final exists (its record; post-create told the hooks): the error carries
+        // its Location, so a client's retry asks for this final instead of creating a
+        // second one, and its next HEAD tries the assembly again.
+        crate::warn!("final upload {id}: assembly failed: {}", e.message());
+        let mut resp = error_response(&e);
+        resp.header("Location", loc);
+        return Ok(Reply::new(resp));
+    }
     let mut resp = Response::new(201);
     resp.header("Location", loc);
     Ok(Reply::new(resp))
@@ -291,8 +311,16 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Assembles a waiting final if every part is complete. Returns whether the final is
-/// complete afterwards.
+/// complete afterwards. A failure marks the final to be tried again by its next HEAD.
 async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, Error> {
+    let result = assemble_waiting(core, id, from).await;
+    if result.is_err() {
+        core.shared.finals.retry_later(&id);
+    }
+    result
+}
+
+async fn assemble_waiting(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, Error> {
     let stores = &core.stores;
     let finals = &core.shared.finals;
     let Some(_lock) = lock_within(stores, id, LOCK_WAIT).await? else {

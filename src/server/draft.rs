@@ -336,7 +336,7 @@ async fn create(
             .pre(Event::PreCreate, &info, origin(core, ctx, "POST", None))
             .await?;
     }
-    let mut writer = stores.data.create(&mut info, true).await?;
+    let mut writer = stores.data.create(&mut info).await?;
     // Recorded before the 104, so the Location it gives answers HEAD at once.
     if let Err(e) = stores.info.put(&info).await {
         drop(writer);
@@ -461,7 +461,6 @@ async fn append(
     if let Some(len) = set_length {
         upload.info.length = Some(len);
         upload.info.deferred_size = false;
-        writer.reserve(len).await;
     }
     let start = upload.offset();
     let checked = check.is_some();

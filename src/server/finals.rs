@@ -16,9 +16,22 @@ use uuid::Uuid;
 /// part scan the map (O(waiting finals)), which stays small: finals only wait while
 /// their parts upload. The mutex is held for one map operation, never across an
 /// `.await`.
+///
+/// A final whose assembly was tried and failed (a full disk, an I/O error), and one the
+/// rebuild found (its last part may have completed before the restart), is marked to be
+/// tried again: its next HEAD assembles it ([`WaitingFinals::take_retry`]), since no
+/// PATCH of a part is left to do it.
 #[derive(Debug, Default)]
 pub struct WaitingFinals {
-    map: Mutex<BTreeMap<u128, Vec<u128>>>,
+    map: Mutex<BTreeMap<u128, Waiting>>,
+}
+
+/// One waiting final.
+#[derive(Debug)]
+struct Waiting {
+    parts: Vec<u128>,
+    /// Its next HEAD tries the assembly (see [`WaitingFinals`]).
+    retry: bool,
 }
 
 impl WaitingFinals {
@@ -27,14 +40,34 @@ impl WaitingFinals {
         WaitingFinals::default()
     }
 
-    fn map(&self) -> MutexGuard<'_, BTreeMap<u128, Vec<u128>>> {
+    fn map(&self) -> MutexGuard<'_, BTreeMap<u128, Waiting>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records that `final_id` waits for `parts`.
     pub fn register(&self, final_id: Uuid, parts: &[Uuid]) {
         let parts = parts.iter().map(|p| p.as_u128()).collect();
-        self.map().insert(final_id.as_u128(), parts);
+        let waiting = Waiting {
+            parts,
+            retry: false,
+        };
+        self.map().insert(final_id.as_u128(), waiting);
+    }
+
+    /// Marks a final in the index to be assembled by its next HEAD (its assembly failed,
+    /// or the index was rebuilt after a restart); nothing if it is not in the index.
+    pub fn retry_later(&self, final_id: &Uuid) {
+        if let Some(w) = self.map().get_mut(&final_id.as_u128()) {
+            w.retry = true;
+        }
+    }
+
+    /// Whether the final was marked by [`WaitingFinals::retry_later`]; clears the mark,
+    /// so one HEAD, not every HEAD, tries the assembly again.
+    pub fn take_retry(&self, final_id: &Uuid) -> bool {
+        self.map()
+            .get_mut(&final_id.as_u128())
+            .is_some_and(|w| std::mem::take(&mut w.retry))
     }
 
     /// Takes a final out of the index (assembled, deleted or swept).
@@ -59,7 +92,7 @@ impl WaitingFinals {
         let skip = assembled.map(Uuid::as_u128);
         self.map()
             .iter()
-            .any(|(f, parts)| Some(*f) != skip && parts.contains(&p))
+            .any(|(f, w)| Some(*f) != skip && w.parts.contains(&p))
     }
 
     /// The waiting finals that name `part`.
@@ -67,7 +100,7 @@ impl WaitingFinals {
         let p = part.as_u128();
         self.map()
             .iter()
-            .filter(|(_, parts)| parts.contains(&p))
+            .filter(|(_, w)| w.parts.contains(&p))
             .map(|(f, _)| Uuid::from_u128(*f))
             .collect()
     }
@@ -103,6 +136,23 @@ mod tests {
         index.register(f2, &[a]);
         assert!(!index.part_in_use(&c));
         assert_eq!(index.waiting_on(&a), vec![f2]);
+    }
+
+    #[test]
+    fn a_retry_mark_is_taken_once_and_only_for_a_final_in_the_index() {
+        let index = WaitingFinals::new();
+        let (f, p, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        index.retry_later(&f);
+        assert!(!index.take_retry(&f), "not in the index: no mark");
+        index.register(f, &[p]);
+        assert!(!index.take_retry(&f), "registered unmarked");
+        index.retry_later(&f);
+        assert!(!index.take_retry(&other));
+        assert!(index.take_retry(&f));
+        assert!(!index.take_retry(&f), "taken once");
+        index.retry_later(&f);
+        index.register(f, &[p]);
+        assert!(!index.take_retry(&f), "registering again clears the mark");
     }
 
     #[test]

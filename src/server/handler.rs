@@ -20,7 +20,7 @@ use crate::metrics::{self, Endpoint};
 use crate::net::{BodySource, Release};
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
-use crate::storage::{Acquired, Lock, Upload};
+use crate::storage::{Acquired, Lock, Upload, Written};
 use crate::tus::checksum;
 use crate::tus::concat::{parse_upload_concat, Concat};
 use crate::tus::cors::{self, Decision};
@@ -419,10 +419,17 @@ async fn create(
     let (info, body_error) = if whole {
         create_whole(core, body, id, info).await?
     } else {
-        let mut writer = stores.data.create(&mut info, true).await?;
+        let mut writer = stores.data.create(&mut info).await?;
         let mut body_error = None;
         if with_body {
             let got = ingest::receive(core, body, &mut *writer, 0, limit, check).await;
+            if no_room(&got, body) {
+                // No room for the body, found before reading it: nothing is created (a
+                // creation that cannot take its body is refused as a whole).
+                drop(writer);
+                let _ = stores.data.remove(&info).await;
+                return Err(got.error.unwrap_or(Error::InsufficientStorage));
+            }
             info.offset = got.end_offset;
             body_error = got.error;
         }
@@ -464,6 +471,17 @@ async fn create(
     })
 }
 
+/// Whether the store refused a body for want of room before reading any of it (507,
+/// or 413 past what the filesystem can hold): nothing was stored or read.
+fn no_room(got: &Written, body: &BodySource<'_>) -> bool {
+    got.end_offset == 0
+        && body.received() == 0
+        && matches!(
+            got.error,
+            Some(Error::InsufficientStorage) | Some(Error::TooLarge(_))
+        )
+}
+
 /// Creation of an upload whose whole body is already in hand (it came with the head and
 /// is exactly `Upload-Length` bytes): one write stores it, so nothing is preallocated,
 /// and the info record (saying the offset that write reaches) is written at the same
@@ -485,12 +503,19 @@ async fn create_whole(
     let mut early = info.clone();
     early.offset = expect;
     let data = async {
-        let mut writer = stores.data.create(&mut info, false).await?;
+        let mut writer = stores.data.create(&mut info).await?;
         let got = ingest::receive(core, body, &mut *writer, 0, expect, None).await;
         drop(writer);
         Ok::<_, Error>(got)
     };
-    let (data, wrote) = tokio::join!(data, stores.info.put(&early));
+    let (data, wrote) = if core.shared.config.force_fsync {
+        // The data file (and the directories on its way) is durable before its record
+        // is written, so the record can never outlive it after a power loss.
+        let data = data.await;
+        (data, stores.info.put(&early).await)
+    } else {
+        tokio::join!(data, stores.info.put(&early))
+    };
     let got = match data {
         Ok(v) => v,
         Err(e) => {
@@ -618,7 +643,6 @@ async fn patch(
     if let Some(len) = set_length {
         upload.info.length = Some(len);
         upload.info.deferred_size = false;
-        writer.reserve(len).await;
     }
     let start = upload.offset();
     let checked = check.is_some();

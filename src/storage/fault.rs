@@ -1,6 +1,7 @@
-//! Test-only fault injection for the storage: makes data or info-record writes fail with
-//! `EIO` as a failing disk would, so the real binary's error paths can be tested from the
-//! outside (`tests/integration/eio.rs`).
+//! Test-only fault injection for the storage: makes data or info-record writes, or the
+//! assembly of a final, fail with `EIO` as a failing disk would, so the real binary's
+//! error paths can be tested from the outside (`tests/integration/eio.rs`, `concat.rs`);
+//! and traces the durability steps, so their order can be checked (`faults.rs`).
 //!
 //! **Compiled in only with `debug_assertions`** (the test and dev builds). In a release
 //! build every function here is a constant "no fault" that the compiler removes, and the
@@ -15,6 +16,12 @@
 //!   device error, so a resumed upload can complete).
 //! * `info_eio_after=K`: the first `K` info-record writes succeed; the next one fails
 //!   with `EIO` (as the temporary file is written, before the rename). Once.
+//! * `assemble_eio_after=K`: the first `K` assemblies of a final succeed; the next one
+//!   fails with `EIO` before it copies anything. Once.
+//! * `trace_durability=1`: each durability step is logged when it completes, as a line
+//!   with `durability:` (a directory fsynced, a record renamed into place), so a test can
+//!   check their order ([`trace`]). What a test cannot see this way is whether the disk
+//!   honours an fsync: that takes a power cut.
 //!
 //! A value that does not parse stops the daemon at startup.
 
@@ -38,6 +45,8 @@ mod armed {
     pub struct Plan {
         pub write_eio_after: Option<u64>,
         pub info_eio_after: Option<u64>,
+        pub assemble_eio_after: Option<u64>,
+        pub trace_durability: bool,
     }
 
     /// Parses `TUSRING_FAULT_INJECT` (pure; table-tested).
@@ -54,6 +63,8 @@ mod armed {
             match k.trim() {
                 "write_eio_after" => plan.write_eio_after = Some(n),
                 "info_eio_after" => plan.info_eio_after = Some(n),
+                "assemble_eio_after" => plan.assemble_eio_after = Some(n),
+                "trace_durability" => plan.trace_durability = n != 0,
                 other => return Err(format!("unknown fault {other:?}")),
             }
         }
@@ -65,9 +76,12 @@ mod armed {
     static WRITTEN: AtomicU64 = AtomicU64::new(0);
     /// Info records written so far.
     static INFOS: AtomicU64 = AtomicU64::new(0);
+    /// Assemblies started so far.
+    static ASSEMBLIES: AtomicU64 = AtomicU64::new(0);
     /// Each fault fires once.
     static WRITE_FIRED: AtomicBool = AtomicBool::new(false);
     static INFO_FIRED: AtomicBool = AtomicBool::new(false);
+    static ASSEMBLE_FIRED: AtomicBool = AtomicBool::new(false);
 
     pub fn plan() -> &'static Result<Plan, String> {
         PLAN.get_or_init(|| match std::env::var(super::ENV) {
@@ -97,6 +111,18 @@ mod armed {
         };
         let n = INFOS.fetch_add(1, Ordering::Relaxed);
         n >= k && !INFO_FIRED.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn assemble() -> bool {
+        let Some(k) = plan().as_ref().ok().and_then(|p| p.assemble_eio_after) else {
+            return false;
+        };
+        let n = ASSEMBLIES.fetch_add(1, Ordering::Relaxed);
+        n >= k && !ASSEMBLE_FIRED.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn tracing() -> bool {
+        plan().as_ref().is_ok_and(|p| p.trace_durability)
     }
 }
 
@@ -145,6 +171,36 @@ pub fn info_write() -> bool {
     }
 }
 
+/// An assembly of a final is about to copy its parts: `true` means fail it with [`eio`].
+#[inline]
+pub fn assemble() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        armed::assemble()
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
+/// A durability step completed (`what()` says which, e.g. `fsync dir <path>`): logged as
+/// `durability: <what>` when `trace_durability` is armed, else nothing (`what` is not
+/// called).
+#[inline]
+pub fn trace(what: impl FnOnce() -> String) {
+    #[cfg(debug_assertions)]
+    {
+        if armed::tracing() {
+            crate::info!("durability: {}", what());
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = what;
+    }
+}
+
 #[cfg(all(test, debug_assertions))]
 mod tests {
     use super::armed::{parse, Plan};
@@ -157,7 +213,7 @@ mod tests {
                 "write_eio_after=100",
                 Plan {
                     write_eio_after: Some(100),
-                    info_eio_after: None,
+                    ..Plan::default()
                 },
             ),
             (
@@ -165,6 +221,15 @@ mod tests {
                 Plan {
                     write_eio_after: Some(5),
                     info_eio_after: Some(1),
+                    ..Plan::default()
+                },
+            ),
+            (
+                "assemble_eio_after=0,trace_durability=1",
+                Plan {
+                    assemble_eio_after: Some(0),
+                    trace_durability: true,
+                    ..Plan::default()
                 },
             ),
         ];

@@ -112,12 +112,11 @@ pub trait DataStore {
     /// Sets where a new upload's data goes (a file store: the record's `path`).
     fn place(&self, info: &mut UploadInfo);
     /// Creates the data of a new upload, exclusively (never over another's), sets its
-    /// place in `info`, and opens it for the creating request. With `reserve`, room for
-    /// `info.length` bytes is reserved now, so a full store refuses the upload now.
+    /// place in `info`, and opens it for the creating request. It reserves no room: a
+    /// declared length is not on its way ([`DataWriter::write_body`] reserves for a body).
     fn create<'a>(
         &'a self,
         info: &'a mut UploadInfo,
-        reserve: bool,
     ) -> StoreFuture<'a, Result<Box<dyn DataWriter>, StoreError>>;
     /// Opens an existing upload's data for a request that appends to it.
     fn open<'a>(
@@ -146,10 +145,16 @@ pub trait DataStore {
 
 /// An upload's data, open for one request that appends to it.
 pub trait DataWriter {
-    /// The upload's length just became known: reserve room for it (best effort).
-    fn reserve(&mut self, length: u64) -> StoreFuture<'_, ()>;
     /// Stores the body from `body` at offset `at`, at most `limit` bytes; bytes past the
-    /// limit (a chunked body running on) are refused with 413. With `check`, the body is
+    /// limit (a chunked body running on) are refused with 413.
+    ///
+    /// Room is reserved for the bytes on their way before any is read (and so before a
+    /// `100 Continue`): the body's `Content-Length` (at most `limit`), or for a chunked
+    /// body [`crate::limits::CHUNKED_RESERVE_BYTES`] ahead of the bytes stored. A store
+    /// without room for a Content-Length body answers [`Error::InsufficientStorage`]
+    /// (507) with nothing read and nothing stored (a chunked body's window is best
+    /// effort: its length is unknown); room reserved and not filled is given back
+    /// before it returns, so a body cut short holds nothing. With `check`, the body is
     /// verified first and becomes part of the upload only if the check passes: none of
     /// it is stored otherwise, even after a crash in the middle. The offset afterwards
     /// counts every byte stored, also of a body cut short; `error` is what the store

@@ -759,3 +759,67 @@ fn a_final_above_max_file_size_is_refused_before_copying() {
     r.assert_status(201, "2 MiB within the limit");
     assert_bytes_eq(&t.d.read_data(&upload_id(&r)), &a, "final");
 }
+
+/// A final whose assembly inside its POST fails (an injected `EIO`, as a failing disk
+/// would) is answered 500 without a `Location`, and nothing of it is left (its record is
+/// written only after the assembly), so the client's retry of the POST creates the one
+/// final there is.
+#[test]
+fn a_failed_assembly_leaves_nothing_and_the_retry_makes_the_final() {
+    let tmp = TempDir::new("concat-eio");
+    let d = Daemon::builder(&tmp)
+        .info_dir(tmp.join("info"))
+        .env("TUSRING_FAULT_INJECT", "assemble_eio_after=0")
+        .start();
+    let a = partial(&d, b"hello ", 6);
+    let b = partial(&d, b"world", 5);
+    let value = final_value(&[rel(&a), rel(&b)]);
+    let (data, info) = (list_files(d.data_dir()), list_files(d.info_dir()));
+    let r = post_final(&d, &value, &[]);
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(!r.has("Location"), "no final exists: {r:?}");
+    assert_eq!(list_files(d.data_dir()), data, "no data of a final left");
+    assert_eq!(list_files(d.info_dir()), info, "no record of a final left");
+    let r = post_final(&d, &value, &[]);
+    r.assert_status(201, "the retry");
+    let f = upload_id(&r);
+    assert_eq!(r.header("Upload-Offset"), Some("11"));
+    assert_eq!(d.read_data(&f), b"hello world");
+    assert_eq!(list_files(d.info_dir()).len(), info.len() + 1);
+}
+
+/// A waiting final whose assembly fails when its last part completes (an injected `EIO`)
+/// is not stuck: it stays waiting (no `Upload-Offset`), and its next HEAD tries the
+/// assembly again, which completes it byte for byte. (It used to wait for a restart.)
+#[test]
+fn a_waiting_finals_failed_assembly_is_tried_again_by_its_head() {
+    let tmp = TempDir::new("concat-eio-wait");
+    let d = Daemon::builder(&tmp)
+        .args(&["--tus-extensions", "creation,concatenation-unfinished"])
+        .env("TUSRING_FAULT_INJECT", "assemble_eio_after=0")
+        .start();
+    let a = partial(&d, b"hello ", 6);
+    let b = partial(&d, b"world", 2);
+    let r = post_final(&d, &final_value(&[rel(&a), rel(&b)]), &[]);
+    r.assert_status(201, "waiting final");
+    let f = upload_id(&r);
+    d.patch(&b, 2, b"rld").assert_status(204, "last part");
+    assert!(
+        d.wait_log_line(&[&f, "assembly failed"]).is_some(),
+        "the assembly did not fail: {}",
+        d.stderr_text()
+    );
+    let h = d.head(&f);
+    h.assert_status(200, "HEAD of the waiting final");
+    assert!(!h.has("Upload-Offset"), "not assembled yet: {h:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || d
+            .head(&f)
+            .header("Upload-Offset")
+            .is_some()),
+        "the final was never assembled: {}",
+        d.stderr_text()
+    );
+    assert_eq!(d.head(&f).header("Upload-Offset"), Some("11"));
+    assert_eq!(d.read_data(&f), b"hello world");
+}

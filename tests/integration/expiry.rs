@@ -315,3 +315,48 @@ fn the_sweep_does_not_follow_a_symlinked_record() {
     d.head(&linked)
         .assert_status(500, "HEAD refuses the symlinked record");
 }
+
+/// The sweep removes what a crash may leave beside an expired upload's data file: a
+/// named checksum staging file (`<data>.chk`, used where `O_TMPFILE` is not available)
+/// and, for a final, a partly assembled file (`<data>.assembling`).
+#[test]
+fn the_sweep_removes_files_a_crash_left_beside_the_data() {
+    let tmp = TempDir::new("expiry-leftovers");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--tus-extensions",
+            "creation,concatenation-unfinished,expiration",
+            "--expiration-time",
+            "2",
+            "--expiration-sweep-interval",
+            "0.5",
+        ],
+    );
+    let r = d.post(&[("Upload-Length", "10"), ("Upload-Concat", "partial")]);
+    r.assert_status(201, "partial");
+    let part = upload_id(&r);
+    d.patch(&part, 0, b"abc").assert_status(204, "PATCH");
+    let r = d.post(&[("Upload-Concat", &format!("final;/files/{part}"))]);
+    r.assert_status(201, "waiting final");
+    let fin = upload_id(&r);
+    let beside = |id: &str, ext: &str| {
+        let data = find_file(d.data_dir(), id).expect("data file");
+        let p = std::path::PathBuf::from(format!("{}.{ext}", data.display()));
+        std::fs::write(&p, b"left by a crash").unwrap();
+        (data, p)
+    };
+    let (part_data, chk) = beside(&part, "chk");
+    let (fin_data, assembling) = beside(&fin, "assembling");
+    assert!(
+        eventually(Duration::from_secs(15), || d.head(&part).status == 404),
+        "part not swept"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || d.head(&fin).status == 404),
+        "final not swept"
+    );
+    for p in [part_data, chk, fin_data, assembling] {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+}

@@ -11,8 +11,8 @@
 //!
 //! Crash safety: the parts are copied into `<data path>.assembling` (truncated first, so a
 //! leftover of an interrupted assembly is reused), which is renamed over the data path
-//! only once every byte is there (and, with `--force-fsync`, fdatasynced, with the
-//! directory fsynced after the rename). Since an upload's offset is its data file's
+//! only once every byte is there (and, with `--force-fsync`, fdatasynced, with every
+//! directory on its way fsynced after the rename). Since an upload's offset is its data file's
 //! size, a final is never seen complete with bytes missing. On failure the temporary
 //! file is removed and the data path is untouched.
 
@@ -66,14 +66,23 @@ pub enum AssembleError {
 }
 
 /// Copies `parts` in order into `dest` through the temporary file; blocking. Creates
-/// `dest`'s directory if it is missing.
+/// `dest`'s directory if it is missing. With `sync_below` (`--force-fsync`: the data
+/// directory), the file is fdatasynced before the rename and every directory from
+/// `dest`'s up to `sync_below` fsynced after it.
 pub fn assemble_blocking(
     parts: &[PartFile],
     dest: &Path,
-    fsync: bool,
+    sync_below: Option<&Path>,
 ) -> Result<Copied, AssembleError> {
     let tmp = assembling_path(dest);
-    let result = assemble_into(parts, &tmp, dest, fsync);
+    let result = if crate::storage::fault::assemble() {
+        Err(AssembleError::Io(
+            "copy part data",
+            crate::storage::fault::eio(),
+        ))
+    } else {
+        assemble_into(parts, &tmp, dest, sync_below)
+    };
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -84,7 +93,7 @@ fn assemble_into(
     parts: &[PartFile],
     tmp: &Path,
     dest: &Path,
-    fsync: bool,
+    sync_below: Option<&Path>,
 ) -> Result<Copied, AssembleError> {
     let open = || {
         OpenOptions::new()
@@ -148,18 +157,15 @@ fn assemble_into(
         }
         at += n;
     }
-    if fsync {
+    if sync_below.is_some() {
         out.sync_data()
             .map_err(|e| AssembleError::Io("fdatasync final data file", e))?;
     }
     drop(out);
     std::fs::rename(tmp, dest).map_err(|e| AssembleError::Io("rename final data file", e))?;
-    if fsync {
-        if let Some(dir) = dest.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| AssembleError::Io("fsync data directory", e))?;
-        }
+    if let Some(top) = sync_below {
+        super::sync_entry_dirs_blocking(dest, top)
+            .map_err(|e| AssembleError::Io("fsync data directory", e))?;
     }
     Ok(copied)
 }
@@ -258,12 +264,12 @@ mod tests {
         let head = want[..3].to_vec();
         want.extend(head);
         let dest = d.join("sub/dir/final");
-        let c = assemble_blocking(&parts, &dest, true).unwrap();
+        let c = assemble_blocking(&parts, &dest, Some(&d)).unwrap();
         assert_eq!(c.in_kernel + c.fallback, want.len() as u64);
         assert_eq!(std::fs::read(&dest).unwrap(), want);
         assert!(!assembling_path(&dest).exists());
         // Reassembling over an existing file replaces it.
-        let c = assemble_blocking(&parts[..1], &dest, false).unwrap();
+        let c = assemble_blocking(&parts[..1], &dest, None).unwrap();
         assert_eq!(c.in_kernel + c.fallback, 3);
         assert_eq!(std::fs::read(&dest).unwrap(), want[..3]);
         let _ = std::fs::remove_dir_all(&d);
@@ -305,7 +311,7 @@ mod tests {
             },
         ];
         assert!(matches!(
-            assemble_blocking(&short, &dest, false),
+            assemble_blocking(&short, &dest, None),
             Err(AssembleError::PartShort(1))
         ));
         let missing = [PartFile {
@@ -313,7 +319,7 @@ mod tests {
             len: 1,
         }];
         assert!(matches!(
-            assemble_blocking(&missing, &dest, false),
+            assemble_blocking(&missing, &dest, None),
             Err(AssembleError::PartMissing(0))
         ));
         assert_eq!(std::fs::read(&dest).unwrap(), b"");

@@ -2,10 +2,11 @@
 //! assembly of finals; and a runtime's body buffers and splice switch, which the body
 //! writes ([`super::write`]) and downloads ([`super::read`]) share.
 
-use super::assemble::{assemble_blocking, AssembleError, PartFile};
+use super::assemble::{assemble_blocking, assembling_path, AssembleError, PartFile};
 use super::read::FileReader;
 use super::write::{staging_path, FileWriter};
-use super::{create_exclusive, is_not_found, probe, FileSettings};
+use super::{create_exclusive, is_not_found, probe, sync_entry_dirs, FileSettings};
+use crate::storage::fault;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout;
 use crate::storage::{DataReader, DataStat, DataStore, DataWriter, StoreError, StoreFuture};
@@ -101,11 +102,12 @@ impl FileData {
         }
     }
 
-    async fn create_file(
-        &self,
-        info: &mut UploadInfo,
-        reserve: bool,
-    ) -> Result<Box<dyn DataWriter>, StoreError> {
+    /// Creates the data file (`O_EXCL`; its `--dir-structure` directory when missing).
+    /// Nothing is reserved (a declared length is not on its way: see
+    /// [`DataWriter::write_body`]). With `--force-fsync`, every directory on the file's
+    /// way is fsynced before this returns, so its record, written after, can never
+    /// outlive it after a power loss.
+    async fn create_file(&self, info: &mut UploadInfo) -> Result<Box<dyn DataWriter>, StoreError> {
         let path = self.inner.data_path(info);
         let file = match create_exclusive(&path).await {
             Ok(f) => f,
@@ -121,23 +123,11 @@ impl FileData {
             }
             Err(e) => return Err(StoreError::io("create data file", e)),
         };
-        if let Some(len) = info.length.filter(|&l| l > 0 && reserve) {
-            if let Err(e) = file.fallocate(0, len, FALLOC_FL_KEEP_SIZE).await {
-                match e.raw_os_error() {
-                    Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-                        crate::debug!("fallocate not supported for {}: {e}", path.display());
-                    }
-                    _ => {
-                        let _ = file.close().await;
-                        let _ = tokio_uring::fs::remove_file(&path).await;
-                        return Err(match e.raw_os_error() {
-                            Some(libc::EFBIG) => StoreError::TooLarge(
-                                "Upload-Length is above what the filesystem can hold",
-                            ),
-                            _ => StoreError::io("preallocate data file", e),
-                        });
-                    }
-                }
+        if self.inner.settings.force_fsync {
+            if let Err(e) = sync_entry_dirs(&path, &self.inner.settings.data_dir).await {
+                drop(file);
+                let _ = tokio_uring::fs::remove_file(&path).await;
+                return Err(StoreError::io("fsync data directory", e));
             }
         }
         info.path = Some(path.to_string_lossy().into_owned());
@@ -227,11 +217,16 @@ impl FileData {
             .collect();
         let path = self.inner.data_path(dest);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (target, fsync) = (path.clone(), self.inner.settings.force_fsync);
+        let target = path.clone();
+        let sync_below = self
+            .inner
+            .settings
+            .force_fsync
+            .then(|| self.inner.settings.data_dir.clone());
         std::thread::Builder::new()
             .name("tusring-assemble".into())
             .spawn(move || {
-                let _ = tx.send(assemble_blocking(&files, &target, fsync));
+                let _ = tx.send(assemble_blocking(&files, &target, sync_below.as_deref()));
             })
             .map_err(|e| StoreError::io("start the assembly thread", e))?;
         match rx.await {
@@ -260,13 +255,21 @@ impl FileData {
         Ok(())
     }
 
-    /// Removes the data file, and a staging file a crash left behind beside it (see
-    /// `write::open_staging`), if any.
+    /// Removes the data file, and what a crash may have left beside it: a checksum
+    /// staging file (`<data>.chk`, see `write::open_staging`) and, for a final, a partly
+    /// assembled one (`<data>.assembling`). The caller holds the upload's lock, so
+    /// neither is in use.
     async fn remove_file(&self, info: &UploadInfo) -> Result<(), StoreError> {
         let path = self.inner.data_path(info);
         let _ = tokio_uring::fs::remove_file(staging_path(&path)).await;
+        if info.is_final {
+            let _ = tokio_uring::fs::remove_file(assembling_path(&path)).await;
+        }
         match tokio_uring::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                fault::trace(|| format!("data {} removed", info.id));
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(StoreError::io("remove data file", e)),
         }
@@ -281,9 +284,8 @@ impl DataStore for FileData {
     fn create<'a>(
         &'a self,
         info: &'a mut UploadInfo,
-        reserve: bool,
     ) -> StoreFuture<'a, Result<Box<dyn DataWriter>, StoreError>> {
-        Box::pin(self.create_file(info, reserve))
+        Box::pin(self.create_file(info))
     }
 
     fn open<'a>(

@@ -32,6 +32,7 @@ pub use data::{FileData, BODY_BUFS_PER_UPLOAD, POOLED_BODY_BUFS};
 pub use records::{FileRecords, MAX_INFO_BYTES};
 
 use crate::config::Config;
+use crate::storage::fault;
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -173,10 +174,83 @@ fn is_not_found(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOENT)
 }
 
+/// fsyncs a directory, so the entries made in it (a new file, a new directory, a rename)
+/// survive a power loss.
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .await?;
+    let r = d.sync_all().await;
+    let _ = d.close().await;
+    r?;
+    fault::trace(|| format!("fsync dir {}", dir.display()));
+    Ok(())
+}
+
+/// The directories whose entries lead from `top` to `file`: its own directory and each
+/// one above it up to and including `top` (with `--dir-structure`, one per level), the
+/// deepest first. Only `file`'s own directory when it is not under `top`.
+fn entry_dirs(file: &Path, top: &Path) -> Vec<PathBuf> {
+    let Some(dir) = file.parent() else {
+        return Vec::new();
+    };
+    if !dir.starts_with(top) {
+        return vec![dir.to_path_buf()];
+    }
+    dir.ancestors()
+        .take_while(|d| d.starts_with(top))
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// `--force-fsync` for a new data file (or a final renamed into place) under `top`: every
+/// directory on its way ([`entry_dirs`]) is fsynced, so the file is reachable after a
+/// power loss before its record is written. All of them, not only those this request
+/// made: a level another request has just made may not be durable yet when this one
+/// finds it, and fsyncing a directory with nothing new in it costs little.
+async fn sync_entry_dirs(file: &Path, top: &Path) -> io::Result<()> {
+    for dir in entry_dirs(file, top) {
+        sync_dir(&dir).await?;
+    }
+    Ok(())
+}
+
+/// The blocking form of [`sync_entry_dirs`], for the assembly's own thread.
+fn sync_entry_dirs_blocking(file: &Path, top: &Path) -> io::Result<()> {
+    for dir in entry_dirs(file, top) {
+        std::fs::File::open(&dir).and_then(|d| d.sync_all())?;
+        fault::trace(|| format!("fsync dir {}", dir.display()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use uuid::Uuid;
+
+    #[test]
+    fn the_directories_on_a_data_files_way() {
+        let top = Path::new("/d");
+        let cases: [(&str, &[&str]); 5] = [
+            ("/d/f", &["/d"]),
+            (
+                "/d/2026/11/28/f",
+                &["/d/2026/11/28", "/d/2026/11", "/d/2026", "/d"],
+            ),
+            ("/d/x/f", &["/d/x", "/d"]),
+            // A record's path outside the data directory (written by rustus): its own.
+            ("/elsewhere/f", &["/elsewhere"]),
+            ("/dd/f", &["/dd"]),
+        ];
+        for (file, want) in cases {
+            let got = entry_dirs(Path::new(file), top);
+            let want: Vec<PathBuf> = want.iter().map(PathBuf::from).collect();
+            assert_eq!(got, want, "{file}");
+        }
+    }
 
     #[test]
     fn probe_blocking_leaves_nothing_behind_and_names_the_directory() {

@@ -6,13 +6,13 @@
 //! through), refused above [`MAX_INFO_BYTES`], and must parse and name the upload it
 //! is the record of. Writes go to `<id>.info.tmp` and are renamed over the record.
 
-use super::{is_not_found, probe, FileSettings};
+use super::{is_not_found, probe, sync_dir, FileSettings};
 use crate::storage::fault;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout;
 use crate::storage::{InfoScan, InfoStore, StoreError, StoreFuture};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::fs::{File, OpenOptions};
 use uuid::Uuid;
@@ -103,6 +103,7 @@ impl FileRecords {
             let _ = tokio_uring::fs::remove_file(&tmp).await;
             return Err(StoreError::io("rename info record", e));
         }
+        fault::trace(|| format!("record {} renamed into place", info.id));
         if self.force_fsync {
             sync_dir(&self.info_dir)
                 .await
@@ -125,10 +126,19 @@ impl InfoStore for FileRecords {
         Box::pin(async move {
             let path = layout::info_path(&self.info_dir, &id.to_string());
             match tokio_uring::fs::remove_file(&path).await {
-                Ok(()) => Ok(()),
-                Err(e) if is_not_found(&e) => Err(StoreError::NotFound),
-                Err(e) => Err(StoreError::io("remove info record", e)),
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => return Err(StoreError::NotFound),
+                Err(e) => return Err(StoreError::io("remove info record", e)),
             }
+            fault::trace(|| format!("record {id} removed"));
+            // The caller removes the data next: with --force-fsync the record's removal
+            // is durable first, so a power loss can never leave it without its data.
+            if self.force_fsync {
+                sync_dir(&self.info_dir)
+                    .await
+                    .map_err(|e| StoreError::io("fsync info directory", e))?;
+            }
+            Ok(())
         })
     }
 
@@ -193,15 +203,4 @@ async fn read_whole(file: &File) -> Result<Vec<u8>, StoreError> {
     }
     buf.truncate(done);
     Ok(buf)
-}
-
-async fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let d = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY)
-        .open(dir)
-        .await?;
-    let r = d.sync_all().await;
-    let _ = d.close().await;
-    r
 }
