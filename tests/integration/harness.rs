@@ -1371,10 +1371,13 @@ pub fn metric(d: &Daemon, name: &str) -> Option<f64> {
 
 /// Forwards 127.0.0.1:`port` to `target` (a broker, a NATS server) while up; while down
 /// nothing listens there (connections are refused) and the connections it carried are
-/// cut, as when the server goes away, without stopping the real one.
+/// cut, as when the server goes away, without stopping the real one. While stalled, the
+/// connections stay open but every byte either way is read and thrown away (a network
+/// that loses what is in flight).
 pub struct TcpProxy {
     port: u16,
     up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -1384,12 +1387,14 @@ impl TcpProxy {
     pub fn down(target: String) -> TcpProxy {
         let port = free_port();
         let up = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (u, s) = (up.clone(), stop.clone());
-        let thread = thread::spawn(move || proxy_loop(port, &target, &u, &s));
+        let (u, st, s) = (up.clone(), stalled.clone(), stop.clone());
+        let thread = thread::spawn(move || proxy_loop(port, &target, &u, &st, &s));
         TcpProxy {
             port,
             up,
+            stalled,
             stop,
             thread: Some(thread),
         }
@@ -1403,6 +1408,11 @@ impl TcpProxy {
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
     }
+
+    /// Throws away every byte either way (connections stay open) until set back.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
+    }
 }
 
 impl Drop for TcpProxy {
@@ -1414,7 +1424,13 @@ impl Drop for TcpProxy {
     }
 }
 
-fn proxy_loop(port: u16, target: &str, up: &AtomicBool, stop: &AtomicBool) {
+fn proxy_loop(
+    port: u16,
+    target: &str,
+    up: &AtomicBool,
+    stalled: &Arc<AtomicBool>,
+    stop: &AtomicBool,
+) {
     let mut open: Vec<TcpStream> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         if !up.load(Ordering::SeqCst) {
@@ -1440,8 +1456,20 @@ fn proxy_loop(port: u16, target: &str, up: &AtomicBool, stop: &AtomicBool) {
                         (client.try_clone().unwrap(), server.try_clone().unwrap()),
                         (server.try_clone().unwrap(), client.try_clone().unwrap()),
                     ] {
+                        let stalled = stalled.clone();
                         thread::spawn(move || {
-                            let _ = std::io::copy(&mut from, &mut to);
+                            let mut buf = [0u8; 16 * 1024];
+                            loop {
+                                let n = match from.read(&mut buf) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => n,
+                                };
+                                if !stalled.load(Ordering::SeqCst)
+                                    && to.write_all(&buf[..n]).is_err()
+                                {
+                                    break;
+                                }
+                            }
                             let _ = to.shutdown(Shutdown::Both);
                             let _ = from.shutdown(Shutdown::Both);
                         });

@@ -620,6 +620,121 @@ fn server_away_at_start_and_mid_run_loses_nothing() {
 }
 
 #[test]
+fn connection_cut_while_events_stream_loses_none() {
+    let Some(server) = Server::start("connection_cut_while_events_stream", &[]) else {
+        return;
+    };
+    let prefix = unique("cut");
+    // The subscriber stays connected to the server; only the daemon's connection is cut.
+    let sub = Subscriber::start(&server.url(), &format!("{prefix}.>"), None);
+    let proxy = TcpProxy::down(server.addr());
+    proxy.set_up(true);
+    let tmp = TempDir::new("nats-cut");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--hooks-nats-urls",
+            &format!("nats://127.0.0.1:{}", proxy.port()),
+            "--hooks-nats-prefix",
+            &prefix,
+            "--hooks",
+            "post-finish",
+        ],
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(&d, "tusring_nats_connected") == Some(1.0)
+    }));
+    // Uploads go on without a pause while the connection is cut under them, again and
+    // again; none is slowed, and every event arrives (those the daemon had written to a
+    // connection that died are published again; `events_lost_in_flight_are_published_again`
+    // makes that loss certain).
+    const CUTS: usize = 5;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let ids = thread::scope(|s| {
+        let uploader = s.spawn(|| {
+            let mut ids = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                ids.extend(uploads(&d, 1));
+            }
+            ids
+        });
+        for _ in 0..CUTS {
+            thread::sleep(Duration::from_millis(250));
+            proxy.set_up(false);
+            thread::sleep(Duration::from_millis(300));
+            proxy.set_up(true);
+        }
+        thread::sleep(Duration::from_millis(300));
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        uploader.join().expect("uploader")
+    });
+    assert!(ids.len() >= 20, "only {} uploads", ids.len());
+    let missing = || {
+        let got: std::collections::HashSet<String> = sub.all().iter().map(Got::upload_id).collect();
+        ids.iter()
+            .filter(|id| !got.contains(*id))
+            .cloned()
+            .collect::<Vec<String>>()
+    };
+    let arrived = eventually(ARRIVAL_TIMEOUT, || missing().is_empty());
+    let missing = missing();
+    assert!(
+        arrived,
+        "{} of {} events never arrived: {missing:?}; {}",
+        missing.len(),
+        ids.len(),
+        d.stderr_text()
+    );
+    assert_eq!(metric(&d, "tusring_nats_dropped_total"), Some(0.0));
+}
+
+#[test]
+fn events_lost_in_flight_are_published_again() {
+    let Some(server) = Server::start("events_lost_in_flight", &[]) else {
+        return;
+    };
+    let prefix = unique("lost");
+    let sub = Subscriber::start(&server.url(), &format!("{prefix}.>"), None);
+    let proxy = TcpProxy::down(server.addr());
+    proxy.set_up(true);
+    let tmp = TempDir::new("nats-lost");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--hooks-nats-urls",
+            &format!("nats://127.0.0.1:{}", proxy.port()),
+            "--hooks-nats-prefix",
+            &prefix,
+            "--hooks",
+            "post-finish",
+        ],
+    );
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(&d, "tusring_nats_connected") == Some(1.0)
+    }));
+    let before = uploads(&d, 3);
+    sub.wait(3, ARRIVAL_TIMEOUT);
+    // The network swallows what the daemon sends (the connection still looks up), then
+    // the connection is cut: the events published meanwhile were never confirmed, so
+    // they are published again after the reconnect, not counted as delivered.
+    proxy.set_stalled(true);
+    let lost = uploads(&d, 10);
+    thread::sleep(Duration::from_millis(500));
+    proxy.set_up(false);
+    proxy.set_stalled(false);
+    thread::sleep(Duration::from_millis(300));
+    proxy.set_up(true);
+    let all = sub.wait(13, ARRIVAL_TIMEOUT);
+    for id in before.iter().chain(&lost) {
+        assert!(!of_upload(&all, id).is_empty(), "{id} never arrived");
+    }
+    assert_eq!(metric(&d, "tusring_nats_dropped_total"), Some(0.0));
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(&d, "tusring_nats_confirmed_total") == Some(13.0)
+    }));
+}
+
+#[test]
 fn server_crash_and_restart_fail_no_upload() {
     let Some(mut server) = Server::start("server_crash", &[]) else {
         return;
