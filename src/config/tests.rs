@@ -1034,6 +1034,31 @@ fn nats_flags() {
     assert_eq!(n.token.as_deref(), Some("s3cret"));
     // The secrets stay out of debug output (logged configuration).
     assert!(!format!("{n:?}").contains("s3cret"));
+    // Combinations rustus refuses: a usage error naming the flag (only with NATS on).
+    for (args, flag, says) in [
+        (
+            &["--hooks-nats-subject", "a", "--hooks-nats-prefix", "b"][..],
+            "--hooks-nats-subject",
+            "cannot be used together",
+        ),
+        (
+            &["--hooks-nats-user", "u"][..],
+            "--hooks-nats-user",
+            "requires --hooks-nats-password",
+        ),
+        (
+            &["--hooks-nats-password", "p"][..],
+            "--hooks-nats-password",
+            "requires --hooks-nats-user",
+        ),
+    ] {
+        let mut all = vec!["--hooks-nats-urls", "nats://a:4222"];
+        all.extend_from_slice(args);
+        let e = err(&all);
+        assert_eq!(e.flag, flag, "{args:?}");
+        assert!(e.message.contains(says), "{args:?}: {e}");
+        assert!(cfg(args).hooks.nats.urls.is_empty());
+    }
     for (flag, value, says) in [
         ("--hooks-nats-urls", "tls://a:4222", "only nats://"),
         ("--hooks-nats-urls", "http://a", "expected a nats://"),

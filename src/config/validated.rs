@@ -179,7 +179,8 @@ impl Config {
 
     /// Applies every raw value with its row's parse, in table order (the first bad value
     /// is the error, naming its flag or variable); then the computed defaults of the rows
-    /// no source gave; then resolves `host:port` (an error names `--host`).
+    /// no source gave; then checks the hook settings that go together
+    /// (`hooks::Settings::check`); then resolves `host:port` (an error names `--host`).
     pub(super) fn from_raw(raw: &RawArgs) -> Result<Config, ConfigError> {
         let mut config = Config::blank();
         for (flag, slot) in flags().zip(&raw.values) {
@@ -198,6 +199,11 @@ impl Config {
                 compute(&mut config);
             }
         }
+        // Hook settings that cannot work together (rustus refuses them too).
+        config
+            .hooks
+            .check()
+            .map_err(|(flag, why)| ConfigError::new(flag, why))?;
         config.listen =
             resolve(&config.host, config.port).map_err(|why| match raw.get("host") {
                 Some((flag, host)) => host.invalid(flag, &why),

@@ -309,6 +309,9 @@ type Started = Result<Vec<Box<dyn Notifier>>, String>;
 /// own metrics, rendered at `/metrics` whatever the settings.
 struct Transport {
     on: fn(&Settings) -> bool,
+    /// Settings of this transport that cannot work together, checked (when it is on)
+    /// before anything starts: the flag concerned and why.
+    check: Option<fn(&Settings) -> Result<(), (&'static str, String)>>,
     start: fn(&Settings) -> Started,
     metrics: Option<fn(&mut String)>,
 }
@@ -324,25 +327,43 @@ fn boxed<N: Notifier + 'static>(list: Vec<N>) -> Vec<Box<dyn Notifier>> {
 const TRANSPORTS: [Transport; 4] = [
     Transport {
         on: |s| s.exec.file.is_some() || s.exec.dir.is_some(),
+        check: None,
         start: |s| Ok(boxed(exec::notifiers(&s.exec, s.events))),
         metrics: None,
     },
     Transport {
         on: |s| !s.http.urls.is_empty(),
+        check: None,
         start: |s| Ok(boxed(http::notifiers(&s.http))),
         metrics: None,
     },
     Transport {
         on: |s| s.nats.is_on(),
+        check: Some(|s| s.nats.check()),
         start: |s| nats::notifiers(&s.nats).map(boxed),
         metrics: Some(nats::render_metrics),
     },
     Transport {
         on: |s| s.amqp.url.is_some(),
+        check: None,
         start: |s| amqp::notifiers(&s.amqp).map(boxed),
         metrics: Some(amqp::render_metrics),
     },
 ];
+
+impl Settings {
+    /// Combinations of settings that cannot work (a NATS subject and prefix together, a
+    /// user without a password), for the transports that are on: the flag concerned and
+    /// why. `config` makes this a usage error, before anything starts.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for t in TRANSPORTS.iter().filter(|t| (t.on)(self)) {
+            if let Some(check) = t.check {
+                check(self)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The transports' own metrics (`/metrics`).
 pub fn render_transport_metrics(out: &mut String) {

@@ -221,16 +221,25 @@ impl NatsConfig {
     }
 
     /// The combinations rustus refuses at startup: a subject and a prefix; a user without
-    /// a password or the reverse.
-    pub fn check(&self) -> Result<(), String> {
+    /// a password or the reverse. The error names the flag concerned and says why (a usage
+    /// error: see `hooks::Settings::check`).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let refuse = |flag, why: &str| Err((flag, why.to_owned()));
         if self.subject.is_some() && self.prefix.is_some() {
-            return Err(
-                "--hooks-nats-subject and --hooks-nats-prefix cannot be used together".to_owned(),
+            return refuse(
+                "--hooks-nats-subject",
+                "--hooks-nats-subject and --hooks-nats-prefix cannot be used together",
             );
         }
         match (&self.user, &self.password) {
-            (Some(_), None) => Err("--hooks-nats-user requires --hooks-nats-password".to_owned()),
-            (None, Some(_)) => Err("--hooks-nats-password requires --hooks-nats-user".to_owned()),
+            (Some(_), None) => refuse(
+                "--hooks-nats-user",
+                "--hooks-nats-user requires --hooks-nats-password",
+            ),
+            (None, Some(_)) => refuse(
+                "--hooks-nats-password",
+                "--hooks-nats-password requires --hooks-nats-user",
+            ),
             _ => Ok(()),
         }
     }
@@ -484,7 +493,7 @@ pub fn notifiers(config: &NatsConfig) -> Result<Vec<Nats>, String> {
     if !config.is_on() {
         return Ok(Vec::new());
     }
-    config.check()?;
+    config.check().map_err(|(_, why)| why)?;
     Ok(vec![Nats::start(config)?])
 }
 
@@ -896,21 +905,21 @@ mod tests {
         c.prefix = Some("tus.hooks".into());
         assert_eq!(c.subject(Event::PostFinish), "tus.hooks.post-finish");
         // rustus refuses the two together at startup.
-        assert!(c.check().unwrap_err().contains("cannot be used together"));
+        let (flag, why) = c.check().unwrap_err();
+        assert_eq!(flag, "--hooks-nats-subject");
+        assert!(why.contains("cannot be used together"), "{why}");
         c.subject = None;
         assert_eq!(c.check(), Ok(()));
         c.user = Some("u".into());
-        assert!(c
-            .check()
-            .unwrap_err()
-            .contains("requires --hooks-nats-password"));
+        let (flag, why) = c.check().unwrap_err();
+        assert_eq!(flag, "--hooks-nats-user");
+        assert!(why.contains("requires --hooks-nats-password"), "{why}");
         c.password = Some("p".into());
         assert_eq!(c.check(), Ok(()));
         c.user = None;
-        assert!(c
-            .check()
-            .unwrap_err()
-            .contains("requires --hooks-nats-user"));
+        let (flag, why) = c.check().unwrap_err();
+        assert_eq!(flag, "--hooks-nats-password");
+        assert!(why.contains("requires --hooks-nats-user"), "{why}");
     }
 
     #[test]
