@@ -52,7 +52,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -741,13 +741,27 @@ impl Notifier for Nats {
     }
 }
 
+/// Set once a client error (a failed connect) has been logged at WARN since the last
+/// connection: the next ones, one per reconnect attempt, go to DEBUG.
+static CLIENT_ERROR_SAID: AtomicBool = AtomicBool::new(false);
+
 /// The client's connection events: logged, and the connected gauge kept.
 fn on_client_event(event: async_nats::Event) {
     match event {
         async_nats::Event::Connected => {
             NATS_CONNECTS.fetch_add(1, Ordering::Relaxed);
             NATS_CONNECTED.store(1, Ordering::Relaxed);
+            CLIENT_ERROR_SAID.store(false, Ordering::Relaxed);
             crate::info!("hooks: NATS: connected");
+        }
+        async_nats::Event::ClientError(e) => {
+            if CLIENT_ERROR_SAID.swap(true, Ordering::Relaxed) {
+                crate::debug!("hooks: NATS: {e}");
+            } else {
+                crate::warn!(
+                    "hooks: NATS: {e}; retrying (further errors at DEBUG until connected)"
+                );
+            }
         }
         async_nats::Event::Disconnected => {
             NATS_CONNECTED.store(0, Ordering::Relaxed);
