@@ -553,27 +553,59 @@ fn uploads(d: &Daemon, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// A daemon that reaches `server` only through a [`TcpProxy`] (down until set up),
+/// publishing to subjects `<unique prefix>.<event>` with `extra` arguments, and a
+/// subscriber of those subjects connected to the server itself. Bind `_tmp` first (it is
+/// the data directory; dropped last).
+struct ViaProxy {
+    d: Daemon,
+    proxy: TcpProxy,
+    sub: Subscriber,
+    _tmp: TempDir,
+}
+
+fn via_proxy(server: &Server, tag: &str, extra: &[&str]) -> ViaProxy {
+    let prefix = unique(tag);
+    let sub = Subscriber::start(&server.url(), &format!("{prefix}.>"), None);
+    let proxy = TcpProxy::down(server.addr());
+    let tmp = TempDir::new(&format!("nats-{tag}"));
+    let url = format!("nats://127.0.0.1:{}", proxy.port());
+    let mut args = vec!["--hooks-nats-urls", &url, "--hooks-nats-prefix", &prefix];
+    args.extend_from_slice(extra);
+    let d = Daemon::start(&tmp, &args);
+    ViaProxy {
+        d,
+        proxy,
+        sub,
+        _tmp: tmp,
+    }
+}
+
+/// [`via_proxy`] with the proxy up and the daemon connected through it.
+fn connected_via_proxy(server: &Server, tag: &str, extra: &[&str]) -> ViaProxy {
+    let v = via_proxy(server, tag, extra);
+    v.proxy.set_up(true);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            metric(&v.d, "tusring_nats_connected") == Some(1.0)
+        }),
+        "the daemon did not connect through the proxy"
+    );
+    v
+}
+
 #[test]
 fn server_away_at_start_and_mid_run_loses_nothing() {
     let Some(server) = Server::start("server_away", &[]) else {
         return;
     };
-    let prefix = unique("away");
-    let sub = Subscriber::start(&server.url(), &format!("{prefix}.>"), None);
     // The daemon reaches the server only through the proxy, down at start.
-    let proxy = TcpProxy::down(server.addr());
-    let tmp = TempDir::new("nats-away");
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-nats-urls",
-            &format!("nats://127.0.0.1:{}", proxy.port()),
-            "--hooks-nats-prefix",
-            &prefix,
-            "--hooks",
-            "post-create,post-finish",
-        ],
-    );
+    let ViaProxy {
+        _tmp,
+        d,
+        proxy,
+        sub,
+    } = via_proxy(&server, "away", &["--hooks", "post-create,post-finish"]);
     // Away at start: uploads go on; events wait in the queue.
     let first = uploads(&d, 20);
     assert_eq!(metric(&d, "tusring_nats_connected"), Some(0.0));
@@ -624,26 +656,13 @@ fn connection_cut_while_events_stream_loses_none() {
     let Some(server) = Server::start("connection_cut_while_events_stream", &[]) else {
         return;
     };
-    let prefix = unique("cut");
     // The subscriber stays connected to the server; only the daemon's connection is cut.
-    let sub = Subscriber::start(&server.url(), &format!("{prefix}.>"), None);
-    let proxy = TcpProxy::down(server.addr());
-    proxy.set_up(true);
-    let tmp = TempDir::new("nats-cut");
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-nats-urls",
-            &format!("nats://127.0.0.1:{}", proxy.port()),
-            "--hooks-nats-prefix",
-            &prefix,
-            "--hooks",
-            "post-finish",
-        ],
-    );
-    assert!(eventually(Duration::from_secs(10), || {
-        metric(&d, "tusring_nats_connected") == Some(1.0)
-    }));
+    let ViaProxy {
+        _tmp,
+        d,
+        proxy,
+        sub,
+    } = connected_via_proxy(&server, "cut", &["--hooks", "post-finish"]);
     // Uploads go on without a pause while the connection is cut under them, again and
     // again; none is slowed, and every event arrives (those the daemon had written to a
     // connection that died are published again; `events_lost_in_flight_are_published_again`
@@ -693,25 +712,12 @@ fn events_lost_in_flight_are_published_again() {
     let Some(server) = Server::start("events_lost_in_flight", &[]) else {
         return;
     };
-    let prefix = unique("lost");
-    let sub = Subscriber::start(&server.url(), &format!("{prefix}.>"), None);
-    let proxy = TcpProxy::down(server.addr());
-    proxy.set_up(true);
-    let tmp = TempDir::new("nats-lost");
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-nats-urls",
-            &format!("nats://127.0.0.1:{}", proxy.port()),
-            "--hooks-nats-prefix",
-            &prefix,
-            "--hooks",
-            "post-finish",
-        ],
-    );
-    assert!(eventually(Duration::from_secs(10), || {
-        metric(&d, "tusring_nats_connected") == Some(1.0)
-    }));
+    let ViaProxy {
+        _tmp,
+        d,
+        proxy,
+        sub,
+    } = connected_via_proxy(&server, "lost", &["--hooks", "post-finish"]);
     let before = uploads(&d, 3);
     sub.wait(3, ARRIVAL_TIMEOUT);
     // The network swallows what the daemon sends (the connection still looks up), then
@@ -790,22 +796,15 @@ fn queued_events_are_published_at_shutdown() {
     let Some(server) = Server::start("queued_events_at_shutdown", &[]) else {
         return;
     };
-    let prefix = unique("drain");
-    let sub = Subscriber::start(&server.url(), &format!("{prefix}.>"), None);
-    let proxy = TcpProxy::down(server.addr());
-    let tmp = TempDir::new("nats-drain");
-    let mut d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-nats-urls",
-            &format!("nats://127.0.0.1:{}", proxy.port()),
-            "--hooks-nats-prefix",
-            &prefix,
-            "--hooks",
-            "post-finish",
-            "--shutdown-timeout",
-            "20",
-        ],
+    let ViaProxy {
+        _tmp,
+        mut d,
+        proxy,
+        sub,
+    } = via_proxy(
+        &server,
+        "drain",
+        &["--hooks", "post-finish", "--shutdown-timeout", "20"],
     );
     let ids = uploads(&d, 10);
     // SIGTERM while the server is away; it comes back within the grace period.
