@@ -301,6 +301,10 @@ pub struct Settings {
     pub amqp: amqp::AmqpConfig,
 }
 
+/// Settings that cannot work together: the flag concerned and why (`config` makes it a
+/// usage error).
+pub type Conflict = (&'static str, String);
+
 /// A transport's started notifiers, in order (none when it is off), or why it cannot
 /// start.
 type Started = Result<Vec<Box<dyn Notifier>>, String>;
@@ -311,7 +315,7 @@ struct Transport {
     on: fn(&Settings) -> bool,
     /// Settings of this transport that cannot work together, checked (when it is on)
     /// before anything starts: the flag concerned and why.
-    check: Option<fn(&Settings) -> Result<(), (&'static str, String)>>,
+    check: fn(&Settings) -> Result<(), Conflict>,
     start: fn(&Settings) -> Started,
     metrics: Option<fn(&mut String)>,
 }
@@ -327,25 +331,25 @@ fn boxed<N: Notifier + 'static>(list: Vec<N>) -> Vec<Box<dyn Notifier>> {
 const TRANSPORTS: [Transport; 4] = [
     Transport {
         on: |s| s.exec.file.is_some() || s.exec.dir.is_some(),
-        check: None,
+        check: |_| Ok(()),
         start: |s| Ok(boxed(exec::notifiers(&s.exec, s.events))),
         metrics: None,
     },
     Transport {
         on: |s| !s.http.urls.is_empty(),
-        check: None,
+        check: |_| Ok(()),
         start: |s| Ok(boxed(http::notifiers(&s.http))),
         metrics: None,
     },
     Transport {
         on: |s| s.nats.is_on(),
-        check: Some(|s| s.nats.check()),
+        check: |s| s.nats.check(),
         start: |s| nats::notifiers(&s.nats).map(boxed),
         metrics: Some(nats::render_metrics),
     },
     Transport {
         on: |s| s.amqp.url.is_some(),
-        check: None,
+        check: |_| Ok(()),
         start: |s| amqp::notifiers(&s.amqp).map(boxed),
         metrics: Some(amqp::render_metrics),
     },
@@ -355,11 +359,9 @@ impl Settings {
     /// Combinations of settings that cannot work (a NATS subject and prefix together, a
     /// user without a password), for the transports that are on: the flag concerned and
     /// why. `config` makes this a usage error, before anything starts.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    pub fn check(&self) -> Result<(), Conflict> {
         for t in TRANSPORTS.iter().filter(|t| (t.on)(self)) {
-            if let Some(check) = t.check {
-                check(self)?;
-            }
+            (t.check)(self)?;
         }
         Ok(())
     }

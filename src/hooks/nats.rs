@@ -223,7 +223,7 @@ impl NatsConfig {
     /// The combinations rustus refuses at startup: a subject and a prefix; a user without
     /// a password or the reverse. The error names the flag concerned and says why (a usage
     /// error: see `hooks::Settings::check`).
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    pub fn check(&self) -> Result<(), super::Conflict> {
         let refuse = |flag, why: &str| Err((flag, why.to_owned()));
         if self.subject.is_some() && self.prefix.is_some() {
             return refuse(
