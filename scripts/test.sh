@@ -8,6 +8,8 @@
 #     a venv at target/interop-venv (from tests/interop/requirements.txt);
 #   - rabbitmq-server (apt-get, as root on Debian), started on 127.0.0.1:5672 by
 #     scripts/rabbitmq.sh for the AMQP tests (TUSRING_REQUIRE_AMQP=1: they must run);
+#   - nats-server (apt-get, as root on Debian) for the NATS tests, each of which starts
+#     its own server on a free loopback port (TUSRING_REQUIRE_NATS=1: they must run);
 #   - tus-js-client into tests/interop/node_modules (npm ci, from package-lock.json).
 #   - for the headless-browser test: uppy and playwright-core (same npm ci), and Debian's
 #     chromium with apt-get (as root on Debian) when /usr/bin/chromium is missing.
@@ -160,6 +162,28 @@ step "rabbitmq: a broker on 127.0.0.1:5672 for the AMQP tests"
 bash scripts/rabbitmq.sh start
 export TUSRING_AMQP_URL="amqp://guest:guest@127.0.0.1:5672"
 export TUSRING_REQUIRE_AMQP=1
+
+# ------------------------------------------------------------ nats-server for the NATS tests
+# Each NATS test starts its own nats-server on a free loopback port (and kills it); this
+# only installs the binary (Debian's package, as root) when it is missing.
+# TUSRING_REQUIRE_NATS makes the NATS tests fail, not skip, without it.
+step "nats: the nats-server binary for the NATS tests"
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "nats-server is missing; installing it with apt-get"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nats-server
+    else
+        echo "nats-server is required (install the Debian package nats-server)" >&2
+        exit 1
+    fi
+fi
+# The package may start a system daemon on 4222; the tests never use it (their own servers
+# listen on free ports), so it is left alone.
+NATS_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
+"$NATS_BIN" --version
+export TUSRING_NATS_SERVER="$NATS_BIN"
+export TUSRING_REQUIRE_NATS=1
 
 step "cargo test (unit, integration with real clients, doc)"
 export TUSRING_REQUIRE_INTEROP=1

@@ -9,6 +9,7 @@ use crate::hooks::Event;
 use crate::http::head::Method;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A route template, the `endpoint` label.
@@ -159,21 +160,9 @@ pub static LOCK_TAKEOVERS: AtomicU64 = AtomicU64::new(0);
 /// Request bodies refused because they did not match their `Upload-Checksum` (460).
 pub static CHECKSUM_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 
-/// AMQP hook messages published (a message published again counts again).
-pub static AMQP_PUBLISHED: AtomicU64 = AtomicU64::new(0);
-/// AMQP hook events confirmed by the broker (delivered).
-pub static AMQP_CONFIRMED: AtomicU64 = AtomicU64::new(0);
-/// AMQP hook events dropped: the queue was full, or left at the end of the grace period.
-pub static AMQP_DROPPED: AtomicU64 = AtomicU64::new(0);
-/// AMQP connections opened (the first and every reconnect).
-pub static AMQP_CONNECTS: AtomicU64 = AtomicU64::new(0);
-/// AMQP hook events queued or in flight, not yet confirmed.
-pub static AMQP_BACKLOG: AtomicI64 = AtomicI64::new(0);
-/// 1 while the AMQP publisher has an open connection.
-pub static AMQP_CONNECTED: AtomicI64 = AtomicI64::new(0);
-
-/// The hook pool's counters (`hooks`: file, directory and HTTP notifiers; AMQP has its
-/// own above). Each is rendered as `tusring_hook_<name>_total`.
+/// The hook pool's counters (`hooks`: the notifiers the workers deliver through; those
+/// with a queue of their own, AMQP and NATS without replies, count their deliveries
+/// themselves). Each is rendered as `tusring_hook_<name>_total`.
 #[derive(Debug)]
 pub struct HookCounters {
     /// Deliveries that succeeded: one per notifier and event, each URL counting.
@@ -223,21 +212,41 @@ static INTERIMS: [[AtomicU64; 2]; PROTOCOLS] =
 static CORE_CONNECTIONS: [AtomicU64; crate::limits::MAX_WORKERS] =
     [const { AtomicU64::new(0) }; crate::limits::MAX_WORKERS];
 
-/// Hook notifier kinds, the `notifier` label.
-#[derive(Debug, Clone, Copy)]
-pub enum Notifier {
-    /// `--hooks-file`.
-    File = 0,
-    /// `--hooks-dir`.
-    Dir = 1,
-    /// `--hooks-http-urls`.
-    Http = 2,
+/// Most distinct `notifier` labels (one per transport kind: `file`, `dir`, `http`, ...).
+pub const MAX_NOTIFIER_KINDS: usize = 8;
+
+/// The `notifier` labels in use, in the order the hooks registered them; the index of a
+/// label is its slot in the tables below.
+static NOTIFIER_KINDS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+static HOOK_CALLS: [[AtomicU64; MAX_NOTIFIER_KINDS]; 6] =
+    [const { [const { AtomicU64::new(0) }; MAX_NOTIFIER_KINDS] }; 6];
+static HOOK_FAILURES: [[AtomicU64; MAX_NOTIFIER_KINDS]; 6] =
+    [const { [const { AtomicU64::new(0) }; MAX_NOTIFIER_KINDS] }; 6];
+static HOOK_DURATIONS: [[Histogram<11>; MAX_NOTIFIER_KINDS]; 6] =
+    [const { [const { Histogram::new() }; MAX_NOTIFIER_KINDS] }; 6];
+
+fn notifier_kinds() -> Vec<&'static str> {
+    NOTIFIER_KINDS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
 }
 
-const NOTIFIER_NAMES: [&str; 3] = ["file", "dir", "http"];
-static HOOK_CALLS: [[AtomicU64; 3]; 6] = [const { [const { AtomicU64::new(0) }; 3] }; 6];
-static HOOK_FAILURES: [[AtomicU64; 3]; 6] = [const { [const { AtomicU64::new(0) }; 3] }; 6];
-static HOOK_DURATIONS: [[Histogram<11>; 3]; 6] = [const { [const { Histogram::new() }; 3] }; 6];
+/// The slot of the `notifier` label `kind`, registered on first use (at hook startup).
+/// The labels are the transports' fixed names, so there are at most a handful; past
+/// [`MAX_NOTIFIER_KINDS`] the last slot is shared.
+pub fn notifier_slot(kind: &'static str) -> usize {
+    let mut kinds = NOTIFIER_KINDS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(i) = kinds.iter().position(|k| *k == kind) {
+        return i;
+    }
+    if kinds.len() < MAX_NOTIFIER_KINDS {
+        kinds.push(kind);
+        kinds.len() - 1
+    } else {
+        MAX_NOTIFIER_KINDS - 1
+    }
+}
 
 fn event_index(e: Event) -> usize {
     Event::ALL.iter().position(|x| *x == e).unwrap_or(0)
@@ -245,13 +254,15 @@ fn event_index(e: Event) -> usize {
 
 /// Counts one hook delivery (after its retries), whether it failed (an error or a
 /// refusal by a pre-hook) and how long it took, retries included.
-pub fn hook_delivery(event: Event, notifier: Notifier, failed: bool, took: Duration) {
+/// `slot` is the notifier's label slot ([`notifier_slot`]).
+pub fn hook_delivery(event: Event, slot: usize, failed: bool, took: Duration) {
     let e = event_index(event);
-    HOOK_CALLS[e][notifier as usize].fetch_add(1, Relaxed);
+    let n = slot.min(MAX_NOTIFIER_KINDS - 1);
+    HOOK_CALLS[e][n].fetch_add(1, Relaxed);
     let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
-    HOOK_DURATIONS[e][notifier as usize].observe(duration_bucket(took.as_secs_f64()), micros);
+    HOOK_DURATIONS[e][n].observe(duration_bucket(took.as_secs_f64()), micros);
     if failed {
-        HOOK_FAILURES[e][notifier as usize].fetch_add(1, Relaxed);
+        HOOK_FAILURES[e][n].fetch_add(1, Relaxed);
     }
 }
 
@@ -354,7 +365,8 @@ pub struct Gauges {
     pub hook_queue_depth: usize,
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// The `# HELP` and `# TYPE` lines of a family.
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -606,6 +618,7 @@ pub fn render(base: &str, g: &Gauges) -> String {
         "Hook events queued, not yet taken by a worker.",
         g.hook_queue_depth,
     );
+    let kinds = notifier_kinds();
     for (name, table, help) in [
         (
             "tusring_hook_invocations_total",
@@ -620,14 +633,14 @@ pub fn render(base: &str, g: &Gauges) -> String {
     ] {
         header(&mut out, name, "counter", help);
         for (e, row) in table.iter().enumerate() {
-            for (n, c) in row.iter().enumerate() {
+            for (n, c) in row.iter().enumerate().take(kinds.len()) {
                 let v = c.load(Relaxed);
                 if v > 0 {
                     let _ = writeln!(
                         out,
                         "{name}{{event=\"{}\",notifier=\"{}\"}} {v}",
                         Event::ALL[e].name(),
-                        NOTIFIER_NAMES[n]
+                        kinds[n]
                     );
                 }
             }
@@ -640,14 +653,14 @@ pub fn render(base: &str, g: &Gauges) -> String {
         "Time of a hook delivery, retries included, by event and notifier.",
     );
     for (e, row) in HOOK_DURATIONS.iter().enumerate() {
-        for (n, h) in row.iter().enumerate() {
+        for (n, h) in row.iter().enumerate().take(kinds.len()) {
             if h.count.load(Relaxed) == 0 {
                 continue;
             }
             let labels = format!(
                 "event=\"{}\",notifier=\"{}\"",
                 Event::ALL[e].name(),
-                NOTIFIER_NAMES[n]
+                kinds[n]
             );
             histogram(
                 &mut out,
@@ -660,12 +673,12 @@ pub fn render(base: &str, g: &Gauges) -> String {
         }
     }
     render_hook_counters(&mut out);
-    render_amqp(&mut out);
+    crate::hooks::render_transport_metrics(&mut out);
     out
 }
 
 /// Unlabelled counters: (name, help, value).
-fn counters(out: &mut String, list: &[(&str, &str, &AtomicU64)]) {
+pub(crate) fn counters(out: &mut String, list: &[(&str, &str, &AtomicU64)]) {
     for (name, help, v) in list {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
@@ -717,45 +730,9 @@ fn render_hook_counters(out: &mut String) {
     );
 }
 
-/// The AMQP notifier's counters and gauges.
-fn render_amqp(out: &mut String) {
-    counters(
-        out,
-        &[
-            (
-                "tusring_amqp_published_total",
-                "AMQP hook messages published (a message published again counts again).",
-                &AMQP_PUBLISHED,
-            ),
-            (
-                "tusring_amqp_confirmed_total",
-                "AMQP hook events confirmed by the broker.",
-                &AMQP_CONFIRMED,
-            ),
-            (
-                "tusring_amqp_dropped_total",
-                "AMQP hook events dropped: queue full, or left at the end of the grace period.",
-                &AMQP_DROPPED,
-            ),
-            (
-                "tusring_amqp_connects_total",
-                "AMQP connections opened, reconnects included.",
-                &AMQP_CONNECTS,
-            ),
-        ],
-    );
-    for (name, help, v) in [
-        (
-            "tusring_amqp_backlog",
-            "AMQP hook events queued or in flight, not yet confirmed by the broker.",
-            &AMQP_BACKLOG,
-        ),
-        (
-            "tusring_amqp_connected",
-            "1 while the AMQP publisher has an open connection.",
-            &AMQP_CONNECTED,
-        ),
-    ] {
+/// Unlabelled gauges: (name, help, value).
+pub(crate) fn gauges(out: &mut String, list: &[(&str, &str, &AtomicI64)]) {
+    for (name, help, v) in list {
         header(out, name, "gauge", help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
     }

@@ -338,8 +338,8 @@ fuzz_target!(|input: Input| {
             assert!(c.uring_entries.is_power_of_two());
             assert!((64..=32768).contains(&c.uring_entries));
             assert_eq!(c.listen.port(), c.port);
-            assert!((1..=config::MAX_HOOK_WORKERS).contains(&c.hooks_workers));
-            assert!((1..=config::MAX_HOOK_QUEUE).contains(&c.hooks_queue));
+            assert!((1..=config::MAX_HOOK_WORKERS).contains(&c.hooks.workers));
+            assert!((1..=config::MAX_HOOK_QUEUE).contains(&c.hooks.queue));
             assert!(c.max_connections >= 1 && c.backlog >= 1);
             let expiration = c.expiration_time.as_secs();
             assert!((1..=config::MAX_EXPIRATION_SECS).contains(&expiration));

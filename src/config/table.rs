@@ -17,7 +17,7 @@ use super::values::{
     Extensions, LogFormat, LogLevel,
 };
 use super::ConfigError;
-use crate::hooks::amqp;
+use crate::hooks::{amqp, nats};
 use crate::hooks::{EventSet, Format as HookFormat};
 
 /// rustus's default `--hooks`: every event.
@@ -67,6 +67,13 @@ pub(super) const SECTIONS: &[Section] = &[
         title: "Hooks",
         env_note: "Programs run under the unit's sandbox: see systemd/README.md.",
         flags: HOOKS,
+    },
+    Section {
+        title: NATS,
+        env_note: "On when RUSTUS_HOOKS_NATS_URLS is set. Without replies, events wait in memory \
+                   while the server is away and are published (each batch confirmed by a \
+                   round trip) when it comes back.",
+        flags: NATS_HOOKS,
     },
     Section {
         title: AMQP,
@@ -179,7 +186,7 @@ const SERVER: &[Flag] = &[
             "hook messages take the client address from `Forwarded: for=`, else \
              `X-Forwarded-For`",
         )
-        .parse(|c, v| put(&mut c.behind_proxy, parse_bool(v))),
+        .parse(|c, v| put(&mut c.hooks.behind_proxy, parse_bool(v))),
     Flag::value("cors", "RUSTUS_CORS", "ORIGINS")
         .unset("every origin")
         .help("Comma list of allowed CORS origins; * is a wildcard")
@@ -381,14 +388,14 @@ const HOOKS: &[Flag] = &[
         .doc("comma list of the events sent to the hooks (see [Hooks](#hooks))")
         .env_note("Events sent to the hooks.")
         .example("pre-create")
-        .parse(|c, v| put(&mut c.hooks, EventSet::parse(v))),
+        .parse(|c, v| put(&mut c.hooks.events, EventSet::parse(v))),
     Flag::value("hooks-format", "RUSTUS_HOOKS_FORMAT", "FORMAT")
         .default("default")
         .help("Hook message format: default, v2 or tusd")
         .doc("`default`, `v2` or `tusd`")
         .env_note("Message format: default, v2 or tusd.")
         .example("tusd")
-        .parse(|c, v| put(&mut c.hooks_format, HookFormat::parse(v))),
+        .parse(|c, v| put(&mut c.hooks.format, HookFormat::parse(v))),
     Flag::value("hooks-file", "RUSTUS_HOOKS_FILE", "PATH")
         .unset("none")
         .help("Executable run for every event, as <path> <event> <json>")
@@ -399,56 +406,56 @@ const HOOKS: &[Flag] = &[
              scripts can live in /etc/tusring/hooks (read-only for the service).",
         )
         .example("/srv/hook")
-        .parse_path(|c, v| put(&mut c.hooks_file, non_empty_path(v).map(Some))),
+        .parse_path(|c, v| put(&mut c.hooks.exec.file, non_empty_path(v).map(Some))),
     Flag::value("hooks-dir", "RUSTUS_HOOKS_DIR", "DIR")
         .unset("none")
         .help("Directory of executables named after the events")
         .doc("directory of executables named after the events: `<dir>/<event> <json>`")
         .example("/srv/hooks")
-        .parse_path(|c, v| put(&mut c.hooks_dir, non_empty_path(v).map(Some))),
+        .parse_path(|c, v| put(&mut c.hooks.exec.dir, non_empty_path(v).map(Some))),
     Flag::value("hooks-http-urls", "RUSTUS_HOOKS_HTTP_URLS", "URLS")
         .unset("none")
         .help("Comma list of URLs that get a POST of every event")
         .doc("comma list of `http://`/`https://` URLs that get a POST of every event")
         .example("http://h/x")
-        .parse(|c, v| put(&mut c.hooks_http_urls, parse_hook_urls(v))),
+        .parse(|c, v| put(&mut c.hooks.http.urls, parse_hook_urls(v))),
     Flag::value("hooks-http-proxy-headers", "RUSTUS_HOOKS_HTTP_PROXY_HEADERS", "HEADERS")
         .unset("none")
         .help("Client headers (comma list) copied onto HTTP hook requests")
         .doc("comma list of client headers copied onto the hook POSTs (e.g. `Authorization`)")
         .env_note("Client headers (comma-separated) copied onto HTTP hook requests.")
         .example("Authorization")
-        .parse(|c, v| put(&mut c.hooks_http_proxy_headers, parse_header_names(v))),
+        .parse(|c, v| put(&mut c.hooks.http.proxy_headers, parse_header_names(v))),
     Flag::value("http-hook-timeout", "RUSTUS_HTTP_HOOK_TIMEOUT", "SECS")
         .default("2")
         .help("Time allowed for one HTTP hook request, redirects included")
         .doc("seconds one HTTP hook request may take, redirects included")
         .example("7")
-        .parse(|c, v| put(&mut c.http_hook_timeout, parse_secs(v))),
+        .parse(|c, v| put(&mut c.hooks.http.timeout, parse_secs(v))),
     Flag::value("hook-timeout", "RUSTUS_HOOK_TIMEOUT", "SECS")
         .default("30")
         .help("Time an executable hook may run before it is killed")
         .doc("seconds an executable hook may run; then it is killed (with what it started)")
         .example("8")
-        .parse(|c, v| put(&mut c.hook_timeout, parse_secs(v))),
+        .parse(|c, v| put(&mut c.hooks.exec.timeout, parse_secs(v))),
     Flag::value("hooks-workers", "RUSTUS_HOOKS_WORKERS", "N")
         .computed("2 per worker, 2-64", |c| {
-            c.hooks_workers = crate::hooks::default_workers(c.workers)
+            c.hooks.workers = crate::hooks::default_workers(c.workers)
         })
         .help("Hook worker threads (1-1024)")
-        .doc("hook worker threads (1-1024; none are started with AMQP as the only notifier)")
+        .doc("hook worker threads (1-1024; none are started when no notifier can refuse, e.g. AMQP alone)")
         .env_note(
             "Hook worker threads (default: 2 per core, between 2 and 64). Each counts in the \
              unit's TasksMax=, as does each running hook process.",
         )
         .example("7")
-        .parse(|c, v| put(&mut c.hooks_workers, parse_count(v, 1, MAX_HOOK_WORKERS))),
+        .parse(|c, v| put(&mut c.hooks.workers, parse_count(v, 1, MAX_HOOK_WORKERS))),
     Flag::value("hooks-queue", "RUSTUS_HOOKS_QUEUE", "N")
         .default("1024")
         .help("Events that may wait for a hook worker (per queue: pre, post)")
         .doc("events that may wait for a worker, per queue (pre-hooks, post-events)")
         .example("9")
-        .parse(|c, v| put(&mut c.hooks_queue, parse_count(v, 1, MAX_HOOK_QUEUE))),
+        .parse(|c, v| put(&mut c.hooks.queue, parse_count(v, 1, MAX_HOOK_QUEUE))),
     Flag::value("hooks-http-retries", "RUSTUS_HOOKS_HTTP_RETRIES", "N")
         .default("3")
         .help("Retries of a failed HTTP post-hook (0-100)")
@@ -457,13 +464,73 @@ const HOOKS: &[Flag] = &[
              superseded `post-receive` is not retried (see [Hooks](#hooks))",
         )
         .example("0")
-        .parse(|c, v| put(&mut c.hooks_http_retries, parse_count(v, 0, 100).map(|n| n as u32))),
+        .parse(|c, v| put(&mut c.hooks.retry.retries, parse_count(v, 0, 100).map(|n| n as u32))),
     Flag::value("hooks-http-retry-backoff", "RUSTUS_HOOKS_HTTP_RETRY_BACKOFF", "SECS")
         .default("0.5")
         .help("Pause before the first HTTP post-hook retry; doubles each retry")
         .doc("seconds before the first retry; doubles at each retry")
         .example("2")
-        .parse(|c, v| put(&mut c.hooks_http_retry_backoff, parse_secs(v))),
+        .parse(|c, v| put(&mut c.hooks.retry.backoff, parse_secs(v))),
+];
+
+const NATS_HOOKS: &[Flag] = &[
+    Flag::value("hooks-nats-urls", "RUSTUS_HOOKS_NATS_URLS", "URLS")
+        .unset("off")
+        .help("Comma list of nats:// server URLs; turns the NATS notifier on")
+        .doc(
+            "comma list of `nats://host:port` servers: turns the [NATS notifier](#nats) on \
+             (no `tls://` in this build)",
+        )
+        .env_sample("nats://localhost:4222")
+        .example("nats://h:4222")
+        .parse(|c, v| put(&mut c.hooks.nats.urls, nats::parse_urls(v))),
+    Flag::value("hooks-nats-subject", "RUSTUS_HOOKS_NATS_SUBJECT", "SUBJECT")
+        .unset("the event name")
+        .help("One subject for every event (not with --hooks-nats-prefix)")
+        .doc("one subject for every event; not with `--hooks-nats-prefix`")
+        .env_note("One subject for every event, or subjects PREFIX.EVENT; default: the event name.")
+        .example("s")
+        .parse(|c, v| put(&mut c.hooks.nats.subject, nats::parse_subject(v).map(Some))),
+    Flag::value("hooks-nats-prefix", "RUSTUS_HOOKS_NATS_PREFIX", "PREFIX")
+        .unset("none")
+        .help("Subjects are PREFIX.EVENT")
+        .doc("each event goes to subject `<prefix>.<event>`")
+        .example("p")
+        .parse(|c, v| put(&mut c.hooks.nats.prefix, nats::parse_subject(v).map(Some))),
+    Flag::switch(
+        "hooks-nats-wait-for-replies",
+        "RUSTUS_HOOKS_NATS_WAIT_FOR_REPLIES",
+    )
+    .help("Send requests; a reply other than empty or OK refuses a pre-hook")
+    .doc(
+        "send each event as a request; a reply other than empty or `OK` refuses a \
+             pre-hook's request (400, the reply as body)",
+    )
+    .env_note("Requests: a reply other than empty or OK refuses a pre-hook's request (400).")
+    .parse(|c, v| put(&mut c.hooks.nats.wait_for_replies, parse_bool(v))),
+    Flag::value("hooks-nats-user", "RUSTUS_HOOKS_NATS_USER", "USER")
+        .unset("none")
+        .help("User name (with --hooks-nats-password)")
+        .doc("user name; requires `--hooks-nats-password`")
+        .env_note("User and password (each requires the other), or a token.")
+        .example("u")
+        .parse(|c, v| put(&mut c.hooks.nats.user, Ok(Some(v.to_owned())))),
+    Flag::value(
+        "hooks-nats-password",
+        "RUSTUS_HOOKS_NATS_PASSWORD",
+        "PASSWORD",
+    )
+    .unset("none")
+    .help("Password (with --hooks-nats-user)")
+    .doc("password; requires `--hooks-nats-user`")
+    .example("pw")
+    .parse(|c, v| put(&mut c.hooks.nats.password, Ok(Some(v.to_owned())))),
+    Flag::value("hooks-nats-token", "RUSTUS_HOOKS_NATS_TOKEN", "TOKEN")
+        .unset("none")
+        .help("Token for the server's token authentication")
+        .doc("token for the server's token authentication")
+        .example("t")
+        .parse(|c, v| put(&mut c.hooks.nats.token, Ok(Some(v.to_owned())))),
 ];
 
 const AMQP_HOOKS: &[Flag] = &[
@@ -476,7 +543,7 @@ const AMQP_HOOKS: &[Flag] = &[
         )
         .env_sample("amqp://guest:guest@localhost:5672")
         .example("amqp://h")
-        .parse(|c, v| put(&mut c.hooks_amqp.url, amqp::parse_url(v).map(Some))),
+        .parse(|c, v| put(&mut c.hooks.amqp.url, amqp::parse_url(v).map(Some))),
     Flag::value(
         "hooks-amqp-queues-prefix",
         "RUSTUS_HOOKS_AMQP_QUEUES_PREFIX",
@@ -487,13 +554,13 @@ const AMQP_HOOKS: &[Flag] = &[
     .doc("without a routing key, each event goes to routing key (and queue) `<prefix>.<event>`")
     .env_note("Without a routing key, each event goes to routing key PREFIX.EVENT.")
     .example("p")
-    .parse(|c, v| put(&mut c.hooks_amqp.queues_prefix, amqp::parse_name(v))),
+    .parse(|c, v| put(&mut c.hooks.amqp.queues_prefix, amqp::parse_name(v))),
     Flag::value("hooks-amqp-exchange", "RUSTUS_HOOKS_AMQP_EXCHANGE", "NAME")
         .default("rustus")
         .help("Exchange the events are published to")
         .doc("exchange the events are published to")
         .example("e")
-        .parse(|c, v| put(&mut c.hooks_amqp.exchange, amqp::parse_name(v))),
+        .parse(|c, v| put(&mut c.hooks.amqp.exchange, amqp::parse_name(v))),
     Flag::value(
         "hooks-amqp-exchange-kind",
         "RUSTUS_HOOKS_AMQP_EXCHANGE_KIND",
@@ -509,7 +576,7 @@ const AMQP_HOOKS: &[Flag] = &[
     .example("fanout")
     .parse(|c, v| {
         put(
-            &mut c.hooks_amqp.exchange_kind,
+            &mut c.hooks.amqp.exchange_kind,
             amqp::parse_exchange_kind(v),
         )
     }),
@@ -522,14 +589,14 @@ const AMQP_HOOKS: &[Flag] = &[
     .help("One routing key (and one queue) for every event")
     .doc("one routing key (and one queue) for every event")
     .example("k")
-    .parse(|c, v| put(&mut c.hooks_amqp.routing_key, amqp::parse_name(v).map(Some))),
+    .parse(|c, v| put(&mut c.hooks.amqp.routing_key, amqp::parse_name(v).map(Some))),
     Flag::switch(
         "hooks-amqp-declare-exchange",
         "RUSTUS_HOOKS_AMQP_DECLARE_EXCHANGE",
     )
     .help("Declare the exchange on every connect")
     .doc("declare the exchange at every connect")
-    .parse(|c, v| put(&mut c.hooks_amqp.declare_exchange, parse_bool(v))),
+    .parse(|c, v| put(&mut c.hooks.amqp.declare_exchange, parse_bool(v))),
     Flag::switch(
         "hooks-amqp-declare-queues",
         "RUSTUS_HOOKS_AMQP_DECLARE_QUEUES",
@@ -539,7 +606,7 @@ const AMQP_HOOKS: &[Flag] = &[
         "declare the six event queues (or the routing-key queue) at every connect, \
              each bound with binding key = its name",
     )
-    .parse(|c, v| put(&mut c.hooks_amqp.declare_queues, parse_bool(v))),
+    .parse(|c, v| put(&mut c.hooks.amqp.declare_queues, parse_bool(v))),
     Flag::switch(
         "hooks-amqp-durable-exchange",
         "RUSTUS_HOOKS_AMQP_DURABLE_EXCHANGE",
@@ -547,7 +614,7 @@ const AMQP_HOOKS: &[Flag] = &[
     .alias("hooks_amqp_durable_exchange")
     .help("A declared exchange is durable")
     .doc("a declared exchange is durable")
-    .parse(|c, v| put(&mut c.hooks_amqp.durable_exchange, parse_bool(v))),
+    .parse(|c, v| put(&mut c.hooks.amqp.durable_exchange, parse_bool(v))),
     Flag::switch(
         "hooks-amqp-durable-queues",
         "RUSTUS_HOOKS_AMQP_DURABLE_QUEUES",
@@ -555,16 +622,16 @@ const AMQP_HOOKS: &[Flag] = &[
     .help("Declared queues are durable and messages persistent")
     .doc("declared queues are durable, and messages are published persistent")
     .env_note("Durable queues also make the messages persistent.")
-    .parse(|c, v| put(&mut c.hooks_amqp.durable_queues, parse_bool(v))),
+    .parse(|c, v| put(&mut c.hooks.amqp.durable_queues, parse_bool(v))),
     Flag::switch("hooks-amqp-auto-delete", "RUSTUS_HOOKS_AMQP_AUTO_DELETE")
         .help("A declared exchange and queues are auto-delete")
         .doc("a declared exchange and queues are auto-delete")
-        .parse(|c, v| put(&mut c.hooks_amqp.auto_delete, parse_bool(v))),
+        .parse(|c, v| put(&mut c.hooks.amqp.auto_delete, parse_bool(v))),
     Flag::switch("hooks-amqp-celery", "RUSTUS_HOOKS_AMQP_CELERY")
         .help("Publish Celery tasks rustus.EVENT (protocol v2)")
         .doc("publish Celery protocol v2 tasks `rustus.<event>`")
         .env_note("Celery protocol v2 task messages, tasks rustus.EVENT.")
-        .parse(|c, v| put(&mut c.hooks_amqp.celery, parse_bool(v))),
+        .parse(|c, v| put(&mut c.hooks.amqp.celery, parse_bool(v))),
     Flag::value("hooks-amqp-queue-size", "RUSTUS_HOOKS_AMQP_QUEUE_SIZE", "N")
         .default("100000")
         .help("Events held while the broker is away; the oldest go first")
@@ -575,7 +642,7 @@ const AMQP_HOOKS: &[Flag] = &[
         .example("3")
         .parse(|c, v| {
             put(
-                &mut c.hooks_amqp.queue_size,
+                &mut c.hooks.amqp.queue_size,
                 parse_count(v, 1, amqp::MAX_QUEUE_SIZE),
             )
         }),
@@ -591,7 +658,7 @@ const AMQP_HOOKS: &[Flag] = &[
     .example("4")
     .parse(|c, v| {
         put(
-            &mut c.hooks_amqp.connection_pool_size,
+            &mut c.hooks.amqp.connection_pool_size,
             parse_count(v, 1, 65_535),
         )
     }),
@@ -606,7 +673,7 @@ const AMQP_HOOKS: &[Flag] = &[
     .example("5")
     .parse(|c, v| {
         put(
-            &mut c.hooks_amqp.channel_pool_size,
+            &mut c.hooks.amqp.channel_pool_size,
             parse_count(v, 1, 65_535),
         )
     }),
@@ -625,7 +692,7 @@ const AMQP_HOOKS: &[Flag] = &[
     .example("6")
     .parse(|c, v| {
         put(
-            &mut c.hooks_amqp.idle_connection_timeout,
+            &mut c.hooks.amqp.idle_connection_timeout,
             parse_secs(v).map(Some),
         )
     }),
@@ -643,7 +710,7 @@ const AMQP_HOOKS: &[Flag] = &[
     .example("7")
     .parse(|c, v| {
         put(
-            &mut c.hooks_amqp.idle_channels_timeout,
+            &mut c.hooks.amqp.idle_channels_timeout,
             parse_secs(v).map(Some),
         )
     }),
@@ -710,13 +777,6 @@ pub(super) const UNSUPPORTED: &[Unsupported] = &[
     unsupported("hooks-kafka-idle-timeout", KAFKA),
     unsupported("hooks-kafka-send-timeout", KAFKA),
     unsupported("hooks-kafka-extra-options", KAFKA),
-    unsupported("hooks-nats-urls", NATS),
-    unsupported("hooks-nats-subject", NATS),
-    unsupported("hooks-nats-prefix", NATS),
-    unsupported("hooks-nats-wait-for-replies", NATS),
-    unsupported("hooks-nats-user", NATS),
-    unsupported("hooks-nats-password", NATS),
-    unsupported("hooks-nats-token", NATS),
 ];
 
 /// The features of `UNSUPPORTED`, in table order.

@@ -192,7 +192,7 @@ fn defaults() {
     assert_eq!(c.extensions, Extensions::parse(DEFAULT_EXTENSIONS).unwrap());
     assert!(c.extensions.getting && c.extensions.checksum && c.extensions.concatenation);
     assert!(!c.extensions.expiration && !c.extensions.checksum_trailer);
-    assert!(!c.allow_empty && !c.remove_parts && !c.behind_proxy);
+    assert!(!c.allow_empty && !c.remove_parts && !c.hooks.behind_proxy);
     assert!(!c.disable_health_access_log && !c.force_fsync);
     assert!(c.cors.is_empty());
     assert_eq!(c.storage, "file-storage");
@@ -326,36 +326,38 @@ fn every_value_flag_long_equals_and_env_forms() {
             c.uring_entries.to_string()
         }),
         ("--hooks=pre-create", "pre-create", |c| {
-            format!("{:?}", c.hooks)
+            format!("{:?}", c.hooks.events)
         }),
         ("--hooks-format=tusd", "tusd", |c| {
-            c.hooks_format.name().to_owned()
+            c.hooks.format.name().to_owned()
         }),
         ("--hooks-file=/srv/hook", "/srv/hook", |c| {
-            format!("{:?}", c.hooks_file)
+            format!("{:?}", c.hooks.exec.file)
         }),
         ("--hooks-dir=/srv/hooks", "/srv/hooks", |c| {
-            format!("{:?}", c.hooks_dir)
+            format!("{:?}", c.hooks.exec.dir)
         }),
         ("--hooks-http-urls=http://h/x", "http://h/x", |c| {
-            c.hooks_http_urls.join(",")
+            c.hooks.http.urls.join(",")
         }),
         (
             "--hooks-http-proxy-headers=Authorization",
             "Authorization",
-            |c| c.hooks_http_proxy_headers.join(","),
+            |c| c.hooks.http.proxy_headers.join(","),
         ),
         ("--http-hook-timeout=7", "7", |c| {
-            format!("{:?}", c.http_hook_timeout)
+            format!("{:?}", c.hooks.http.timeout)
         }),
-        ("--hook-timeout=8", "8", |c| format!("{:?}", c.hook_timeout)),
-        ("--hooks-workers=7", "7", |c| c.hooks_workers.to_string()),
-        ("--hooks-queue=9", "9", |c| c.hooks_queue.to_string()),
+        ("--hook-timeout=8", "8", |c| {
+            format!("{:?}", c.hooks.exec.timeout)
+        }),
+        ("--hooks-workers=7", "7", |c| c.hooks.workers.to_string()),
+        ("--hooks-queue=9", "9", |c| c.hooks.queue.to_string()),
         ("--hooks-http-retries=0", "0", |c| {
-            c.hooks_http_retries.to_string()
+            c.hooks.retry.retries.to_string()
         }),
         ("--hooks-http-retry-backoff=2", "2", |c| {
-            format!("{:?}", c.hooks_http_retry_backoff)
+            format!("{:?}", c.hooks.retry.backoff)
         }),
         ("--max-connections=3", "3", |c| {
             c.max_connections.to_string()
@@ -365,34 +367,34 @@ fn every_value_flag_long_equals_and_env_forms() {
             format!("{:?}", c.log_format)
         }),
         ("--hooks-amqp-url=amqp://h", "amqp://h", |c| {
-            c.hooks_amqp.url.clone().unwrap_or_default()
+            c.hooks.amqp.url.clone().unwrap_or_default()
         }),
         ("--hooks-amqp-queues-prefix=p", "p", |c| {
-            c.hooks_amqp.queues_prefix.clone()
+            c.hooks.amqp.queues_prefix.clone()
         }),
         ("--hooks-amqp-exchange=e", "e", |c| {
-            c.hooks_amqp.exchange.clone()
+            c.hooks.amqp.exchange.clone()
         }),
         ("--hooks-amqp-exchange-kind=fanout", "fanout", |c| {
-            c.hooks_amqp.exchange_kind.clone()
+            c.hooks.amqp.exchange_kind.clone()
         }),
         ("--hooks-amqp-routing-key=k", "k", |c| {
-            c.hooks_amqp.routing_key.clone().unwrap_or_default()
+            c.hooks.amqp.routing_key.clone().unwrap_or_default()
         }),
         ("--hooks-amqp-queue-size=3", "3", |c| {
-            c.hooks_amqp.queue_size.to_string()
+            c.hooks.amqp.queue_size.to_string()
         }),
         ("--hooks-amqp-connection-pool-size=4", "4", |c| {
-            c.hooks_amqp.connection_pool_size.to_string()
+            c.hooks.amqp.connection_pool_size.to_string()
         }),
         ("--hooks-amqp-channel-pool-size=5", "5", |c| {
-            c.hooks_amqp.channel_pool_size.to_string()
+            c.hooks.amqp.channel_pool_size.to_string()
         }),
         ("--hooks-amqp-idle-connection-timeout=6", "6", |c| {
-            format!("{:?}", c.hooks_amqp.idle_connection_timeout)
+            format!("{:?}", c.hooks.amqp.idle_connection_timeout)
         }),
         ("--hooks-amqp-idle-channels-timeout=7", "7", |c| {
-            format!("{:?}", c.hooks_amqp.idle_channels_timeout)
+            format!("{:?}", c.hooks.amqp.idle_channels_timeout)
         }),
     ];
     for (joined, value, get) in cases {
@@ -465,7 +467,7 @@ fn switches() {
     let switches: &[(&str, Getter<bool>)] = &[
         ("--allow-empty", |c| c.allow_empty),
         ("--remove-parts", |c| c.remove_parts),
-        ("--behind-proxy", |c| c.behind_proxy),
+        ("--behind-proxy", |c| c.hooks.behind_proxy),
         ("--disable-health-access-log", |c| {
             c.disable_health_access_log
         }),
@@ -474,22 +476,22 @@ fn switches() {
         ("--pin-cores", |c| c.pin_cores),
         ("--disable-access-log", |c| c.disable_access_log),
         ("--hooks-amqp-declare-exchange", |c| {
-            c.hooks_amqp.declare_exchange
+            c.hooks.amqp.declare_exchange
         }),
         ("--hooks-amqp-declare-queues", |c| {
-            c.hooks_amqp.declare_queues
+            c.hooks.amqp.declare_queues
         }),
         ("--hooks-amqp-durable-exchange", |c| {
-            c.hooks_amqp.durable_exchange
+            c.hooks.amqp.durable_exchange
         }),
         ("--hooks_amqp_durable_exchange", |c| {
-            c.hooks_amqp.durable_exchange
+            c.hooks.amqp.durable_exchange
         }),
         ("--hooks-amqp-durable-queues", |c| {
-            c.hooks_amqp.durable_queues
+            c.hooks.amqp.durable_queues
         }),
-        ("--hooks-amqp-auto-delete", |c| c.hooks_amqp.auto_delete),
-        ("--hooks-amqp-celery", |c| c.hooks_amqp.celery),
+        ("--hooks-amqp-auto-delete", |c| c.hooks.amqp.auto_delete),
+        ("--hooks-amqp-celery", |c| c.hooks.amqp.celery),
     ];
     for (name, get) in switches {
         let (_, flag) = find_flag(name).unwrap();
@@ -958,7 +960,7 @@ fn unsupported_flags_error_by_name() {
         "--sentry-dsn",
         "--sentry-sample-rate",
         "--hooks-kafka-urls",
-        "--hooks-nats-token",
+        "--hooks-kafka-topic",
     ] {
         let e = err(&[flag, "x"]);
         assert_eq!(e.flag, flag);
@@ -983,16 +985,98 @@ fn env_of_unsupported_features_is_ignored() {
         ("RUSTUS_INFO_DB_DSN", "redis://localhost/0"),
         ("RUSTUS_HOOKS_KAFKA_URLS", "a:1"),
     ];
-    let dotenv = "RUSTUS_HOOKS_KAFKA_TOPIC=x\nRUSTUS_HOOKS_NATS_URLS=nats://x\n";
+    let dotenv = "RUSTUS_HOOKS_KAFKA_TOPIC=x\nRUSTUS_HOOKS_KAFKA_PREFIX=x\n";
     let c = config_of(&[], &env, Some(dotenv));
     assert_eq!(c.port, 1081);
-    assert!(c.hooks_file.is_none() && c.hooks_http_urls.is_empty());
+    assert!(c.hooks.exec.file.is_none() && c.hooks.http.urls.is_empty());
+}
+
+#[test]
+fn nats_flags() {
+    let c = cfg(&[]);
+    assert!(!c.hooks.nats.is_on());
+    assert_eq!(c.hooks.nats, crate::hooks::nats::NatsConfig::default());
+    let c = cfg(&[
+        "--hooks-nats-urls",
+        "nats://a:4222, b:4223",
+        "--hooks-nats-prefix",
+        "tus.hooks",
+        "--hooks-nats-wait-for-replies",
+        "--hooks-nats-user",
+        "u",
+        "--hooks-nats-password",
+        "p w",
+    ]);
+    let n = &c.hooks.nats;
+    assert_eq!(n.urls, ["nats://a:4222", "b:4223"]);
+    assert_eq!(n.prefix.as_deref(), Some("tus.hooks"));
+    assert_eq!(
+        n.subject(crate::hooks::Event::PostFinish),
+        "tus.hooks.post-finish"
+    );
+    assert!(n.wait_for_replies);
+    assert_eq!(
+        (n.user.as_deref(), n.password.as_deref()),
+        (Some("u"), Some("p w"))
+    );
+    // rustus's variables, from the environment and from .env.
+    let c = config_of(
+        &[],
+        &[
+            ("RUSTUS_HOOKS_NATS_URLS", "nats://n:4222"),
+            ("RUSTUS_HOOKS_NATS_SUBJECT", "uploads"),
+        ],
+        Some("RUSTUS_HOOKS_NATS_TOKEN=s3cret\nRUSTUS_HOOKS_NATS_WAIT_FOR_REPLIES=true\n"),
+    );
+    let n = &c.hooks.nats;
+    assert!(n.is_on() && n.wait_for_replies);
+    assert_eq!(n.subject(crate::hooks::Event::PreCreate), "uploads");
+    assert_eq!(n.token.as_deref(), Some("s3cret"));
+    // The secrets stay out of debug output (logged configuration).
+    assert!(!format!("{n:?}").contains("s3cret"));
+    // Combinations rustus refuses: a usage error naming the flag (only with NATS on).
+    for (args, flag, says) in [
+        (
+            &["--hooks-nats-subject", "a", "--hooks-nats-prefix", "b"][..],
+            "--hooks-nats-subject",
+            "cannot be used together",
+        ),
+        (
+            &["--hooks-nats-user", "u"][..],
+            "--hooks-nats-user",
+            "requires --hooks-nats-password",
+        ),
+        (
+            &["--hooks-nats-password", "p"][..],
+            "--hooks-nats-password",
+            "requires --hooks-nats-user",
+        ),
+    ] {
+        let mut all = vec!["--hooks-nats-urls", "nats://a:4222"];
+        all.extend_from_slice(args);
+        let e = err(&all);
+        assert_eq!(e.flag, flag, "{args:?}");
+        assert!(e.message.contains(says), "{args:?}: {e}");
+        assert!(cfg(args).hooks.nats.urls.is_empty());
+    }
+    for (flag, value, says) in [
+        ("--hooks-nats-urls", "tls://a:4222", "only nats://"),
+        ("--hooks-nats-urls", "http://a", "expected a nats://"),
+        ("--hooks-nats-urls", ",", "no URL"),
+        ("--hooks-nats-subject", "a b", "space"),
+        ("--hooks-nats-prefix", "a.>", "wildcard"),
+        ("--hooks-nats-prefix", "a..b", "empty token"),
+    ] {
+        let e = err(&[flag, value]);
+        assert_eq!(e.flag, flag);
+        assert!(e.message.contains(says), "{flag} {value}: {e}");
+    }
 }
 
 #[test]
 fn amqp_flags() {
     let c = cfg(&[]);
-    let a = &c.hooks_amqp;
+    let a = &c.hooks.amqp;
     assert_eq!(a.url, None);
     assert_eq!(
         (a.exchange.as_str(), a.exchange_kind.as_str()),
@@ -1028,7 +1112,7 @@ fn amqp_flags() {
         None,
     );
     for c in [&flags, &env] {
-        let a = &c.hooks_amqp;
+        let a = &c.hooks.amqp;
         assert_eq!(a.url.as_deref(), Some("amqp://guest:guest@localhost:5672"));
         assert_eq!(a.exchange, "celery");
         assert_eq!(a.exchange_kind, "direct");
@@ -1051,7 +1135,7 @@ fn amqp_flags() {
         ],
         None,
     );
-    let a = &c.hooks_amqp;
+    let a = &c.hooks.amqp;
     assert_eq!(a.queues_prefix, "up");
     assert_eq!(a.queue_size, 5);
     assert_eq!((a.connection_pool_size, a.channel_pool_size), (2, 3));
@@ -1088,18 +1172,21 @@ fn errors_are_one_line() {
 #[test]
 fn hook_defaults() {
     let c = cfg(&["-w", "3"]);
-    assert_eq!(c.hooks, EventSet::all());
-    assert_eq!(c.hooks_format, HookFormat::Default);
-    assert_eq!((c.hooks_file.as_ref(), c.hooks_dir.as_ref()), (None, None));
-    assert!(c.hooks_http_urls.is_empty() && c.hooks_http_proxy_headers.is_empty());
-    assert_eq!(c.http_hook_timeout, Duration::from_secs(2));
-    assert_eq!(c.hook_timeout, Duration::from_secs(30));
-    assert_eq!(c.hooks_workers, 6);
-    assert_eq!(cfg(&["-w", "1"]).hooks_workers, 2);
-    assert_eq!(cfg(&["-w", "1000"]).hooks_workers, 64);
-    assert_eq!(c.hooks_queue, 1024);
-    assert_eq!(c.hooks_http_retries, 3);
-    assert_eq!(c.hooks_http_retry_backoff, Duration::from_millis(500));
+    assert_eq!(c.hooks.events, EventSet::all());
+    assert_eq!(c.hooks.format, HookFormat::Default);
+    assert_eq!(
+        (c.hooks.exec.file.as_ref(), c.hooks.exec.dir.as_ref()),
+        (None, None)
+    );
+    assert!(c.hooks.http.urls.is_empty() && c.hooks.http.proxy_headers.is_empty());
+    assert_eq!(c.hooks.http.timeout, Duration::from_secs(2));
+    assert_eq!(c.hooks.exec.timeout, Duration::from_secs(30));
+    assert_eq!(c.hooks.workers, 6);
+    assert_eq!(cfg(&["-w", "1"]).hooks.workers, 2);
+    assert_eq!(cfg(&["-w", "1000"]).hooks.workers, 64);
+    assert_eq!(c.hooks.queue, 1024);
+    assert_eq!(c.hooks.retry.retries, 3);
+    assert_eq!(c.hooks.retry.backoff, Duration::from_millis(500));
 }
 
 #[test]
@@ -1114,19 +1201,24 @@ fn hook_flags() {
         "--hooks-format",
         "V2",
     ]);
-    let events: Vec<_> = c.hooks.iter().map(crate::hooks::Event::name).collect();
+    let events: Vec<_> = c
+        .hooks
+        .events
+        .iter()
+        .map(crate::hooks::Event::name)
+        .collect();
     assert_eq!(events, ["pre-create", "post-finish"]);
     assert_eq!(
-        c.hooks_http_urls,
+        c.hooks.http.urls,
         ["http://a:8000/hooks", "https://b.example/x"]
     );
-    assert_eq!(c.hooks_http_proxy_headers, ["Authorization", "X-Tenant-Id"]);
-    assert_eq!(c.hooks_format, HookFormat::V2);
+    assert_eq!(c.hooks.http.proxy_headers, ["Authorization", "X-Tenant-Id"]);
+    assert_eq!(c.hooks.format, HookFormat::V2);
     // An explicitly empty list on the command line turns every event off; an empty
     // variable counts as unset (the default: all).
-    assert!(cfg(&["--hooks="]).hooks.is_empty());
+    assert!(cfg(&["--hooks="]).hooks.events.is_empty());
     assert_eq!(
-        config_of(&[], &[("RUSTUS_HOOKS", "")], None).hooks,
+        config_of(&[], &[("RUSTUS_HOOKS", "")], None).hooks.events,
         EventSet::all()
     );
     let c = config_of(
@@ -1139,11 +1231,11 @@ fn hook_flags() {
         ],
         Some("RUSTUS_HOOKS_QUEUE=5\nRUSTUS_HOOKS_HTTP_RETRIES=1\n"),
     );
-    assert_eq!(c.hooks.iter().count(), 1);
-    assert_eq!(c.hooks_format, HookFormat::Tusd);
-    assert_eq!(c.hooks_dir, Some(PathBuf::from("/etc/tusring/hooks")));
-    assert_eq!((c.hooks_workers, c.hooks_queue), (3, 5));
-    assert_eq!(c.hooks_http_retries, 1);
+    assert_eq!(c.hooks.events.iter().count(), 1);
+    assert_eq!(c.hooks.format, HookFormat::Tusd);
+    assert_eq!(c.hooks.exec.dir, Some(PathBuf::from("/etc/tusring/hooks")));
+    assert_eq!((c.hooks.workers, c.hooks.queue), (3, 5));
+    assert_eq!(c.hooks.retry.retries, 1);
 }
 
 #[test]

@@ -11,7 +11,10 @@ use super::table::flags;
 use super::values::{resolve, Extensions, LogFormat, LogLevel};
 use super::ConfigError;
 use crate::hooks::amqp::AmqpConfig;
-use crate::hooks::{EventSet, Format as HookFormat};
+use crate::hooks::exec::ExecSettings;
+use crate::hooks::http::HttpSettings;
+use crate::hooks::nats::NatsConfig;
+use crate::hooks::{EventSet, Format as HookFormat, Retry, Settings as HookSettings};
 use crate::limits::MAX_WORKERS;
 
 /// The validated configuration. Each field's flag, variable, default and parse are one
@@ -53,36 +56,11 @@ pub struct Config {
     pub expiration_sweep_interval: Duration,
     /// `--cors`: allowed origins (may hold `*` wildcards); empty = every origin.
     pub cors: Vec<String>,
-    /// `--behind-proxy`: take the client address from `Forwarded`/`X-Forwarded-For`.
-    pub behind_proxy: bool,
     /// `--disable-health-access-log`: leave `/health` out of the access log.
     pub disable_health_access_log: bool,
-    /// `--hooks`: the events sent to the hooks (all six by default).
-    pub hooks: EventSet,
-    /// `--hooks-format`: the hook message format.
-    pub hooks_format: HookFormat,
-    /// `--hooks-file`: one executable run for every event (`<path> <event> <json>`).
-    pub hooks_file: Option<PathBuf>,
-    /// `--hooks-dir`: a directory of executables named after the events.
-    pub hooks_dir: Option<PathBuf>,
-    /// `--hooks-http-urls`: URLs (`http://` or `https://`) that get a POST per event.
-    pub hooks_http_urls: Vec<String>,
-    /// `--hooks-http-proxy-headers`: client header names copied onto hook requests.
-    pub hooks_http_proxy_headers: Vec<String>,
-    /// `--http-hook-timeout`: bound of one HTTP hook request, redirects included.
-    pub http_hook_timeout: Duration,
-    /// `--hook-timeout`: how long an executable hook may run before it is killed.
-    pub hook_timeout: Duration,
-    /// `--hooks-workers`: hook worker threads. Invariant: `1..=MAX_HOOK_WORKERS`.
-    pub hooks_workers: usize,
-    /// `--hooks-queue`: bound of each hook queue (pre-hooks, post-events).
-    pub hooks_queue: usize,
-    /// `--hooks-http-retries`: retries of a failed HTTP post-hook.
-    pub hooks_http_retries: u32,
-    /// `--hooks-http-retry-backoff`: pause before the first retry; doubles each time.
-    pub hooks_http_retry_backoff: Duration,
-    /// `--hooks-amqp-*`: the AMQP notifier (on when `url` is set).
-    pub hooks_amqp: AmqpConfig,
+    /// The hooks' settings (`--hooks*`, `--hook-timeout`, `--http-hook-timeout`,
+    /// `--behind-proxy`), which `hooks::Hooks::start` takes.
+    pub hooks: HookSettings,
     /// `-s/--storage`: always `file-storage` (the only one tusring supports).
     pub storage: String,
     /// `--data-dir`: root directory of the upload data. Never empty.
@@ -147,37 +125,35 @@ impl Config {
             expiration_time: Duration::ZERO,
             expiration_sweep_interval: Duration::ZERO,
             cors: Vec::new(),
-            behind_proxy: false,
             disable_health_access_log: false,
-            hooks: EventSet::none(),
-            hooks_format: HookFormat::Default,
-            hooks_file: None,
-            hooks_dir: None,
-            hooks_http_urls: Vec::new(),
-            hooks_http_proxy_headers: Vec::new(),
-            http_hook_timeout: Duration::ZERO,
-            hook_timeout: Duration::ZERO,
-            hooks_workers: 0,
-            hooks_queue: 0,
-            hooks_http_retries: 0,
-            hooks_http_retry_backoff: Duration::ZERO,
-            hooks_amqp: AmqpConfig {
-                url: None,
-                exchange: String::new(),
-                exchange_kind: String::new(),
-                routing_key: None,
-                queues_prefix: String::new(),
-                declare_exchange: false,
-                declare_queues: false,
-                durable_exchange: false,
-                durable_queues: false,
-                auto_delete: false,
-                celery: false,
-                queue_size: 0,
-                connection_pool_size: 0,
-                channel_pool_size: 0,
-                idle_connection_timeout: None,
-                idle_channels_timeout: None,
+            hooks: HookSettings {
+                events: EventSet::none(),
+                format: HookFormat::Default,
+                behind_proxy: false,
+                workers: 0,
+                queue: 0,
+                retry: Retry::default(),
+                exec: ExecSettings::default(),
+                http: HttpSettings::default(),
+                nats: NatsConfig::default(),
+                amqp: AmqpConfig {
+                    url: None,
+                    exchange: String::new(),
+                    exchange_kind: String::new(),
+                    routing_key: None,
+                    queues_prefix: String::new(),
+                    declare_exchange: false,
+                    declare_queues: false,
+                    durable_exchange: false,
+                    durable_queues: false,
+                    auto_delete: false,
+                    celery: false,
+                    queue_size: 0,
+                    connection_pool_size: 0,
+                    channel_pool_size: 0,
+                    idle_connection_timeout: None,
+                    idle_channels_timeout: None,
+                },
             },
             storage: String::new(),
             data_dir: PathBuf::new(),
@@ -203,7 +179,8 @@ impl Config {
 
     /// Applies every raw value with its row's parse, in table order (the first bad value
     /// is the error, naming its flag or variable); then the computed defaults of the rows
-    /// no source gave; then resolves `host:port` (an error names `--host`).
+    /// no source gave; then checks the hook settings that go together
+    /// (`hooks::Settings::check`); then resolves `host:port` (an error names `--host`).
     pub(super) fn from_raw(raw: &RawArgs) -> Result<Config, ConfigError> {
         let mut config = Config::blank();
         for (flag, slot) in flags().zip(&raw.values) {
@@ -222,6 +199,11 @@ impl Config {
                 compute(&mut config);
             }
         }
+        // Hook settings that cannot work together (rustus refuses them too).
+        config
+            .hooks
+            .check()
+            .map_err(|(flag, why)| ConfigError::new(flag, why))?;
         config.listen =
             resolve(&config.host, config.port).map_err(|why| match raw.get("host") {
                 Some((flag, host)) => host.invalid(flag, &why),

@@ -37,7 +37,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,6 +48,7 @@ use amiquip::{
 };
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use super::notifier::{Delivery, Notifier, Verdict};
 use super::Event;
 use crate::metrics;
 
@@ -82,6 +83,63 @@ const IDLE_TICK: Duration = Duration::from_millis(500);
 
 /// AMQP delivery mode of a persistent message.
 const PERSISTENT: u8 = 2;
+
+/// AMQP hook messages published (a message published again counts again).
+pub static AMQP_PUBLISHED: AtomicU64 = AtomicU64::new(0);
+/// AMQP hook events confirmed by the broker (delivered).
+pub static AMQP_CONFIRMED: AtomicU64 = AtomicU64::new(0);
+/// AMQP hook events dropped: the queue was full, or left at the end of the grace period.
+pub static AMQP_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// AMQP connections opened (the first and every reconnect).
+pub static AMQP_CONNECTS: AtomicU64 = AtomicU64::new(0);
+/// AMQP hook events queued or in flight, not yet confirmed.
+pub static AMQP_BACKLOG: AtomicI64 = AtomicI64::new(0);
+/// 1 while the AMQP publisher has an open connection.
+pub static AMQP_CONNECTED: AtomicI64 = AtomicI64::new(0);
+
+/// The AMQP notifier's counters and gauges, at `/metrics` whether AMQP is on or not.
+pub fn render_metrics(out: &mut String) {
+    metrics::counters(
+        out,
+        &[
+            (
+                "tusring_amqp_published_total",
+                "AMQP hook messages published (a message published again counts again).",
+                &AMQP_PUBLISHED,
+            ),
+            (
+                "tusring_amqp_confirmed_total",
+                "AMQP hook events confirmed by the broker.",
+                &AMQP_CONFIRMED,
+            ),
+            (
+                "tusring_amqp_dropped_total",
+                "AMQP hook events dropped: queue full, or left at the end of the grace period.",
+                &AMQP_DROPPED,
+            ),
+            (
+                "tusring_amqp_connects_total",
+                "AMQP connections opened, reconnects included.",
+                &AMQP_CONNECTS,
+            ),
+        ],
+    );
+    metrics::gauges(
+        out,
+        &[
+            (
+                "tusring_amqp_backlog",
+                "AMQP hook events queued or in flight, not yet confirmed by the broker.",
+                &AMQP_BACKLOG,
+            ),
+            (
+                "tusring_amqp_connected",
+                "1 while the AMQP publisher has an open connection.",
+                &AMQP_CONNECTED,
+            ),
+        ],
+    );
+}
 
 // ---------------------------------------------------------------------------------------
 // Configuration
@@ -386,7 +444,7 @@ impl Shared {
 
     fn publish_gauges(&self, waiting: usize) {
         let total = waiting + self.in_flight.load(Ordering::Relaxed);
-        metrics::AMQP_BACKLOG.store(total as i64, Ordering::Relaxed);
+        AMQP_BACKLOG.store(total as i64, Ordering::Relaxed);
     }
 }
 
@@ -472,7 +530,7 @@ impl Amqp {
         };
         self.shared.wake.notify_one();
         for old in dropped {
-            metrics::AMQP_DROPPED.fetch_add(1, Ordering::Relaxed);
+            AMQP_DROPPED.fetch_add(1, Ordering::Relaxed);
             crate::error!(
                 "hook {} {}: AMQP: dropped: {} events wait for the broker \
                  (--hooks-amqp-queue-size)",
@@ -508,12 +566,52 @@ impl Amqp {
             let _ = thread.join();
         }
         if left > 0 {
-            metrics::AMQP_DROPPED.fetch_add(left as u64, Ordering::Relaxed);
+            AMQP_DROPPED.fetch_add(left as u64, Ordering::Relaxed);
             crate::warn!(
                 "hooks: the grace period ended with {left} AMQP event(s) not confirmed by \
                  the broker"
             );
         }
+    }
+}
+
+/// The AMQP notifier, when `--hooks-amqp-url` is set: its publisher is started.
+pub fn notifiers(config: &AmqpConfig) -> Result<Vec<Amqp>, String> {
+    match config.url {
+        Some(_) => Ok(vec![Amqp::start(config)?]),
+        None => Ok(Vec::new()),
+    }
+}
+
+impl Notifier for Amqp {
+    fn kind(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn describe(&self) -> String {
+        format!("AMQP exchange {}", self.shared.config.exchange)
+    }
+
+    fn name_for(&self, _event: Event) -> String {
+        "AMQP".to_owned()
+    }
+
+    /// Never: AMQP only publishes (rustus's "AMQP never blocks an upload").
+    fn can_refuse(&self) -> bool {
+        false
+    }
+
+    fn deliver(&self, d: &Delivery<'_>) -> Verdict {
+        self.enqueue(d.event, d.upload_id, d.json);
+        Verdict::Queued
+    }
+
+    fn backlog(&self) -> usize {
+        Amqp::backlog(self)
+    }
+
+    fn shutdown(&self, deadline: Instant) {
+        Amqp::shutdown(self, deadline);
     }
 }
 
@@ -740,8 +838,8 @@ impl Publisher {
             smoother: ConfirmSmoother::new(),
             connection,
         });
-        metrics::AMQP_CONNECTED.store(1, Ordering::Relaxed);
-        metrics::AMQP_CONNECTS.fetch_add(1, Ordering::Relaxed);
+        AMQP_CONNECTED.store(1, Ordering::Relaxed);
+        AMQP_CONNECTS.fetch_add(1, Ordering::Relaxed);
         self.last_active = Instant::now();
         self.idle_closed = false;
         let backlog = self.shared.backlog();
@@ -770,13 +868,13 @@ impl Publisher {
             let _ = channel.close();
             let _ = connection.close();
         }
-        metrics::AMQP_CONNECTED.store(0, Ordering::Relaxed);
+        AMQP_CONNECTED.store(0, Ordering::Relaxed);
     }
 
     /// Drops a broken connection; its events were already put back.
     fn lost(&mut self, why: &str) {
         self.link = None; // dropping closes what can still be closed
-        metrics::AMQP_CONNECTED.store(0, Ordering::Relaxed);
+        AMQP_CONNECTED.store(0, Ordering::Relaxed);
         self.failures = self.failures.saturating_add(1);
         if self.failures == 1 {
             crate::warn!(
@@ -828,7 +926,7 @@ impl Publisher {
             // Put-back events may exceed the bound only until the oldest are trimmed.
             while q.waiting.len() > config_bound.max(1) {
                 if let Some(old) = q.waiting.pop_front() {
-                    metrics::AMQP_DROPPED.fetch_add(1, Ordering::Relaxed);
+                    AMQP_DROPPED.fetch_add(1, Ordering::Relaxed);
                     crate::error!(
                         "hook {} {}: AMQP: dropped: the queue is full (--hooks-amqp-queue-size)",
                         old.event,
@@ -839,7 +937,7 @@ impl Publisher {
             self.shared.in_flight.store(0, Ordering::Relaxed);
             self.shared.publish_gauges(q.waiting.len());
         }
-        metrics::AMQP_CONFIRMED.fetch_add(confirmed, Ordering::Relaxed);
+        AMQP_CONFIRMED.fetch_add(confirmed, Ordering::Relaxed);
         if confirmed > 0 {
             self.last_active = Instant::now();
         }
@@ -915,7 +1013,7 @@ impl Publisher {
                 }
             }
         }
-        metrics::AMQP_PUBLISHED.fetch_add(published as u64, Ordering::Relaxed);
+        AMQP_PUBLISHED.fetch_add(published as u64, Ordering::Relaxed);
         // Confirms arrive in order after the smoother: the n-th is for batch[n].
         let mut acked = 0;
         let mut nacked = None;

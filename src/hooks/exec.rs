@@ -8,14 +8,19 @@
 //! and the upload ID; past [`MAX_LOGGED_LINES`] lines the output is still read, so the
 //! hook never blocks on a full pipe, but only counted.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::notifier::{Delivery, Notifier, Verdict};
+use super::{Event, EventSet};
+use crate::error::HookError;
 
 /// Lines of one hook run that are logged; the rest are counted.
 pub const MAX_LOGGED_LINES: usize = 64;
@@ -375,9 +380,210 @@ fn poll_read(
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The notifiers
+// ---------------------------------------------------------------------------------------
+
+/// `--hooks-file`, `--hooks-dir`, `--hook-timeout`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSettings {
+    /// One executable run for every event (`<path> <event> <json>`).
+    pub file: Option<PathBuf>,
+    /// A directory of executables named after the events (`<dir>/<event> <json>`).
+    pub dir: Option<PathBuf>,
+    /// How long a hook may run before it is killed.
+    pub timeout: Duration,
+}
+
+/// Which of the two executable hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+}
+
+/// An executable hook: `--hooks-file` or `--hooks-dir`. Each keeps the process groups of
+/// its running hooks, which shutdown kills at the end of the grace period.
+pub struct ExecHook {
+    kind: Kind,
+    /// The file, or the directory.
+    path: PathBuf,
+    timeout: Duration,
+    running: Running,
+}
+
+/// The file hook and the directory hook, in rustus's order, as configured; logs once
+/// what cannot work (a missing or non-executable file) for the events in `events`.
+pub fn notifiers(settings: &ExecSettings, events: EventSet) -> Vec<ExecHook> {
+    let mut out = Vec::new();
+    if let Some(file) = &settings.file {
+        if let Some(why) = not_runnable(file) {
+            crate::warn!(
+                "hooks: --hooks-file {}: {why}: every hook event will fail",
+                file.display()
+            );
+        }
+        out.push(ExecHook::new(
+            Kind::File,
+            program_path(file),
+            settings.timeout,
+        ));
+    }
+    if let Some(dir) = &settings.dir {
+        for event in events.iter() {
+            let path = dir.join(event.name());
+            if let Some(why) = not_runnable(&path) {
+                let effect = if event.is_pre() {
+                    "its requests will be refused with 400"
+                } else {
+                    "these events will not reach the directory hook"
+                };
+                crate::warn!(
+                    "hooks: directory hook {} for {event}: {why}: {effect}",
+                    path.display()
+                );
+            }
+        }
+        out.push(ExecHook::new(Kind::Dir, dir.clone(), settings.timeout));
+    }
+    out
+}
+
+impl ExecHook {
+    fn new(kind: Kind, path: PathBuf, timeout: Duration) -> ExecHook {
+        ExecHook {
+            kind,
+            path,
+            timeout,
+            running: Running::default(),
+        }
+    }
+
+    /// The program run for `event`.
+    fn program(&self, event: Event) -> Cow<'_, Path> {
+        match self.kind {
+            Kind::File => Cow::Borrowed(&self.path),
+            Kind::Dir => Cow::Owned(self.path.join(event.name())),
+        }
+    }
+}
+
+impl Notifier for ExecHook {
+    fn kind(&self) -> &'static str {
+        match self.kind {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.kind {
+            Kind::File => format!("file {}", self.path.display()),
+            Kind::Dir => format!("directory {}", self.path.display()),
+        }
+    }
+
+    fn name_for(&self, event: Event) -> String {
+        match self.kind {
+            Kind::File => format!("file hook {}", self.path.display()),
+            Kind::Dir => format!("directory hook {}", self.program(event).display()),
+        }
+    }
+
+    fn can_refuse(&self) -> bool {
+        true
+    }
+
+    fn verdict_within(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs the hook once (no retries: a hook that fails is not run again). A non-zero
+    /// exit (or a signal) is its refusal, as is a directory hook file that does not
+    /// exist (rustus's `Hook file <event> not found.`; said once at startup, so only
+    /// logged at DEBUG here).
+    fn deliver(&self, d: &Delivery<'_>) -> Verdict {
+        let event = d.event;
+        let program = self.program(event);
+        let args: &[&str] = match self.kind {
+            Kind::File => &[event.name(), d.json],
+            Kind::Dir => &[d.json],
+        };
+        let Err(e) = run(&program, args, self.timeout, d.tag, &self.running) else {
+            return Verdict::pass();
+        };
+        let why = e.to_string();
+        match e {
+            ExecError::NotFound if self.kind == Kind::Dir => Verdict::Refuse {
+                answer: HookError::MissingFile(event.name()),
+                why: "not found".to_owned(),
+                quiet: true,
+            },
+            ExecError::Status(_) => Verdict::Refuse {
+                answer: HookError::Exit,
+                why,
+                quiet: false,
+            },
+            ExecError::NotFound | ExecError::Spawn(_) | ExecError::Wait(_) => Verdict::Fail {
+                answer: HookError::Spawn,
+                why,
+                quiet: false,
+            },
+            ExecError::Timeout(_) => Verdict::Fail {
+                answer: HookError::Timeout(event.name()),
+                why,
+                quiet: false,
+            },
+        }
+    }
+
+    /// Kills the hooks still running (the workers have stopped or the grace period is
+    /// over).
+    fn shutdown(&self, _deadline: Instant) {
+        let killed = self.running.kill_all();
+        if killed > 0 {
+            crate::warn!(
+                "hooks: {} still running at the end of the grace period: {killed} \
+                 process(es) killed",
+                self.describe()
+            );
+        }
+    }
+}
+
+/// A bare file name (`hook.sh`) means the file in the working directory, as the startup
+/// check looks for it, not a `$PATH` lookup.
+fn program_path(path: &Path) -> PathBuf {
+    if path.is_relative() && path.components().count() == 1 {
+        Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Why `path` cannot be executed, if it cannot.
+fn not_runnable(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("not found".to_owned()),
+        Err(e) => Some(e.to_string()),
+        Ok(m) if !m.is_file() => Some("not a regular file".to_owned()),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("not executable".to_owned()),
+        Ok(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_hook_file_names_are_in_the_working_directory() {
+        assert_eq!(program_path(Path::new("hook.sh")), Path::new("./hook.sh"));
+        assert_eq!(program_path(Path::new("a/hook")), Path::new("a/hook"));
+        assert_eq!(program_path(Path::new("/bin/true")), Path::new("/bin/true"));
+    }
+
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -1,8 +1,8 @@
 //! HTTP hooks (`--hooks-http-urls`): a POST of the message to each URL, with ureq on a
 //! hook worker thread (`rustus-compat.md` §3.6).
 //!
-//! One ureq agent serves every worker, so connections to a receiver are pooled and
-//! reused. Each request carries `Content-Type: application/json`, `Hook-Name: <event>`,
+//! Each URL is a notifier of its own, in order; one ureq agent serves them all and every
+//! worker, so connections to a receiver are pooled and reused. Each request carries `Content-Type: application/json`, `Hook-Name: <event>`,
 //! `Idempotency-Key: <uuid>` (one per event, the same for every URL and every retry)
 //! and each `--hooks-http-proxy-headers` header the client sent. The whole exchange,
 //! redirects included, is bounded by `--http-hook-timeout`.
@@ -10,6 +10,7 @@
 use std::io::Read;
 use std::time::Duration;
 
+use super::notifier::{Delivery, Notifier, Verdict};
 use super::Event;
 use crate::error::HookError;
 
@@ -21,11 +22,82 @@ pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// receiver is closing would fail.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 
-/// The HTTP notifier.
-pub struct HttpHooks {
+/// `--hooks-http-urls`, `--hooks-http-proxy-headers`, `--http-hook-timeout`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// URLs (`http://` or `https://`) that get a POST per event, in order.
+    pub urls: Vec<String>,
+    /// Client header names copied onto the hook requests (and allowed by CORS).
+    pub proxy_headers: Vec<String>,
+    /// Bound of one request, redirects included.
+    pub timeout: Duration,
+}
+
+/// One HTTP notifier per URL, in order; they share one ureq agent (one connection pool).
+pub fn notifiers(settings: &HttpSettings) -> Vec<HttpHook> {
+    if settings.urls.is_empty() {
+        return Vec::new();
+    }
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(settings.timeout))
+        .http_status_as_error(false)
+        .max_idle_age(MAX_IDLE_AGE)
+        .user_agent(concat!("tusring/", env!("CARGO_PKG_VERSION")))
+        .build();
+    let agent: ureq::Agent = config.into();
+    settings
+        .urls
+        .iter()
+        .map(|url| HttpHook {
+            agent: agent.clone(),
+            url: url.clone(),
+            timeout: settings.timeout,
+        })
+        .collect()
+}
+
+/// The HTTP notifier of one URL.
+pub struct HttpHook {
+    /// Shared by every URL's notifier (ureq's agent is a handle on one pool).
     agent: ureq::Agent,
-    urls: Vec<String>,
+    url: String,
     timeout: Duration,
+}
+
+impl Notifier for HttpHook {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn describe(&self) -> String {
+        format!("POST {}", self.url)
+    }
+
+    fn name_for(&self, _event: Event) -> String {
+        format!("HTTP hook {}", self.url)
+    }
+
+    fn can_refuse(&self) -> bool {
+        true
+    }
+
+    fn verdict_within(&self) -> Duration {
+        self.timeout
+    }
+
+    /// One POST (post-events: retried for transport errors, timeouts, 5xx, 408, 429,
+    /// with the same `Idempotency-Key`). A status that is not 2xx is the receiver's
+    /// refusal, relayed to a pre-event's client as it is.
+    fn deliver(&self, d: &Delivery<'_>) -> Verdict {
+        let via = self.name_for(d.event);
+        match d.retrying(&via, || self.post(d), Failure::retryable) {
+            Ok(()) => Verdict::pass(),
+            Err(end) => end.verdict(|f| {
+                let refusal = f.is_status();
+                (f.into_hook_error(d.event), refusal)
+            }),
+        }
+    }
 }
 
 /// One request's outcome, when it is not a 2xx.
@@ -96,51 +168,20 @@ impl std::fmt::Display for Failure {
     }
 }
 
-impl HttpHooks {
-    /// The notifier for `urls`, each request bounded by `timeout`.
-    pub fn new(urls: Vec<String>, timeout: Duration) -> HttpHooks {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .max_idle_age(MAX_IDLE_AGE)
-            .user_agent(concat!("tusring/", env!("CARGO_PKG_VERSION")))
-            .build();
-        HttpHooks {
-            agent: config.into(),
-            urls,
-            timeout,
-        }
-    }
-
-    /// The configured URLs, in order.
-    pub fn urls(&self) -> &[String] {
-        &self.urls
-    }
-
-    /// The longest one request can take.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// One POST of `json` to `url`. `Ok` for any 2xx answer.
-    pub fn post(
-        &self,
-        url: &str,
-        event: Event,
-        json: &str,
-        key: &str,
-        proxied: &[(String, Vec<u8>)],
-    ) -> Result<(), Failure> {
+impl HttpHook {
+    /// One POST of the message to the URL. `Ok` for any 2xx answer.
+    fn post(&self, d: &Delivery<'_>) -> Result<(), Failure> {
+        let (url, event) = (self.url.as_str(), d.event);
         let mut req = self
             .agent
             .post(url)
             .header("Content-Type", "application/json")
             .header("Hook-Name", event.name())
-            .header("Idempotency-Key", key);
-        for (name, value) in proxied {
+            .header("Idempotency-Key", d.key());
+        for (name, value) in &d.origin.proxied {
             req = req.header(name.as_str(), value.as_slice());
         }
-        let mut resp = match req.send(json.as_bytes()) {
+        let mut resp = match req.send(d.json.as_bytes()) {
             Ok(r) => r,
             Err(e) => return Err(transport_failure(e)),
         };

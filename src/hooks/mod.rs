@@ -1,7 +1,16 @@
-//! Hooks: rustus's notifications of upload events (`rustus-compat.md` §3) to an
-//! executable (`--hooks-file`), a directory of executables (`--hooks-dir`), HTTP
-//! receivers (`--hooks-http-urls`) and RabbitMQ (`--hooks-amqp-url`, [`amqp`]: the
-//! workers only queue for it; its own thread publishes).
+//! Hooks: rustus's notifications of upload events (`rustus-compat.md` §3), through the
+//! notifiers configured: an executable (`--hooks-file`), a directory of executables
+//! (`--hooks-dir`), HTTP receivers (`--hooks-http-urls`), NATS (`--hooks-nats-urls`,
+//! [`nats`]) and RabbitMQ (`--hooks-amqp-url`, [`amqp`]).
+//!
+//! # Notifiers
+//!
+//! Each transport is a [`Notifier`] ([`notifier`] says the contract); `hooks` knows them
+//! only as a list in rustus's order (file, directory, each HTTP URL, NATS, AMQP), built
+//! from [`TRANSPORTS`], the one place that names them. A notifier that can refuse a
+//! pre-event (executables, HTTP, NATS with replies) blocks while it delivers and runs on
+//! the hook workers; one that cannot (AMQP, NATS without replies) only queues for a
+//! thread of its own.
 //!
 //! # Threads and channels
 //!
@@ -14,12 +23,15 @@
 //! * **pre-hooks** (`pre-create`, `pre-terminate`) carry a `tokio::sync::oneshot`
 //!   sender; the request awaits the verdict without blocking its core. A full queue is
 //!   answered 503 with `Retry-After` at once.
-//!   With AMQP as the only notifier nothing can refuse: pre-events are then queued like
-//!   post-events and the request does not wait.
+//!   When no configured notifier can refuse, pre-events are handled like post-events and
+//!   the request does not wait.
 //! * **post-events** are fire-and-forget: the request does not wait for delivery. When
 //!   the queue is full the request waits for room (a `try_send` retried after short
 //!   async sleeps, up to [`POST_ROOM_WAIT`]) rather than dropping the event; an event
 //!   that still finds no room is dropped, logged and counted.
+//!
+//! When no notifier can refuse, no worker is started: the core formats the message and
+//! hands it to each notifier's own queue itself (one short mutex section each).
 //!
 //! Workers take pre-hooks first; with two or more workers, worker 0 takes only
 //! pre-hooks, so a slow post-hook receiver cannot hold up uploads that wait for a
@@ -35,39 +47,42 @@
 //! parallel.
 //!
 //! Ordering makes an upload's later events wait for the delivery of its earlier ones,
-//! retries included. So stale progress does not hold back what follows it: an HTTP
-//! `post-receive` that fails while a newer event of its upload is queued behind it is
-//! not retried (it is *superseded*, logged and counted), and a retry pause ends when
-//! such an event is queued. Only those retries are skipped: every event is attempted at
-//! every URL, in order. The newer events are counted per upload as they are queued (by
-//! the core, `Inner::behind`), so they are seen even while no worker is free to take
-//! them from the channel.
+//! retries included. So stale progress does not hold back what follows it: a
+//! `post-receive` whose delivery fails while a newer event of its upload is queued behind
+//! it is not retried (it is *superseded*, logged and counted), and a retry pause ends
+//! when such an event is queued ([`Delivery::retrying`]). Only those retries are skipped:
+//! every event is attempted at every notifier, in order. The newer events are counted per
+//! upload as they are queued (by the core, `Inner::behind`), so they are seen even while
+//! no worker is free to take them from the channel.
 //!
 //! # Delivery
 //!
 //! The message is formatted once per event ([`payload`]). Each notifier gets every
-//! post-event on its own (a failing file hook does not stop the HTTP hook); failures are
-//! logged with the event, the upload ID and the reason, and counted
-//! ([`metrics::HOOK_COUNTERS`], rendered at `/metrics`). HTTP post-hooks are retried
-//! with a doubling backoff (a superseded `post-receive` excepted, see Ordering).
-//! Pre-hooks go to the notifiers in rustus's order (file, directory, HTTP URLs) and the
-//! first refusal is the verdict.
+//! post-event on its own (a failing file hook does not stop the HTTP hook), those that
+//! only queue first; failures are logged with the event, the upload ID and the reason,
+//! and counted ([`metrics::HOOK_COUNTERS`], rendered at `/metrics`), from the notifier's
+//! [`Verdict`]. Pre-hooks go to the notifiers in rustus's order and the first refusal
+//! (or failure) is the verdict.
 //!
 //! # Shutdown
 //!
 //! `server::run` calls [`Hooks::shutdown`] after the cores have finished: the workers
 //! deliver what is queued and exit; whatever is left at the deadline (the end of the
-//! grace period) is logged and counted, and running hook processes are killed.
+//! grace period) is logged and counted; then each notifier's own shutdown runs (in
+//! parallel) against the same deadline: the queues of AMQP and NATS are drained, running
+//! hook processes are killed.
 
 pub mod amqp;
 pub mod exec;
 pub mod http;
+pub mod nats;
+pub mod notifier;
 pub mod payload;
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -76,11 +91,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select_biased, Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
 
-use crate::config::Config;
 use crate::error::HookError;
 use crate::http::head::RequestHead;
 use crate::metrics;
 use crate::storage::info::UploadInfo;
+pub use notifier::{Answer, Delivery, Notifier, Retry, Verdict};
 pub use payload::RequestPart;
 
 /// Longest a post-event waits for room in a full queue before it is dropped (logged and
@@ -256,6 +271,116 @@ fn bump(counter: &AtomicU64, n: u64) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Settings and the transports
+// ---------------------------------------------------------------------------------------
+
+/// What the hooks take of the configuration: their rows of the flag table (`--hooks*`,
+/// `--hook-timeout`, `--http-hook-timeout`, `--behind-proxy`), grouped per transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `--hooks`: the events sent (all six by default).
+    pub events: EventSet,
+    /// `--hooks-format`.
+    pub format: Format,
+    /// `--behind-proxy`: the message's client address from `Forwarded`/`X-Forwarded-For`.
+    pub behind_proxy: bool,
+    /// `--hooks-workers`. Invariant: `1..=MAX_HOOK_WORKERS` (`config`).
+    pub workers: usize,
+    /// `--hooks-queue`: bound of each hook queue (pre-hooks, post-events).
+    pub queue: usize,
+    /// `--hooks-http-retries`, `--hooks-http-retry-backoff`: retries of a failed
+    /// post-event by a notifier that blocks (HTTP; NATS with replies).
+    pub retry: Retry,
+    /// `--hooks-file`, `--hooks-dir`, `--hook-timeout`.
+    pub exec: exec::ExecSettings,
+    /// `--hooks-http-*`, `--http-hook-timeout`.
+    pub http: http::HttpSettings,
+    /// `--hooks-nats-*`.
+    pub nats: nats::NatsConfig,
+    /// `--hooks-amqp-*`.
+    pub amqp: amqp::AmqpConfig,
+}
+
+/// Settings that cannot work together: the flag concerned and why (`config` makes it a
+/// usage error).
+pub type Conflict = (&'static str, String);
+
+/// A transport's started notifiers, in order (none when it is off), or why it cannot
+/// start.
+type Started = Result<Vec<Box<dyn Notifier>>, String>;
+
+/// One transport: whether the settings turn it on, how its notifiers are started, and its
+/// own metrics, rendered at `/metrics` whatever the settings.
+struct Transport {
+    on: fn(&Settings) -> bool,
+    /// Settings of this transport that cannot work together, checked (when it is on)
+    /// before anything starts: the flag concerned and why.
+    check: fn(&Settings) -> Result<(), Conflict>,
+    start: fn(&Settings) -> Started,
+    metrics: Option<fn(&mut String)>,
+}
+
+fn boxed<N: Notifier + 'static>(list: Vec<N>) -> Vec<Box<dyn Notifier>> {
+    list.into_iter()
+        .map(|n| Box::new(n) as Box<dyn Notifier>)
+        .collect()
+}
+
+/// Every transport, in rustus's order (file, directory, HTTP, NATS, AMQP): the order of
+/// pre-hook verdicts. Adding a transport is one line here, its module and its settings.
+const TRANSPORTS: [Transport; 4] = [
+    Transport {
+        on: |s| s.exec.file.is_some() || s.exec.dir.is_some(),
+        check: |_| Ok(()),
+        start: |s| Ok(boxed(exec::notifiers(&s.exec, s.events))),
+        metrics: None,
+    },
+    Transport {
+        on: |s| !s.http.urls.is_empty(),
+        check: |_| Ok(()),
+        start: |s| Ok(boxed(http::notifiers(&s.http))),
+        metrics: None,
+    },
+    Transport {
+        on: |s| s.nats.is_on(),
+        check: |s| s.nats.check(),
+        start: |s| nats::notifiers(&s.nats).map(boxed),
+        metrics: Some(nats::render_metrics),
+    },
+    Transport {
+        on: |s| s.amqp.url.is_some(),
+        check: |_| Ok(()),
+        start: |s| amqp::notifiers(&s.amqp).map(boxed),
+        metrics: Some(amqp::render_metrics),
+    },
+];
+
+impl Settings {
+    /// Combinations of settings that cannot work (a NATS subject and prefix together, a
+    /// user without a password), for the transports that are on: the flag concerned and
+    /// why. `config` makes this a usage error, before anything starts.
+    pub fn check(&self) -> Result<(), Conflict> {
+        for t in TRANSPORTS.iter().filter(|t| (t.on)(self)) {
+            (t.check)(self)?;
+        }
+        Ok(())
+    }
+}
+
+/// The transports' own metrics (`/metrics`).
+pub fn render_transport_metrics(out: &mut String) {
+    for render in TRANSPORTS.iter().filter_map(|t| t.metrics) {
+        render(out);
+    }
+}
+
+/// A started notifier and its `notifier` label slot in the metrics.
+struct Entry {
+    notifier: Box<dyn Notifier>,
+    slot: usize,
+}
+
+// ---------------------------------------------------------------------------------------
 // The handle the cores use
 // ---------------------------------------------------------------------------------------
 
@@ -293,8 +418,8 @@ struct Pool {
     inner: Arc<Inner>,
     /// How long a pre-hook request waits for its verdict at most.
     pre_wait: Duration,
-    /// No notifier can refuse (AMQP only): pre-events are queued like post-events and
-    /// the request does not wait for them.
+    /// No notifier can refuse: no worker runs; the cores hand every event (pre-events
+    /// included, which they do not wait for) to the notifiers' own queues themselves.
     no_verdict: bool,
     behind_proxy: bool,
     proxy_headers: Vec<String>,
@@ -336,7 +461,7 @@ struct Job {
     upload: UploadInfo,
     origin: Origin,
     /// Pre-hooks: where the verdict goes.
-    reply: Option<oneshot::Sender<Result<(), HookError>>>,
+    reply: Option<oneshot::Sender<Result<Answer, HookError>>>,
 }
 
 impl Hooks {
@@ -348,42 +473,32 @@ impl Hooks {
         }
     }
 
-    /// Starts the worker pool for the configured hooks, or returns [`Hooks::disabled`]
-    /// when no notifier (or no event) is configured. Checks the hook files and logs what
-    /// is missing, once.
-    pub fn start(config: &Config) -> Result<Hooks, String> {
-        let has_notifier = config.hooks_file.is_some()
-            || config.hooks_dir.is_some()
-            || !config.hooks_http_urls.is_empty()
-            || config.hooks_amqp.url.is_some();
-        if !has_notifier {
+    /// Starts the configured notifiers and the worker pool, or returns
+    /// [`Hooks::disabled`] when no notifier (or no event) is configured. The notifiers
+    /// check what they can at startup (hook files, settings) and log what cannot work,
+    /// once; an error is a setting that cannot work at all.
+    pub fn start(settings: &Settings) -> Result<Hooks, String> {
+        if !TRANSPORTS.iter().any(|t| (t.on)(settings)) {
             return Ok(Hooks::disabled());
         }
-        if config.hooks.is_empty() {
+        if settings.events.is_empty() {
             crate::warn!("hooks are configured but --hooks names no event: no hook will run");
             return Ok(Hooks::disabled());
         }
-        check_files(config);
-        let notifiers = Notifiers {
-            file: config.hooks_file.as_deref().map(program_path),
-            dir: config.hooks_dir.clone(),
-            http: (!config.hooks_http_urls.is_empty()).then(|| {
-                http::HttpHooks::new(config.hooks_http_urls.clone(), config.http_hook_timeout)
-            }),
-            amqp: match &config.hooks_amqp.url {
-                Some(_) => Some(amqp::Amqp::start(&config.hooks_amqp)?),
-                None => None,
-            },
-            exec_timeout: config.hook_timeout,
-            retries: config.hooks_http_retries,
-            backoff: config.hooks_http_retry_backoff,
-        };
-        let execs = u32::from(notifiers.file.is_some()) + u32::from(notifiers.dir.is_some());
-        let urls = u32::try_from(config.hooks_http_urls.len()).unwrap_or(u32::MAX);
-        let pre_wait = config.hook_timeout.saturating_mul(execs)
-            + config.http_hook_timeout.saturating_mul(urls)
-            + PRE_QUEUE_WAIT;
-        let bound = config.hooks_queue.max(1);
+        let mut notifiers = Vec::new();
+        for transport in &TRANSPORTS {
+            for notifier in (transport.start)(settings)? {
+                let slot = metrics::notifier_slot(notifier.kind());
+                notifiers.push(Entry { notifier, slot });
+            }
+        }
+        let no_verdict = !notifiers.iter().any(|e| e.notifier.can_refuse());
+        let pre_wait = notifiers
+            .iter()
+            .map(|e| e.notifier.verdict_within())
+            .fold(PRE_QUEUE_WAIT, Duration::saturating_add);
+        let to: Vec<String> = notifiers.iter().map(|e| e.notifier.describe()).collect();
+        let bound = settings.queue.max(1);
         let (pre_tx, pre_rx) = crossbeam_channel::bounded(bound);
         let (post_tx, post_rx) = crossbeam_channel::bounded(bound);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
@@ -399,22 +514,19 @@ impl Hooks {
             parked: AtomicUsize::new(0),
             park_bound: bound,
             notifiers,
-            format: config.hooks_format,
-            running: exec::Running::default(),
+            format: settings.format,
+            retry: settings.retry,
         });
-        let no_verdict = config.hooks_file.is_none()
-            && config.hooks_dir.is_none()
-            && config.hooks_http_urls.is_empty();
-        // With AMQP alone the cores queue every event for its publisher themselves
-        // (`Hooks::post`): a worker would never get a job, so none is started.
+        // When nothing can refuse, the cores hand every event to the notifiers' queues
+        // themselves (`Hooks::post`): a worker would never get a job, so none is started.
         let count = if no_verdict {
             0
         } else {
-            config.hooks_workers.max(1)
+            settings.workers.max(1)
         };
         // Pre-events wait for a verdict (and get worker 0 to themselves) unless nothing
         // can refuse.
-        let has_pre = config.hooks.iter().any(Event::is_pre) && !no_verdict;
+        let has_pre = settings.events.iter().any(Event::is_pre) && !no_verdict;
         let mut workers = Vec::with_capacity(count);
         for i in 0..count {
             let inner = inner.clone();
@@ -425,22 +537,9 @@ impl Hooks {
                 .map_err(|e| format!("cannot start a hook worker thread: {e}"))?;
             workers.push(handle);
         }
-        let events: Vec<&str> = config.hooks.iter().map(Event::name).collect();
-        let mut to = Vec::new();
-        if let Some(f) = &config.hooks_file {
-            to.push(format!("file {}", f.display()));
-        }
-        if let Some(d) = &config.hooks_dir {
-            to.push(format!("directory {}", d.display()));
-        }
-        if config.hooks_amqp.url.is_some() {
-            to.push(format!("AMQP exchange {}", config.hooks_amqp.exchange));
-        }
-        for u in &config.hooks_http_urls {
-            to.push(format!("POST {u}"));
-        }
+        let events: Vec<&str> = settings.events.iter().map(Event::name).collect();
         let workers_said = if no_verdict {
-            "no hook worker: the cores queue events for the AMQP publisher".to_owned()
+            "no hook worker: no notifier can refuse, the cores queue every event for it".to_owned()
         } else {
             format!("{count} worker(s), queue {bound}")
         };
@@ -448,10 +547,10 @@ impl Hooks {
             "hooks: {} to {} ({} format, {workers_said})",
             events.join(","),
             to.join(", "),
-            config.hooks_format.name(),
+            settings.format.name(),
         );
         Ok(Hooks {
-            events: config.hooks,
+            events: settings.events,
             pool: Some(Pool {
                 pre_tx,
                 post_tx,
@@ -460,8 +559,8 @@ impl Hooks {
                 inner,
                 pre_wait,
                 no_verdict,
-                behind_proxy: config.behind_proxy,
-                proxy_headers: config.hooks_http_proxy_headers.clone(),
+                behind_proxy: settings.behind_proxy,
+                proxy_headers: settings.http.proxy_headers.clone(),
             }),
         })
     }
@@ -498,21 +597,21 @@ impl Hooks {
         }
     }
 
-    /// Asks the pre-hooks about `upload`; `Ok` lets the request through. Awaits the
-    /// verdict without blocking the core.
+    /// Asks the pre-hooks about `upload`; `Ok` lets the request through (with what the
+    /// hooks answered besides). Awaits the verdict without blocking the core.
     pub async fn pre(
         &self,
         event: Event,
         upload: &UploadInfo,
         origin: Origin,
-    ) -> Result<(), HookError> {
+    ) -> Result<Answer, HookError> {
         let Some(pool) = self.pool.as_ref().filter(|_| self.events.contains(event)) else {
-            return Ok(());
+            return Ok(Answer::default());
         };
         if pool.no_verdict {
-            // Only AMQP, which never refuses: nothing to wait for.
+            // Nothing can refuse: nothing to wait for.
             self.post(event, upload.clone(), origin).await;
-            return Ok(());
+            return Ok(Answer::default());
         }
         let (tx, rx) = oneshot::channel();
         let job = Job {
@@ -555,15 +654,12 @@ impl Hooks {
             return;
         };
         if pool.no_verdict {
-            // AMQP is the only notifier, and its queue is an in-memory one of its own
-            // (`amqp::Amqp::enqueue`: a short mutex push, never waiting for the broker):
-            // the event goes straight into it, without a hand-off to a hook worker
-            // thread. Events of one upload are queued in the order they happen (each is
-            // queued while its request holds the upload's lock).
-            if let Some(a) = &pool.inner.notifiers.amqp {
-                let json = payload::render(pool.inner.format, &upload, &origin.request);
-                a.enqueue(event, &upload.id, &json);
-            }
+            // Every notifier only queues (`Notifier::deliver` of one that cannot refuse is
+            // a short mutex push, never waiting for its server): the event goes straight
+            // into their queues, without a hand-off to a hook worker thread. Events of one
+            // upload are queued in the order they happen (each is queued while its
+            // request holds the upload's lock).
+            pool.inner.deliver_here(event, &upload, &origin);
             return;
         }
         let stats = &metrics::HOOK_COUNTERS;
@@ -616,9 +712,18 @@ impl Hooks {
         self.pool.as_ref().map_or(0, |p| p.inner.pending())
     }
 
+    /// Events the notifiers hold in queues of their own, not yet delivered (0 without
+    /// hooks).
+    pub fn backlog(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| {
+            p.inner.notifiers.iter().map(|e| e.notifier.backlog()).sum()
+        })
+    }
+
     /// Delivers what is queued, then stops the workers; gives up at `deadline`, logging
-    /// and counting the events left and killing running hook processes. Call once,
-    /// after the cores have finished.
+    /// and counting the events left; then each notifier's own shutdown runs against the
+    /// same deadline (queues drained, running hook processes killed). Call once, after
+    /// the cores have finished.
     pub fn shutdown(&self, deadline: Instant) {
         let Some(pool) = &self.pool else {
             return;
@@ -641,102 +746,31 @@ impl Hooks {
                 for w in workers.drain(..) {
                     let _ = w.join();
                 }
-                crate::debug!("hooks stopped: {:?}", metrics::HOOK_COUNTERS);
-                if let Some(a) = &inner.notifiers.amqp {
-                    a.shutdown(deadline);
-                }
-                return;
+                crate::debug!("hook workers stopped: {:?}", metrics::HOOK_COUNTERS);
+                break;
             }
             if Instant::now() >= deadline {
+                let left = inner.pending();
+                bump(&metrics::HOOK_COUNTERS.dropped, left as u64);
+                crate::warn!(
+                    "hooks: the grace period ended with {left} queued event(s) undelivered"
+                );
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let left = inner.pending();
-        bump(&metrics::HOOK_COUNTERS.dropped, left as u64);
-        let killed = inner.running.kill_all();
-        crate::warn!(
-            "hooks: the grace period ended with {left} queued event(s) undelivered; \
-             {killed} running hook process(es) killed"
-        );
-        if let Some(a) = &inner.notifiers.amqp {
-            a.shutdown(deadline);
-        }
-    }
-
-    /// Events the AMQP notifier holds, queued or in flight (0 without it).
-    pub fn amqp_backlog(&self) -> usize {
-        self.pool
-            .as_ref()
-            .and_then(|p| p.inner.notifiers.amqp.as_ref())
-            .map_or(0, |a| a.backlog())
-    }
-}
-
-/// A bare file name (`hook.sh`) means the file in the working directory, as
-/// `check_files` looks for it, not a `$PATH` lookup.
-fn program_path(path: &Path) -> PathBuf {
-    if path.is_relative() && path.components().count() == 1 {
-        Path::new(".").join(path)
-    } else {
-        path.to_path_buf()
-    }
-}
-
-/// Logs the hook files that cannot work, once, at startup.
-fn check_files(config: &Config) {
-    if let Some(file) = &config.hooks_file {
-        if let Some(why) = not_runnable(file) {
-            crate::warn!(
-                "hooks: --hooks-file {}: {why}: every hook event will fail",
-                file.display()
-            );
-        }
-    }
-    if let Some(dir) = &config.hooks_dir {
-        for event in config.hooks.iter() {
-            let path = dir.join(event.name());
-            if let Some(why) = not_runnable(&path) {
-                let effect = if event.is_pre() {
-                    "its requests will be refused with 400"
-                } else {
-                    "these events will not reach the directory hook"
-                };
-                crate::warn!(
-                    "hooks: directory hook {} for {event}: {why}: {effect}",
-                    path.display()
-                );
+        // In parallel: each may take until the deadline to drain its queue.
+        std::thread::scope(|s| {
+            for e in &inner.notifiers {
+                s.spawn(move || e.notifier.shutdown(deadline));
             }
-        }
-    }
-}
-
-/// Why `path` cannot be executed, if it cannot.
-fn not_runnable(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("not found".to_owned()),
-        Err(e) => Some(e.to_string()),
-        Ok(m) if !m.is_file() => Some("not a regular file".to_owned()),
-        Ok(m) if m.permissions().mode() & 0o111 == 0 => Some("not executable".to_owned()),
-        Ok(_) => None,
+        });
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // The workers
 // ---------------------------------------------------------------------------------------
-
-struct Notifiers {
-    file: Option<PathBuf>,
-    dir: Option<PathBuf>,
-    http: Option<http::HttpHooks>,
-    /// `--hooks-amqp-url`: publishes from its own thread; never blocks a worker.
-    amqp: Option<amqp::Amqp>,
-    exec_timeout: Duration,
-    retries: u32,
-    backoff: Duration,
-}
 
 /// What the workers share.
 struct Inner {
@@ -760,33 +794,17 @@ struct Inner {
     /// core, so that an event still in the channel counts even when no worker is free
     /// to take it.
     behind: Mutex<HashMap<String, usize>>,
-    /// Signalled (with `behind`) when a count goes up: wakes a worker pausing before an
-    /// HTTP retry of a post-receive that the new event supersedes.
+    /// Signalled (with `behind`) when a count goes up: wakes a worker pausing before a
+    /// retry of a post-receive that the new event supersedes.
     behind_cv: Condvar,
     /// Jobs waiting in `busy`.
     parked: AtomicUsize,
     /// Most jobs parked before receiving stops (so memory stays bounded).
     park_bound: usize,
-    notifiers: Notifiers,
+    /// In rustus's order.
+    notifiers: Vec<Entry>,
     format: Format,
-    running: exec::Running,
-}
-
-/// Which notifier, for the logs.
-enum Via<'a> {
-    File(&'a Path),
-    Dir(&'a Path),
-    Http(&'a str),
-}
-
-impl fmt::Display for Via<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Via::File(p) => write!(f, "file hook {}", p.display()),
-            Via::Dir(p) => write!(f, "directory hook {}", p.display()),
-            Via::Http(u) => write!(f, "HTTP hook {u}"),
-        }
-    }
+    retry: Retry,
 }
 
 impl Inner {
@@ -809,7 +827,7 @@ impl Inner {
             };
             let Some(job) = job else { return };
             // A pre-hook awaited for its verdict runs at once; every other job (a
-            // post-event, or a pre-event nothing can refuse) keeps its upload's order.
+            // post-event) keeps its upload's order.
             if job.reply.is_some() {
                 self.run_guarded(job);
             } else {
@@ -915,7 +933,7 @@ impl Inner {
         }
     }
 
-    fn run(&self, job: Job) {
+    fn run(&self, mut job: Job) {
         if job.reply.is_none() {
             // A post-event begins its delivery: no longer behind anything.
             self.count_behind(&job.upload.id, false);
@@ -930,171 +948,133 @@ impl Inner {
             );
             return;
         }
+        let reply = job.reply.take();
         let json = payload::render(self.format, &job.upload, &job.origin.request);
-        let key = uuid::Uuid::new_v4().to_string();
         let tag = format!("{} {}", job.event, job.upload.id);
+        let key = OnceCell::new();
+        let pause =
+            |pause: Duration| self.pause_unless_superseded(job.event, &job.upload.id, pause);
+        let d = Delivery {
+            event: job.event,
+            upload_id: &job.upload.id,
+            json: &json,
+            origin: &job.origin,
+            tag: &tag,
+            key: &key,
+            retry: self.retry,
+            pause: &pause,
+        };
         if job.event.is_pre() {
-            let verdict = self.ask(&job, &json, &key, &tag);
-            if let Some(reply) = job.reply {
+            let verdict = self.ask(&d);
+            if let Some(reply) = reply {
                 let _ = reply.send(verdict);
             }
         } else {
-            self.notify(&job, &json, &key, &tag);
+            self.notify(&d);
         }
     }
 
-    /// A pre-hook: each notifier in rustus's order; the first refusal is the verdict.
-    fn ask(&self, job: &Job, json: &str, key: &str, tag: &str) -> Result<(), HookError> {
-        let event = job.event;
-        let n = &self.notifiers;
-        let result = (|| {
-            if let Some(file) = &n.file {
-                self.exec(event, Via::File(file), file, &[event.name(), json], tag)?;
-            }
-            if let Some(dir) = &n.dir {
-                let path = dir.join(event.name());
-                self.exec(event, Via::Dir(&path), &path, &[json], tag)?;
-            }
-            if let Some(h) = &n.http {
-                for url in h.urls() {
-                    let started = Instant::now();
-                    let sent = h.post(url, event, json, key, &job.origin.proxied);
-                    let took = started.elapsed();
-                    match sent {
-                        Ok(()) => {
-                            bump(&metrics::HOOK_COUNTERS.delivered, 1);
-                            metrics::hook_delivery(event, metrics::Notifier::Http, false, took);
-                        }
-                        Err(f) => {
-                            metrics::hook_delivery(event, metrics::Notifier::Http, true, took);
-                            self.failed(tag, &Via::Http(url), &f, f.is_status());
-                            return Err(f.into_hook_error(event));
-                        }
+    /// A pre-hook: each notifier in rustus's order; the first that does not pass is the
+    /// verdict.
+    fn ask(&self, d: &Delivery<'_>) -> Result<Answer, HookError> {
+        let mut answer = Answer::default();
+        for entry in &self.notifiers {
+            match self.deliver(entry, d) {
+                Ok(Some(a)) => answer = a,
+                Ok(None) => {}
+                Err(e) => {
+                    if e.is_verdict() {
+                        bump(&metrics::HOOK_COUNTERS.rejected, 1);
                     }
+                    return Err(e);
                 }
             }
-            // AMQP last, as rustus; it only queues and never refuses.
-            if let Some(a) = &n.amqp {
-                a.enqueue(event, &job.upload.id, json);
-            }
-            Ok(())
-        })();
-        if let Err(e) = &result {
-            if e.is_verdict() {
-                bump(&metrics::HOOK_COUNTERS.rejected, 1);
-            }
         }
-        result
+        Ok(answer)
     }
 
-    /// Runs one executable hook; failures are logged and counted.
-    fn exec(
-        &self,
-        event: Event,
-        via: Via<'_>,
-        path: &Path,
-        args: &[&str],
-        tag: &str,
-    ) -> Result<(), HookError> {
-        let timeout = self.notifiers.exec_timeout;
-        let kind = if matches!(via, Via::Dir(_)) {
-            metrics::Notifier::Dir
-        } else {
-            metrics::Notifier::File
+    /// A post-event: every notifier on its own, those that only queue first (a slow
+    /// receiver does not delay them), then the others in rustus's order.
+    fn notify(&self, d: &Delivery<'_>) {
+        let (queues, blocking): (Vec<&Entry>, Vec<&Entry>) = self
+            .notifiers
+            .iter()
+            .partition(|e| !e.notifier.can_refuse());
+        for entry in queues.into_iter().chain(blocking) {
+            let _ = self.deliver(entry, d);
+        }
+    }
+
+    /// The cores' path when no notifier can refuse: the message is formatted here and
+    /// handed to every notifier's own queue (none of them waits).
+    fn deliver_here(&self, event: Event, upload: &UploadInfo, origin: &Origin) {
+        let json = payload::render(self.format, upload, &origin.request);
+        let tag = format!("{event} {}", upload.id);
+        let key = OnceCell::new();
+        // Never sleeps on a core: a retry is never due (such notifiers do not retry).
+        let give_up = |_pause: Duration| true;
+        let d = Delivery {
+            event,
+            upload_id: &upload.id,
+            json: &json,
+            origin,
+            tag: &tag,
+            key: &key,
+            retry: Retry::default(),
+            pause: &give_up,
         };
-        let started = Instant::now();
-        let result = exec::run(path, args, timeout, tag, &self.running);
-        metrics::hook_delivery(event, kind, result.is_err(), started.elapsed());
-        match result {
-            Ok(()) => {
-                bump(&metrics::HOOK_COUNTERS.delivered, 1);
-                Ok(())
-            }
-            Err(e) => {
-                let dir = matches!(via, Via::Dir(_));
-                let (err, verdict) = match &e {
-                    exec::ExecError::NotFound if dir => {
-                        (HookError::MissingFile(event.name()), true)
-                    }
-                    exec::ExecError::NotFound
-                    | exec::ExecError::Spawn(_)
-                    | exec::ExecError::Wait(_) => (HookError::Spawn, false),
-                    exec::ExecError::Status(_) => (HookError::Exit, true),
-                    exec::ExecError::Timeout(_) => (HookError::Timeout(event.name()), false),
-                };
-                if dir && matches!(e, exec::ExecError::NotFound) {
-                    // Logged once at startup; counted, not logged again per event (a
-                    // pre-hook refusal is counted as such by `ask`).
-                    if !event.is_pre() {
-                        bump(&metrics::HOOK_COUNTERS.failed, 1);
-                    }
-                    crate::debug!("hook {tag}: {via}: not found");
-                } else {
-                    self.failed(tag, &via, &e, verdict && event.is_pre());
-                }
-                Err(err)
-            }
+        for entry in &self.notifiers {
+            let _ = self.deliver(entry, &d);
         }
     }
 
-    /// A post-event: every notifier on its own; HTTP retried with backoff.
-    fn notify(&self, job: &Job, json: &str, key: &str, tag: &str) {
-        let event = job.event;
-        let n = &self.notifiers;
-        // AMQP first: it only queues, so a slow HTTP receiver does not delay it.
-        if let Some(a) = &n.amqp {
-            a.enqueue(event, &job.upload.id, json);
-        }
-        if let Some(file) = &n.file {
-            let _ = self.exec(event, Via::File(file), file, &[event.name(), json], tag);
-        }
-        if let Some(dir) = &n.dir {
-            let path = dir.join(event.name());
-            let _ = self.exec(event, Via::Dir(&path), &path, &[json], tag);
-        }
-        if let Some(h) = &n.http {
-            for url in h.urls() {
-                let started = Instant::now();
-                let mut attempt = 0u32;
-                loop {
-                    match h.post(url, event, json, key, &job.origin.proxied) {
-                        Ok(()) => {
-                            bump(&metrics::HOOK_COUNTERS.delivered, 1);
-                            let took = started.elapsed();
-                            metrics::hook_delivery(event, metrics::Notifier::Http, false, took);
-                            break;
-                        }
-                        Err(f) if f.retryable() && attempt < n.retries => {
-                            let pause = n.backoff.saturating_mul(1 << attempt.min(16));
-                            crate::debug!(
-                                "hook {tag}: {} {f}; retry {} of {} in {:.1} s",
-                                Via::Http(url),
-                                attempt + 1,
-                                n.retries,
-                                pause.as_secs_f64()
-                            );
-                            if self.pause_unless_superseded(job, pause) {
-                                let took = started.elapsed();
-                                metrics::hook_delivery(event, metrics::Notifier::Http, true, took);
-                                bump(&metrics::HOOK_COUNTERS.superseded, 1);
-                                crate::warn!(
-                                    "hook {tag}: {} failed: {f}; not retried: superseded by a \
-                                     newer event of the upload, delivered next",
-                                    Via::Http(url)
-                                );
-                                break;
-                            }
-                            attempt += 1;
-                            bump(&metrics::HOOK_COUNTERS.retried, 1);
-                        }
-                        Err(f) => {
-                            let took = started.elapsed();
-                            metrics::hook_delivery(event, metrics::Notifier::Http, true, took);
-                            self.failed(tag, &Via::Http(url), &f, false);
-                            break;
-                        }
-                    }
+    /// One notifier's delivery, timed, counted and logged from its verdict: `Ok` with
+    /// what it answered (`None` for an event it only queued), or the error a pre-event's
+    /// request gets.
+    fn deliver(&self, entry: &Entry, d: &Delivery<'_>) -> Result<Option<Answer>, HookError> {
+        let stats = &metrics::HOOK_COUNTERS;
+        let started = Instant::now();
+        let verdict = entry.notifier.deliver(d);
+        let took = started.elapsed();
+        let count = |failed| metrics::hook_delivery(d.event, entry.slot, failed, took);
+        let via = || entry.notifier.name_for(d.event);
+        let tag = d.tag;
+        match verdict {
+            Verdict::Queued => Ok(None),
+            Verdict::Pass(answer) => {
+                bump(&stats.delivered, 1);
+                count(false);
+                Ok(Some(answer))
+            }
+            Verdict::Refuse { answer, why, quiet } if d.event.is_pre() => {
+                // The hook doing its job: INFO.
+                count(true);
+                if quiet {
+                    crate::debug!("hook {tag}: {}: {why}", via());
+                } else {
+                    crate::info!("hook {tag}: refused by {}: {why}", via());
                 }
+                Err(answer)
+            }
+            Verdict::Refuse { answer, why, quiet } | Verdict::Fail { answer, why, quiet } => {
+                count(true);
+                bump(&stats.failed, 1);
+                if quiet {
+                    crate::debug!("hook {tag}: {}: {why}", via());
+                } else {
+                    crate::warn!("hook {tag}: {} failed: {why}", via());
+                }
+                Err(answer)
+            }
+            Verdict::Superseded { why } => {
+                count(true);
+                bump(&stats.superseded, 1);
+                crate::warn!(
+                    "hook {tag}: {} failed: {why}; not retried: superseded by a newer event \
+                     of the upload, delivered next",
+                    via()
+                );
+                Err(HookError::Unavailable)
             }
         }
     }
@@ -1120,21 +1100,21 @@ impl Inner {
         }
     }
 
-    /// Waits `pause` before an HTTP retry of `job`. For a `post-receive`, returns `true`
-    /// as soon as a newer event of its upload is queued behind it (at once if one
-    /// already is): the progress it reports is stale, and retrying it would only hold
-    /// back what comes next, so it is superseded. Only retries are skipped this way:
-    /// every event gets its first attempt at every URL, in order, and the other events
-    /// (state changes a receiver must see) are retried as before.
-    fn pause_unless_superseded(&self, job: &Job, pause: Duration) -> bool {
-        if job.event != Event::PostReceive {
+    /// Waits `pause` before a retry of an event of upload `id`. For a `post-receive`,
+    /// returns `true` as soon as a newer event of its upload is queued behind it (at once
+    /// if one already is): the progress it reports is stale, and retrying it would only
+    /// hold back what comes next, so it is superseded. Only retries are skipped this way:
+    /// every event gets its first attempt at every notifier, in order, and the other
+    /// events (state changes a receiver must see) are retried as before.
+    fn pause_unless_superseded(&self, event: Event, id: &str, pause: Duration) -> bool {
+        if event != Event::PostReceive {
             std::thread::sleep(pause);
             return false;
         }
         let until = Instant::now() + pause;
         let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if behind.contains_key(&job.upload.id) {
+            if behind.contains_key(id) {
                 return true;
             }
             let left = until.saturating_duration_since(Instant::now());
@@ -1146,17 +1126,6 @@ impl Inner {
                 .wait_timeout(behind, left)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
-        }
-    }
-
-    /// Logs and counts a failed delivery. A refusal by a pre-hook is the hook doing its
-    /// job: logged at INFO; anything else at WARN.
-    fn failed(&self, tag: &str, via: &Via<'_>, why: &dyn fmt::Display, refusal: bool) {
-        if refusal {
-            crate::info!("hook {tag}: refused by {via}: {why}");
-        } else {
-            bump(&metrics::HOOK_COUNTERS.failed, 1);
-            crate::warn!("hook {tag}: {via} failed: {why}");
         }
     }
 }
@@ -1202,13 +1171,6 @@ mod tests {
         for f in [Format::Default, Format::V2, Format::Tusd] {
             assert_eq!(Format::parse(f.name()), Ok(f));
         }
-    }
-
-    #[test]
-    fn bare_hook_file_names_are_in_the_working_directory() {
-        assert_eq!(program_path(Path::new("hook.sh")), Path::new("./hook.sh"));
-        assert_eq!(program_path(Path::new("a/hook")), Path::new("a/hook"));
-        assert_eq!(program_path(Path::new("/bin/true")), Path::new("/bin/true"));
     }
 
     #[test]

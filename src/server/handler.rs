@@ -59,7 +59,7 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodySource
             request_method: head.header_str("access-control-request-method"),
             request_headers: head.header_str("access-control-request-headers"),
         };
-        let decision = cors::decide(&cfg.cors, &cfg.hooks_http_proxy_headers, &ask);
+        let decision = cors::decide(&cfg.cors, &cfg.hooks.http.proxy_headers, &ask);
         match decision {
             Decision::Actual(origin) => origin,
             preflight => return preflight_reply(core, route, preflight),
@@ -137,7 +137,7 @@ fn preflight_reply(core: &Rc<Core>, route: Route, decision: Decision) -> Reply {
             resp.header("Access-Control-Allow-Methods", cors::ALLOW_METHODS);
             resp.header(
                 "Access-Control-Allow-Headers",
-                cors::allow_headers(&core.shared.config.hooks_http_proxy_headers),
+                cors::allow_headers(&core.shared.config.hooks.http.proxy_headers),
             );
             resp.header("Access-Control-Max-Age", cors::MAX_AGE);
             resp

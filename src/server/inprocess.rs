@@ -51,7 +51,7 @@ fn rig(extra: &[&str]) -> Rig {
         panic!("bad test configuration {extra:?}");
     };
     let storage = Storage::open(&config).expect("storage");
-    let hooks = Hooks::start(&config).expect("hooks");
+    let hooks = Hooks::start(&config.hooks).expect("hooks");
     let shared = Arc::new(Shared::new(config, storage, hooks));
     Rig {
         core: Rc::new(Core::new(shared, 0)),

@@ -157,7 +157,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     // The hook workers start before the cores (they inherit the blocked signals);
     // missing hook files are logged here, once.
-    let hooks = Hooks::start(&config).map_err(StartError)?;
+    let hooks = Hooks::start(&config.hooks).map_err(StartError)?;
     let shared = Arc::new(Shared::new(config, storage, hooks));
     let sweeper = expire::Sweeper::start(&shared);
     // Ends a scan still running when the daemon stops (its thread is not waited for).

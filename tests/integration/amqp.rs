@@ -8,7 +8,7 @@
 //! runs meanwhile; they start the broker again when they end, even when they fail.
 //!
 //! Each test uses its own exchange, routing keys and queues (a per-run suffix), so tests
-//! never see each other's messages. A small TCP proxy ([`Proxy`]) in front of the broker
+//! never see each other's messages. A small TCP proxy ([`TcpProxy`]) in front of the broker
 //! plays a broker that is away and comes back, without stopping the real one.
 
 use crate::harness::*;
@@ -18,10 +18,9 @@ use amiquip::{
 };
 use serde_json::Value;
 use std::io::Write as _;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -268,97 +267,6 @@ fn amqp_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["--hooks-amqp-url", url];
     v.extend_from_slice(extra);
     v
-}
-
-// ---------------------------------------------------------------------------------------
-// A broker that goes away: a TCP proxy in front of the real one
-// ---------------------------------------------------------------------------------------
-
-/// Forwards 127.0.0.1:`port` to the broker while up; while down nothing listens there
-/// (connections are refused) and the connections it carried are cut.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Proxy {
-    /// A proxy that starts down.
-    fn down() -> Proxy {
-        let port = free_port();
-        let up = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (u, s) = (up.clone(), stop.clone());
-        let thread = thread::spawn(move || proxy_loop(port, &u, &s));
-        Proxy {
-            port,
-            up,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}", self.port)
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn proxy_loop(port: u16, up: &AtomicBool, stop: &AtomicBool) {
-    let mut open: Vec<TcpStream> = Vec::new();
-    while !stop.load(Ordering::SeqCst) {
-        if !up.load(Ordering::SeqCst) {
-            for s in open.drain(..) {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-            thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
-            thread::sleep(Duration::from_millis(20));
-            continue;
-        };
-        listener.set_nonblocking(true).expect("nonblocking");
-        while up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((client, _)) => {
-                    let _ = client.set_nonblocking(false);
-                    let Ok(server) = TcpStream::connect(broker_addr()) else {
-                        continue;
-                    };
-                    for (mut from, mut to) in [
-                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                        (server.try_clone().unwrap(), client.try_clone().unwrap()),
-                    ] {
-                        thread::spawn(move || {
-                            let _ = std::io::copy(&mut from, &mut to);
-                            let _ = to.shutdown(std::net::Shutdown::Both);
-                            let _ = from.shutdown(std::net::Shutdown::Both);
-                        });
-                    }
-                    open.push(client);
-                    open.push(server);
-                }
-                Err(_) => thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    }
-    for s in open {
-        let _ = s.shutdown(std::net::Shutdown::Both);
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -873,8 +781,8 @@ fn a_full_queue_drops_the_oldest_and_the_rest_arrive_in_order() {
     let Some(mut c) = client("a_full_queue_drops_the_oldest_and_the_rest_arrive_in_order") else {
         return;
     };
-    let proxy = Proxy::down();
-    let url = proxy.url();
+    let proxy = TcpProxy::down(broker_addr());
+    let url = format!("amqp://guest:guest@127.0.0.1:{}", proxy.port());
     let exchange = unique("full");
     let key = unique("full-key");
     c.bind_queue(&exchange, &key);
@@ -938,8 +846,8 @@ fn sigterm_publishes_the_queued_events_before_exit() {
     let Some(mut c) = client("sigterm_publishes_the_queued_events_before_exit") else {
         return;
     };
-    let proxy = Proxy::down();
-    let url = proxy.url();
+    let proxy = TcpProxy::down(broker_addr());
+    let url = format!("amqp://guest:guest@127.0.0.1:{}", proxy.port());
     let exchange = unique("term");
     let key = unique("term-key");
     c.bind_queue(&exchange, &key);

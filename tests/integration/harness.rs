@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -1363,4 +1363,125 @@ pub fn metric(d: &Daemon, name: &str) -> Option<f64> {
     let text = String::from_utf8_lossy(&r.body).to_string();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------
+// A server that goes away: a TCP proxy in front of the real one
+// ---------------------------------------------------------------------------------------
+
+/// Forwards 127.0.0.1:`port` to `target` (a broker, a NATS server) while up; while down
+/// nothing listens there (connections are refused) and the connections it carried are
+/// cut, as when the server goes away, without stopping the real one. While stalled, the
+/// connections stay open but every byte either way is read and thrown away (a network
+/// that loses what is in flight).
+pub struct TcpProxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl TcpProxy {
+    /// A proxy to `target` (`host:port`) that starts down.
+    pub fn down(target: String) -> TcpProxy {
+        let port = free_port();
+        let up = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (u, st, s) = (up.clone(), stalled.clone(), stop.clone());
+        let thread = thread::spawn(move || proxy_loop(port, &target, &u, &st, &s));
+        TcpProxy {
+            port,
+            up,
+            stalled,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The loopback port it listens on while up.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Throws away every byte either way (connections stay open) until set back.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn proxy_loop(
+    port: u16,
+    target: &str,
+    up: &AtomicBool,
+    stalled: &Arc<AtomicBool>,
+    stop: &AtomicBool,
+) {
+    let mut open: Vec<TcpStream> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        if !up.load(Ordering::SeqCst) {
+            for s in open.drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) else {
+            thread::sleep(Duration::from_millis(20));
+            continue;
+        };
+        listener.set_nonblocking(true).expect("nonblocking");
+        while up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((client, _)) => {
+                    let _ = client.set_nonblocking(false);
+                    let Ok(server) = TcpStream::connect(target) else {
+                        continue;
+                    };
+                    for (mut from, mut to) in [
+                        (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                        (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                    ] {
+                        let stalled = stalled.clone();
+                        thread::spawn(move || {
+                            let mut buf = [0u8; 16 * 1024];
+                            loop {
+                                let n = match from.read(&mut buf) {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => n,
+                                };
+                                if !stalled.load(Ordering::SeqCst)
+                                    && to.write_all(&buf[..n]).is_err()
+                                {
+                                    break;
+                                }
+                            }
+                            let _ = to.shutdown(Shutdown::Both);
+                            let _ = from.shutdown(Shutdown::Both);
+                        });
+                    }
+                    open.push(client);
+                    open.push(server);
+                }
+                Err(_) => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+    for s in open {
+        let _ = s.shutdown(Shutdown::Both);
+    }
 }

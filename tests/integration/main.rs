@@ -29,6 +29,7 @@ mod http1;
 mod interop;
 mod load;
 mod metrics;
+mod nats;
 mod ops;
 mod ports;
 mod takeover;
