@@ -9,6 +9,9 @@
 #   - rabbitmq-server (apt-get, as root on Debian), started on 127.0.0.1:5672 by
 #     scripts/rabbitmq.sh for the AMQP tests (TUSRING_REQUIRE_AMQP=1: they must run);
 #   - tus-js-client into tests/interop/node_modules (npm ci, from package-lock.json).
+#   - redis-server (apt-get, as root on Debian) for the Redis and several-node tests, which
+#     start private servers of their own on free loopback ports (TUSRING_REQUIRE_REDIS=1:
+#     they must run, not skip).
 #   - for the headless-browser test: uppy and playwright-core (same npm ci), and Debian's
 #     chromium with apt-get (as root on Debian) when /usr/bin/chromium is missing.
 # Then it runs `cargo build`, checks the systemd units with `systemd-analyze verify` (and
@@ -160,6 +163,23 @@ step "rabbitmq: a broker on 127.0.0.1:5672 for the AMQP tests"
 bash scripts/rabbitmq.sh start
 export TUSRING_AMQP_URL="amqp://guest:guest@127.0.0.1:5672"
 export TUSRING_REQUIRE_AMQP=1
+
+# ------------------------------------------- redis-server for the Redis and node tests
+# Only the binary: each test starts its own server on 127.0.0.1 and a free port, in its
+# temporary directory, and stops it (tests/integration/redisd.rs).
+step "redis: redis-server for the Redis and several-node tests"
+if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "redis-server is missing; installing it with apt-get"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server
+    else
+        echo "redis-server is required (install the Debian package redis-server)" >&2
+        exit 1
+    fi
+fi
+redis-server --version
+export TUSRING_REQUIRE_REDIS=1
 
 step "cargo test (unit, integration with real clients, doc)"
 export TUSRING_REQUIRE_INTEROP=1
