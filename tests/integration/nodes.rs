@@ -193,6 +193,130 @@ fn a_node_killed_holding_an_upload_blocks_it_no_longer_than_the_lock_expiry() {
     assert_bytes_eq(&b.read_data(&id), &data, "after the kill");
 }
 
+/// Waits (up to `within`) until `/ready` of `d` answers `want`.
+fn ready_is(d: &Daemon, want: u16, within: Duration) -> bool {
+    eventually(within, || d.send(&Req::new("GET", "/ready")).status == want)
+}
+
+/// Redis stopped while node A holds an upload, then started again: A cannot renew its
+/// lock, so it lets go within the lock expiry (keeping the bytes it got) before the
+/// lock could lapse in Redis and B write too; both nodes answer 503 and are not ready
+/// while Redis is away; once it is back both serve again by themselves, B resumes the
+/// upload at the offset of the bytes on disk, and a takeover across nodes works again
+/// (A listens for release requests on a new subscription).
+#[test]
+fn redis_restarted_under_two_nodes_loses_nothing_and_takeover_works_again() {
+    let tmp = TempDir::new("nodes-redis-restart");
+    let Some(mut redis) = Redis::start(&tmp) else {
+        return;
+    };
+    const EXPIRY: Duration = Duration::from_secs(2);
+    let (a, b) = two_nodes(&tmp, &redis, &["--redis-lock-expiration", "2"]);
+    assert!(ready_is(&a, 200, Duration::from_secs(10)), "A ready");
+    assert!(ready_is(&b, 200, Duration::from_secs(10)), "B ready");
+    let data = random_bytes(1640, LEN);
+    let id = a.create(LEN as u64);
+    let mut old = hold(&a, &b, &id, &data);
+
+    redis.stop();
+    let stopped = Instant::now();
+    // A's lock can no longer be renewed: its request lets go before the lock could
+    // have expired in Redis, and says it could not save the record.
+    let r = old
+        .read_next_within(EXPIRY + Duration::from_secs(3))
+        .expect("the held PATCH answers once its lock cannot be renewed");
+    let let_go = stopped.elapsed();
+    eprintln!(
+        "A let go {let_go:?} after Redis stopped: {} {:?}",
+        r.status,
+        r.header("Retry-After")
+    );
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("Retry-After"), Some("1"), "{r:?}");
+    assert!(let_go < EXPIRY + Duration::from_millis(500), "{let_go:?}");
+    old.assert_closed(Duration::from_secs(5), "the held PATCH");
+    assert_eq!(
+        std::fs::metadata(a.data_path(&id)).unwrap().len(),
+        SENT as u64,
+        "every byte A got is on the shared disk"
+    );
+    for (name, d) in [("A", &a), ("B", &b)] {
+        let h = d.head(&id);
+        assert_eq!(h.status, 503, "{name}: {h:?}");
+        assert_eq!(h.header("Retry-After"), Some("1"), "{name}: {h:?}");
+        assert!(ready_is(d, 503, Duration::from_secs(5)), "{name} not ready");
+    }
+
+    redis.spawn();
+    let back = Instant::now();
+    assert!(ready_is(&a, 200, Duration::from_secs(10)), "A ready again");
+    assert!(ready_is(&b, 200, Duration::from_secs(10)), "B ready again");
+    eprintln!(
+        "both nodes ready {:?} after Redis came back",
+        back.elapsed()
+    );
+    assert_eq!(b.offset(&id), SENT as u64, "nothing A stored was lost");
+
+    let r = b.patch(&id, SENT as u64, &data[SENT..]);
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_bytes_eq(&a.read_data(&id), &data, "after Redis restarted");
+
+    // A takeover across nodes works again: A heard B's release request.
+    let id = a.create(LEN as u64);
+    let mut old = hold(&a, &b, &id, &data);
+    let started = Instant::now();
+    let r = b.patch(&id, SENT as u64, &data[SENT..]);
+    let took = started.elapsed();
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(took < TAKEOVER_WAIT, "took {took:?}");
+    assert_old_was_stopped(&mut old, "after Redis restarted");
+    assert_bytes_eq(&b.read_data(&id), &data, "taken over after Redis restarted");
+}
+
+/// Redis frozen (SIGSTOP: connections open, nothing answered, as a network partition
+/// between the node and Redis looks) while node A holds an upload with a short lock
+/// expiry: A's renewal hangs, yet A lets go before the lock could expire in Redis, so a
+/// node that still reached Redis could never write the upload at the same time as A.
+#[test]
+fn a_node_cut_off_from_redis_lets_go_before_its_lock_could_expire() {
+    let tmp = TempDir::new("nodes-cut-off");
+    let Some(redis) = Redis::start(&tmp) else {
+        return;
+    };
+    const EXPIRY: Duration = Duration::from_secs(2);
+    let (a, b) = two_nodes(&tmp, &redis, &["--redis-lock-expiration", "2"]);
+    let data = random_bytes(1650, LEN);
+    let id = a.create(LEN as u64);
+    let mut old = hold(&a, &b, &id, &data);
+    // Renewals have run: the lock lives on them.
+    std::thread::sleep(EXPIRY);
+    assert_eq!(metric(&a, "tusring_redis_locks_lost_total"), 0);
+    redis.freeze();
+    let frozen = Instant::now();
+    // The moment A gives the lock up and stops its request (counted as a lost lock).
+    let lost = eventually(EXPIRY * 3, || {
+        metric(&a, "tusring_redis_locks_lost_total") == 1
+    });
+    let let_go = frozen.elapsed();
+    let r = old.read_next_within(Duration::from_secs(5));
+    redis.thaw();
+    assert!(lost, "A never gave its lock up");
+    eprintln!("A let go {let_go:?} after Redis froze");
+    // Renewed last no later than the freeze, the lock lives in Redis at least the expiry
+    // after it: A must have stopped by then.
+    assert!(
+        let_go < EXPIRY,
+        "A let go {let_go:?} after the freeze: its lock could have expired already"
+    );
+    // Its answer waits for the record (Redis frozen): 503, every byte it got kept.
+    let r = r.expect("the held PATCH answers");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        std::fs::metadata(a.data_path(&id)).unwrap().len(),
+        SENT as u64
+    );
+}
+
 fn python() -> Option<PathBuf> {
     crate::interop::python()
 }

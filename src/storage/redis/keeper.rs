@@ -279,24 +279,38 @@ async fn pause(d: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
 async fn renewer(inner: &Inner, conn: &RedisConn, mut stopped: watch::Receiver<bool>) {
     let ttl_ms = inner.lock_expiry.as_millis() as u64;
     while pause(renew_period(inner.lock_expiry), &mut stopped).await {
-        let snapshot: Vec<(Uuid, String)> = inner
+        let snapshot: Vec<(Uuid, String, Instant)> = inner
             .held_map()
             .iter()
-            .map(|(id, h)| (*id, h.token.clone()))
+            .map(|(id, h)| (*id, h.token.clone(), h.renewed))
             .collect();
         for batch in snapshot.chunks(BATCH) {
             let sent = Instant::now();
             let mut inv = inner.renew.prepare_invoke();
             inv.arg(ttl_ms);
-            for (id, token) in batch {
+            for (id, token, _) in batch {
                 inv.key(lock_key(id)).arg(token.as_str());
             }
             let inv = &inv;
-            let got = conn
-                .call("renew locks", Retry::Once, |mut c| async move {
-                    inv.invoke_async::<Vec<i64>>(&mut c).await
-                })
-                .await;
+            // A renewal that hangs (Redis frozen, or cut off) must not keep the check
+            // below from running before a lock of the batch is presumed lost: the call
+            // is given up then, however long its own timeout.
+            let give_up = batch
+                .iter()
+                .map(|(_, _, renewed)| protocol::lost_at(*renewed, inner.lock_expiry))
+                .min()
+                .unwrap_or(sent);
+            let call = conn.call("renew locks", Retry::Once, |mut c| async move {
+                inv.invoke_async::<Vec<i64>>(&mut c).await
+            });
+            let got = match tokio::time::timeout_at(give_up.into(), call).await {
+                Ok(got) => got,
+                Err(_) => Err(super::conn::CallError::Timeout),
+            };
+            let batch: Vec<(Uuid, String)> = batch
+                .iter()
+                .map(|(id, token, _)| (*id, token.clone()))
+                .collect();
             match got {
                 Ok(results) if results.len() == batch.len() => {
                     crate::metrics::REDIS_RENEWALS.fetch_add(batch.len() as u64, Ordering::Relaxed);

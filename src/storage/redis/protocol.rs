@@ -12,7 +12,7 @@
 //!   [`RELEASE_CHANNEL`]; the node whose token it is asks its holder to let go.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The pub/sub channel of release requests (one for all uploads: they are rare, one per
@@ -191,6 +191,12 @@ pub fn presumed_lost(since: Duration, lock_expiry: Duration) -> bool {
     since >= lock_expiry * 2 / 3
 }
 
+/// When a lock last renewed (or taken) at `renewed` is [`presumed_lost`]: a renewal
+/// still waiting for Redis then is given up, so the holder is stopped in time.
+pub fn lost_at(renewed: Instant, lock_expiry: Duration) -> Instant {
+    renewed + lock_expiry * 2 / 3
+}
+
 /// Whether a record's data `path` may be used: an absolute path inside `data_dir`,
 /// without `.` or `..` components. A record in Redis can be written by anyone who can
 /// reach Redis, a wider door than a local info directory, so a path elsewhere (another
@@ -269,6 +275,11 @@ mod tests {
         // Two renewals may fail (2 s, 4 s); at 4 s the holder is told to stop.
         assert!(!presumed_lost(Duration::from_millis(3999), ttl));
         assert!(presumed_lost(Duration::from_secs(4), ttl));
+        // A renewal still waiting then is given up at that same moment.
+        let renewed = Instant::now();
+        let at = lost_at(renewed, ttl);
+        assert!(presumed_lost(at - renewed, ttl));
+        assert!(!presumed_lost(at - renewed - Duration::from_millis(1), ttl));
         assert_eq!(
             waiter_expiry(Duration::from_secs(1), Duration::from_secs(1)),
             Duration::from_secs(2)
