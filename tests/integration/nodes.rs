@@ -255,6 +255,7 @@ fn redis_restarted_under_two_nodes_loses_nothing_and_takeover_works_again() {
         "both nodes ready {:?} after Redis came back",
         back.elapsed()
     );
+    crate::redis::every_core_reconnects();
     assert_eq!(b.offset(&id), SENT as u64, "nothing A stored was lost");
 
     let r = b.patch(&id, SENT as u64, &data[SENT..]);

@@ -36,6 +36,14 @@ fn ready_becomes(d: &Daemon, want: u16, within: Duration) -> Response {
     last
 }
 
+/// After a failed connect, a core's calls fail at once (503) for the reconnect pause
+/// (250 ms, `storage::redis::conn::RECONNECT_PAUSE`), so once one core answers again
+/// another may still answer 503 with `Retry-After` for that long, as a client retrying
+/// would see. Waits it out, so that every core connects on its next call.
+pub fn every_core_reconnects() {
+    std::thread::sleep(Duration::from_millis(250 + 150));
+}
+
 /// A record exactly as rustus writes it (field order, compact JSON).
 fn rustus_record(id: &str, offset: u64, length: u64, path: &str, created_at: i64) -> String {
     format!(
@@ -210,6 +218,7 @@ fn redis_stopped_or_frozen_gives_503_and_loses_nothing() {
         "served again after Redis came back"
     );
     eprintln!("served again {:?} after Redis came back", back.elapsed());
+    every_core_reconnects();
     assert_eq!(d.offset(&id), 600_000, "nothing stored was lost");
     assert_eq!(ready_becomes(&d, 200, Duration::from_secs(5)).status, 200);
 
@@ -253,6 +262,7 @@ fn starts_while_redis_is_down_and_serves_when_it_comes() {
     redis.spawn();
     let r = ready_becomes(&d, 200, Duration::from_secs(10));
     assert_eq!(r.status, 200, "{r:?}");
+    every_core_reconnects();
     let id = d.create(5);
     assert_eq!(d.patch(&id, 0, b"abcde").status, 204);
     assert!(record(&redis, &id)["offset"] == 5);
