@@ -8,6 +8,14 @@
 # Servers (each measured with the same scenarios, one at a time, started fresh for each
 # measurement on 127.0.0.1 and stopped after it):
 #   tusring-w1, tusring-w2  this repository's tusring, --workers 1 and --workers 2
+#   redis-w1, redis-w2      this tusring with its records and locks in Redis
+#                           (--info-storage redis-info-storage), --workers 1 and 2:
+#                           against tusring-wN, the cost of Redis records in the same
+#                           run; needs redis-server ($REDIS_SERVER_BIN or on PATH;
+#                           `--install` apt-installs it), of which the run starts one of
+#                           its own on 127.0.0.1 and a free port (no persistence), emptied
+#                           (FLUSHALL) before each measurement; its CPU counts as the
+#                           server's
 #   base-w1, base-w2        another tusring build, $TUSRING_BASE_BIN (e.g. the commit
 #                           before a change, built in a separate directory), with the
 #                           same flags: a before/after comparison in the same run
@@ -104,6 +112,16 @@ log() { printf '%s\n' "$*" >&2; }
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 # ------------------------------------------------------------------------------ setup
+if [ "$INSTALL" = 1 ] && ! command -v "${REDIS_SERVER_BIN:-redis-server}" >/dev/null; then
+    step "apt-get install redis-server"
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -q >&2 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            redis-server >&2 || log "could not install redis-server; redis-wN are skipped"
+    else
+        log "--install needs root and apt-get; redis-wN are skipped"
+    fi
+fi
 if [ "$INSTALL" = 1 ] && ! command -v iperf3 >/dev/null; then
     step "apt-get install iperf3"
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -145,10 +163,17 @@ fi
 RUSTUS="${RUSTUS_BIN:-$(command -v rustus || true)}"
 TUSD="${TUSD_BIN:-$(command -v tusd || true)}"
 IPERF3="$(command -v iperf3 || true)"
+REDIS_SERVER="${REDIS_SERVER_BIN:-$(command -v redis-server || true)}"
+REDIS_CLI="$(command -v redis-cli || true)"
 
 # The servers, in table order; each only when it is there.
 ALL=(tusring-w1 tusring-w2)
 SKIPPED=()
+if [ -n "$REDIS_SERVER" ] && [ -x "$REDIS_SERVER" ] && [ -n "$REDIS_CLI" ]; then
+    ALL+=(redis-w1 redis-w2)
+else
+    SKIPPED+=("redis-wN: redis-server and redis-cli not found (--install installs them)")
+fi
 TUSRING_BASE="${TUSRING_BASE_BIN:-}"
 if [ -n "$TUSRING_BASE" ]; then
     if [ -x "$TUSRING_BASE" ]; then ALL+=(base-w1 base-w2); else SKIPPED+=("base: $TUSRING_BASE is not executable"); fi
@@ -192,11 +217,16 @@ RAW="$WORK/raw.tsv"
 NOTES=()
 
 SRV_PID=""
+REDIS_PID=""
 cleanup() {
     local rc=$?
     if [ -n "$SRV_PID" ]; then
         kill -TERM "$SRV_PID" 2>/dev/null || true
         wait "$SRV_PID" 2>/dev/null || true
+    fi
+    if [ -n "$REDIS_PID" ]; then
+        kill -TERM "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
     fi
     # Deleting last: what the run kept goes at once, after the last measurement.
     rm -rf "$DATA" "$WORK"
@@ -231,6 +261,25 @@ wait_port() {
     return 1
 }
 
+# The run's own Redis (for redis-wN), started on first use: 127.0.0.1, a free port, no
+# persistence, its files in $WORK. Sets REDIS_PID and REDIS_PORT.
+start_redis() {
+    [ -z "$REDIS_PID" ] || return 0
+    REDIS_PORT="$(free_port)"
+    mkdir -p "$WORK/redis"
+    "$REDIS_SERVER" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+        --daemonize no --dir "$WORK/redis" >"$WORK/redis/log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 200); do
+        "$REDIS_CLI" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+        kill -0 "$REDIS_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "redis-server did not start; its log:"
+    cat "$WORK/redis/log" >&2 || true
+    return 1
+}
+
 # start_server NAME DIR: starts NAME on a free port with its data in DIR; sets SRV_PID,
 # SRV_PORT, SRV_URL and SRV_LOG. Tries three ports before giving up.
 start_server() {
@@ -258,6 +307,14 @@ start_server_once() {
             "$TUSRING" --host 127.0.0.1 --port "$port" --workers "${name#tusring-w}" \
                 --data-dir "$dir" --info-dir "$dir" --log-level ERROR >"$SRV_LOG" 2>&1 &
             ;;
+        redis-w1|redis-w2)
+            start_redis || return 1
+            "$REDIS_CLI" -p "$REDIS_PORT" flushall >/dev/null
+            "$TUSRING" --host 127.0.0.1 --port "$port" --workers "${name#redis-w}" \
+                --data-dir "$dir" --info-storage redis-info-storage \
+                --info-db-dsn "redis://127.0.0.1:$REDIS_PORT/0" --log-level ERROR \
+                >"$SRV_LOG" 2>&1 &
+            ;;
         base-w1|base-w2)
             "$TUSRING_BASE" --host 127.0.0.1 --port "$port" --workers "${name#base-w}" \
                 --data-dir "$dir" --info-dir "$dir" --log-level ERROR >"$SRV_LOG" 2>&1 &
@@ -283,6 +340,7 @@ start_server_once() {
             ;;
     esac
     SRV_PID=$!
+    SRV_NAME="$name"
     SRV_PORT="$port"
     SRV_STUCK=""
     if ! wait_port "$port" "$SRV_PID"; then
@@ -295,6 +353,13 @@ start_server_once() {
 
 stop_server() {
     [ -n "$SRV_PID" ] || return 0
+    # redis-wN must have kept its records in Redis, not on disk.
+    case "$SRV_NAME" in
+        redis-w*)
+            [ "$("$REDIS_CLI" -p "$REDIS_PORT" dbsize 2>/dev/null || echo 0)" -gt 0 ] ||
+                NOTES+=("$SRV_NAME: no key in Redis after a measurement")
+            ;;
+    esac
     kill -TERM "$SRV_PID" 2>/dev/null || true
     for _ in $(seq 1 100); do
         kill -0 "$SRV_PID" 2>/dev/null || break
@@ -307,6 +372,18 @@ stop_server() {
 
 # CPU ticks (utime+stime, all threads) of process $1.
 proc_cpu() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# CPU ticks of the server under test: with redis-wN, tusring's plus the run's Redis's.
+server_cpu() {
+    local t r
+    t="$(proc_cpu "$SRV_PID")" || return 1
+    case "$SRV_NAME" in
+        redis-w*)
+            r="$(proc_cpu "$REDIS_PID")" || return 1
+            echo $((t + r))
+            ;;
+        *) echo "$t" ;;
+    esac
+}
 # CPU ticks of this shell's waited-for children (the clients).
 children_cpu() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 # Busy ticks of the whole machine (user, nice, system, steal; not idle, iowait, irq).
@@ -320,9 +397,9 @@ now() { date +%s.%N; }
 measured() {
     local out="$1"; shift
     local s0 c0 b0 t0 s1 c1 b1 t1 rc=0
-    s0="$(proc_cpu "$SRV_PID")" c0="$(children_cpu)" b0="$(machine_busy)" t0="$(now)"
+    s0="$(server_cpu)" c0="$(children_cpu)" b0="$(machine_busy)" t0="$(now)"
     "$@" >"$out" 2>&1 || rc=$?
-    s1="$(proc_cpu "$SRV_PID" 2>/dev/null || echo "$s0")"
+    s1="$(server_cpu 2>/dev/null || echo "$s0")"
     c1="$(children_cpu)" b1="$(machine_busy)" t1="$(now)"
     read -r M_SERVER M_CLIENT M_WALL M_OTHER < <(awk -v s0="$s0" -v s1="$s1" -v c0="$c0" \
         -v c1="$c1" -v b0="$b0" -v b1="$b1" -v t0="$t0" -v t1="$t1" -v tck="$TCK" 'BEGIN {
@@ -631,6 +708,10 @@ summary() {
 version_of() {
     case "$1" in
         tusring-w1|tusring-w2) echo "$("$TUSRING" --version 2>&1 | head -n 1) ($TUSRING)" ;;
+        redis-w1|redis-w2)
+            echo "$("$TUSRING" --version 2>&1 | head -n 1) ($TUSRING)," \
+                "$("$REDIS_SERVER" --version 2>&1 | head -n 1 | awk '{print $1, $2, $3}')"
+            ;;
         base-w1|base-w2) echo "$("$TUSRING_BASE" --version 2>&1 | head -n 1) ($TUSRING_BASE)" ;;
         rustus) "$RUSTUS" --version 2>&1 | head -n 1 ;;
         tusd) "$TUSD" -version 2>&1 | grep -m1 -i version || echo "tusd (version unknown)" ;;
@@ -668,7 +749,9 @@ mkdir -p "$(dirname "$OUT")"
     echo "Parameters: $REPEATS repeats per measurement, servers in rotating order, each started"
     echo "fresh on 127.0.0.1; big = one $BIG_SIZE PATCH; small = $SMALL_SIZE creation-with-upload"
     echo "for $SMALL_DUR after $SMALL_WARM of warm-up; hold = $HOLD_UPLOADS uploads of $HOLD_SIZE,"
-    echo "$HOLD_PIECE every $HOLD_INTERVAL. tusring-wN and base-wN: \`--workers N\`; rustus: \`-w 2 -m 2000000000\`."
+    echo "$HOLD_PIECE every $HOLD_INTERVAL. tusring-wN and base-wN: \`--workers N\`; redis-wN: \`--workers N\` with"
+    echo "\`--info-storage redis-info-storage\` on a loopback redis-server of the run's own (its CPU counted as the server's);"
+    echo "rustus: \`-w 2 -m 2000000000\`."
     echo "Ratios: this server's median / tusring-w2's median (for p99, CPU and RSS lower is better)."
     echo "A run is disturbed when other processes used more than $OTHER_MAX cores during it."
     echo

@@ -11,6 +11,9 @@
 #   - nats-server (apt-get, as root on Debian) for the NATS tests, each of which starts
 #     its own server on a free loopback port (TUSRING_REQUIRE_NATS=1: they must run);
 #   - tus-js-client into tests/interop/node_modules (npm ci, from package-lock.json).
+#   - redis-server (apt-get, as root on Debian) for the Redis and several-node tests, which
+#     start private servers of their own on free loopback ports (TUSRING_REQUIRE_REDIS=1:
+#     they must run, not skip).
 #   - for the headless-browser test: uppy and playwright-core (same npm ci), and Debian's
 #     chromium with apt-get (as root on Debian) when /usr/bin/chromium is missing.
 # Then it runs `cargo build`, checks the systemd units with `systemd-analyze verify` (and
@@ -184,6 +187,23 @@ NATS_BIN="$(command -v nats-server || echo /usr/sbin/nats-server)"
 "$NATS_BIN" --version
 export TUSRING_NATS_SERVER="$NATS_BIN"
 export TUSRING_REQUIRE_NATS=1
+
+# ------------------------------------------- redis-server for the Redis and node tests
+# Only the binary: each test starts its own server on 127.0.0.1 and a free port, in its
+# temporary directory, and stops it (tests/integration/redisd.rs).
+step "redis: redis-server for the Redis and several-node tests"
+if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "redis-server is missing; installing it with apt-get"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server
+    else
+        echo "redis-server is required (install the Debian package redis-server)" >&2
+        exit 1
+    fi
+fi
+redis-server --version
+export TUSRING_REQUIRE_REDIS=1
 
 step "cargo test (unit, integration with real clients, doc)"
 export TUSRING_REQUIRE_INTEROP=1

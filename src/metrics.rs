@@ -324,6 +324,40 @@ fn duration_bucket(secs: f64) -> Option<usize> {
     DURATION_BUCKETS.iter().position(|&b| secs <= b)
 }
 
+/// Upper bounds of the Redis call latency buckets, in seconds.
+pub const REDIS_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Redis calls made (records, locks, renewals, releases, probes), failed or not.
+pub static REDIS_CALLS: AtomicU64 = AtomicU64::new(0);
+/// Redis calls that failed: no connection, no reply in time, or an error reply.
+pub static REDIS_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Redis connections attempted (each runtime connects lazily, and again after a failure).
+pub static REDIS_CONNECTS: AtomicU64 = AtomicU64::new(0);
+/// Upload locks renewed in Redis.
+pub static REDIS_RENEWALS: AtomicU64 = AtomicU64::new(0);
+/// Upload locks found lost (expired, taken, or not renewable in time): their holder was
+/// asked to stop.
+pub static REDIS_LOCKS_LOST: AtomicU64 = AtomicU64::new(0);
+/// Release requests this node published for uploads another node held.
+pub static REDIS_RELEASES_ASKED: AtomicU64 = AtomicU64::new(0);
+/// Release requests from other nodes for uploads this node held.
+pub static REDIS_RELEASES_HEARD: AtomicU64 = AtomicU64::new(0);
+static REDIS_LATENCY: Histogram<12> = Histogram::new();
+
+/// Records one Redis call: how long it took (waiting for a connection included) and
+/// whether it failed.
+pub fn redis_call(took: Duration, failed: bool) {
+    REDIS_CALLS.fetch_add(1, Relaxed);
+    if failed {
+        REDIS_ERRORS.fetch_add(1, Relaxed);
+    }
+    let secs = took.as_secs_f64();
+    let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
+    REDIS_LATENCY.observe(REDIS_BUCKETS.iter().position(|&b| secs <= b), micros);
+}
+
 /// Records one answered request, spoken in `protocol`.
 pub fn request(
     endpoint: Endpoint,
@@ -674,7 +708,66 @@ pub fn render(base: &str, g: &Gauges) -> String {
     }
     render_hook_counters(&mut out);
     crate::hooks::render_transport_metrics(&mut out);
+    render_redis(&mut out);
     out
+}
+
+/// The Redis counters and the call latency (all zero with file records).
+fn render_redis(out: &mut String) {
+    counters(
+        out,
+        &[
+            (
+                "tusring_redis_calls_total",
+                "Redis calls (records, locks, renewals, releases, probes), failed or not.",
+                &REDIS_CALLS,
+            ),
+            (
+                "tusring_redis_errors_total",
+                "Redis calls that failed: no connection, no reply in time, or an error reply.",
+                &REDIS_ERRORS,
+            ),
+            (
+                "tusring_redis_connects_total",
+                "Redis connections attempted, reconnects included.",
+                &REDIS_CONNECTS,
+            ),
+            (
+                "tusring_redis_lock_renewals_total",
+                "Upload locks renewed in Redis.",
+                &REDIS_RENEWALS,
+            ),
+            (
+                "tusring_redis_locks_lost_total",
+                "Upload locks found lost (expired, taken, or not renewable in time); their holder was stopped.",
+                &REDIS_LOCKS_LOST,
+            ),
+            (
+                "tusring_redis_release_requests_sent_total",
+                "Release requests published for uploads another node held.",
+                &REDIS_RELEASES_ASKED,
+            ),
+            (
+                "tusring_redis_release_requests_heard_total",
+                "Release requests from other nodes for uploads this node held.",
+                &REDIS_RELEASES_HEARD,
+            ),
+        ],
+    );
+    header(
+        out,
+        "tusring_redis_call_seconds",
+        "histogram",
+        "Redis call latency, waiting for a connection included.",
+    );
+    histogram(
+        out,
+        "tusring_redis_call_seconds",
+        "",
+        &REDIS_BUCKETS,
+        &REDIS_LATENCY,
+        1e-6,
+    );
 }
 
 /// Unlabelled counters: (name, help, value).

@@ -12,9 +12,9 @@ use super::row::{put, Flag, Section};
 use super::validated::default_workers;
 use super::values::{
     check_dir_structure, non_empty_path, normalize_url, parse_bool, parse_count, parse_expiration,
-    parse_header_names, parse_hook_urls, parse_host, parse_info_storage, parse_list, parse_port,
-    parse_secs, parse_size, parse_size_within, parse_storage, parse_uring_entries, parse_workers,
-    Extensions, LogFormat, LogLevel,
+    parse_header_names, parse_hook_urls, parse_host, parse_info_storage, parse_list,
+    parse_lock_expiration, parse_port, parse_redis_dsn, parse_secs, parse_size, parse_size_within,
+    parse_storage, parse_uring_entries, parse_workers, Extensions, LogFormat, LogLevel,
 };
 use super::ConfigError;
 use crate::hooks::{amqp, nats};
@@ -306,9 +306,18 @@ const STORAGE: &[Flag] = &[
     Flag::value("info-storage", "RUSTUS_INFO_STORAGE", "NAME")
         .short('i')
         .default("file-info-storage")
-        .help("Info storage; only file-info-storage is supported")
-        .doc("only `file-info-storage`")
-        .example("file-info-storage")
+        .help("Info storage: file-info-storage or redis-info-storage")
+        .doc(
+            "`file-info-storage` (`<id>.info` files in `--info-dir`) or `redis-info-storage` \
+             (one key per upload in `--info-db-dsn`, rustus's key and JSON; the upload locks \
+             are then held in Redis too, so several nodes can share the uploads: see \
+             [Several nodes](#several-nodes))",
+        )
+        .env_note(
+            "redis-info-storage keeps the records, and the upload locks, in Redis \
+             (RUSTUS_INFO_DB_DSN): several nodes can then serve one data directory.",
+        )
+        .example("redis-info-storage")
         .parse(|c, v| put(&mut c.info_storage, parse_info_storage(v))),
     Flag::value("info-dir", "RUSTUS_INFO_DIR", "DIR")
         .default("./data")
@@ -318,6 +327,45 @@ const STORAGE: &[Flag] = &[
         .env_sample("/var/lib/tusring/data")
         .example("/srv/i")
         .parse_path(|c, v| put(&mut c.info_dir, non_empty_path(v))),
+    Flag::value("info-db-dsn", "RUSTUS_INFO_DB_DSN", "DSN")
+        .unset("none")
+        .help("Redis for redis-info-storage: redis://[user:pass@]host:port/db")
+        .doc(
+            "with `redis-info-storage` (required there): \
+             `redis://[user:password@]host[:port][/db]`, or `redis+unix:///path/to/socket`",
+        )
+        .env_sample("redis://127.0.0.1:6379/0")
+        .example("redis://10.0.0.5:6380/2")
+        .parse(|c, v| put(&mut c.info_db_dsn, parse_redis_dsn(v).map(Some))),
+    Flag::value(
+        "redis-info-expiration",
+        "RUSTUS_REDIS_INFO_EXPIRATION",
+        "SECS",
+    )
+    .unset("never")
+    .help("Expire Redis records this many seconds after their last write")
+    .doc(
+        "with `redis-info-storage`: each record is written with `SET … EX <secs>`, so \
+             it expires that long after its last write (every PATCH writes it), as rustus; \
+             the data file stays (use the `expiration` extension to remove unfinished \
+             uploads)",
+    )
+    .example("3600")
+    .parse(|c, v| put(&mut c.redis_info_expiration, parse_expiration(v).map(Some))),
+    Flag::value(
+        "redis-lock-expiration",
+        "RUSTUS_REDIS_LOCK_EXPIRATION",
+        "SECS",
+    )
+    .default("5")
+    .help("A Redis upload lock lives this long unless its node renews it")
+    .doc(
+        "with `redis-info-storage`: an upload lock in Redis lives this long unless its \
+             node renews it (every third of it while held), so a node that dies holding \
+             uploads blocks them no longer than this; 1 to 3600 s",
+    )
+    .example("2.5")
+    .parse(|c, v| put(&mut c.redis_lock_expiration, parse_lock_expiration(v))),
 ];
 
 const TIMEOUTS: &[Flag] = &[
@@ -742,7 +790,6 @@ const fn unsupported(long: &'static str, feature: &'static str) -> Unsupported {
 }
 
 const S3: &str = "S3 storage";
-const INFO: &str = "Redis info storage";
 const SENTRY: &str = "Sentry";
 const AMQP: &str = "AMQP hooks";
 const KAFKA: &str = "Kafka hooks";
@@ -764,8 +811,6 @@ pub(super) const UNSUPPORTED: &[Unsupported] = &[
     unsupported("s3-headers", S3),
     unsupported("s3-force-path-style", S3),
     unsupported("s3-concat-concurrent-downloads", S3),
-    unsupported("info-db-dsn", INFO),
-    unsupported("redis-info-expiration", INFO),
     unsupported("sentry-dsn", SENTRY),
     unsupported("sentry-sample-rate", SENTRY),
     unsupported("hooks-kafka-urls", KAFKA),

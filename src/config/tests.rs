@@ -912,15 +912,67 @@ fn unsupported_storages() {
     let e = error_of(&[], &[("RUSTUS_STORAGE", "s3")], None);
     assert!(e.message.contains("RUSTUS_STORAGE (--storage)"), "{e}");
 
-    let e = err(&["--info-storage", "redis-info-storage"]);
-    assert_eq!(e.flag, "--info-storage");
-    assert!(e.message.contains("not supported by tusring"), "{e}");
     let e = err(&["-i", "db-info-storage"]);
+    assert_eq!(e.flag, "--info-storage");
     assert!(
         e.message.contains("Unknown info storage 'db-info-storage'"),
         "{e}"
     );
-    assert!(e.message.contains("file-info-storage"));
+    assert!(e.message.contains("file-info-storage, redis-info-storage"));
+}
+
+#[test]
+fn redis_info_storage_flags() {
+    let c = cfg(&[]);
+    assert_eq!(c.info_storage, "file-info-storage");
+    assert_eq!(c.info_db_dsn, None);
+    assert_eq!(c.redis_info_expiration, None);
+    assert_eq!(c.redis_lock_expiration, Duration::from_secs(5));
+    // rustus's flags and variables.
+    let c = config_of(
+        &[],
+        &[
+            ("RUSTUS_INFO_STORAGE", "redis-info-storage"),
+            ("RUSTUS_INFO_DB_DSN", "redis://user:pw@10.0.0.5:6380/2"),
+            ("RUSTUS_REDIS_INFO_EXPIRATION", "3600"),
+        ],
+        None,
+    );
+    assert_eq!(c.info_storage, "redis-info-storage");
+    assert_eq!(
+        c.info_db_dsn.as_deref(),
+        Some("redis://user:pw@10.0.0.5:6380/2")
+    );
+    assert_eq!(c.redis_info_expiration, Some(Duration::from_secs(3600)));
+    let c = cfg(&[
+        "-i",
+        "redis-info-storage",
+        "--info-db-dsn",
+        "redis+unix:///run/redis.sock",
+        "--redis-lock-expiration",
+        "2.5",
+    ]);
+    assert_eq!(
+        c.info_db_dsn.as_deref(),
+        Some("redis+unix:///run/redis.sock")
+    );
+    assert_eq!(c.redis_lock_expiration, Duration::from_millis(2500));
+    // Refused with the reason.
+    for (args, says) in [
+        (
+            &["--info-db-dsn", "localhost:6379"][..],
+            "expected a Redis URL",
+        ),
+        (&["--info-db-dsn", "rediss://h/0"], "TLS"),
+        (&["--redis-info-expiration", "0"], "greater than 0"),
+        (&["--redis-info-expiration", "1.5"], "whole seconds"),
+        (&["--redis-lock-expiration", "0.5"], "between 1 and 3600"),
+        (&["--redis-lock-expiration", "3601"], "between 1 and 3600"),
+    ] {
+        let e = err(args);
+        assert_eq!(e.flag, args[0], "{args:?}");
+        assert!(e.message.contains(says), "{args:?}: {e}");
+    }
 }
 
 #[test]
@@ -955,8 +1007,6 @@ fn unsupported_flags_error_by_name() {
     for flag in [
         "--s3-url",
         "--s3-force-path-style",
-        "--info-db-dsn",
-        "--redis-info-expiration",
         "--sentry-dsn",
         "--sentry-sample-rate",
         "--hooks-kafka-urls",
@@ -982,7 +1032,6 @@ fn env_of_unsupported_features_is_ignored() {
     let env = [
         ("RUSTUS_S3_URL", "https://s3.example"),
         ("RUSTUS_SENTRY_DSN", "https://key@sentry.example/1"),
-        ("RUSTUS_INFO_DB_DSN", "redis://localhost/0"),
         ("RUSTUS_HOOKS_KAFKA_URLS", "a:1"),
     ];
     let dotenv = "RUSTUS_HOOKS_KAFKA_TOPIC=x\nRUSTUS_HOOKS_KAFKA_PREFIX=x\n";

@@ -70,8 +70,16 @@ pub struct Config {
     pub dir_structure: String,
     /// `--force-fsync`: `fdatasync` the data file after every chunk.
     pub force_fsync: bool,
-    /// `-i/--info-storage`: always `file-info-storage`.
+    /// `-i/--info-storage`: `file-info-storage` or `redis-info-storage`.
     pub info_storage: String,
+    /// `--info-db-dsn`: the Redis URL of `redis-info-storage` (required there).
+    pub info_db_dsn: Option<String>,
+    /// `--redis-info-expiration`: records are written with `EX` this many (whole)
+    /// seconds; `None`: they never expire.
+    pub redis_info_expiration: Option<Duration>,
+    /// `--redis-lock-expiration`: how long a Redis upload lock lives unless its node
+    /// renews it. In `[1 s, MAX_LOCK_EXPIRATION_SECS]`.
+    pub redis_lock_expiration: Duration,
     /// `--info-dir`: where `<id>.info` records go. Never empty.
     pub info_dir: PathBuf,
     /// `--shutdown-timeout`: grace period for in-flight requests after SIGTERM.
@@ -160,6 +168,9 @@ impl Config {
             dir_structure: String::new(),
             force_fsync: false,
             info_storage: String::new(),
+            info_db_dsn: None,
+            redis_info_expiration: None,
+            redis_lock_expiration: Duration::ZERO,
             info_dir: PathBuf::new(),
             shutdown_timeout: Duration::ZERO,
             head_timeout: Duration::ZERO,

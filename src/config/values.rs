@@ -425,18 +425,42 @@ pub(super) fn parse_storage(text: &str) -> Result<String, String> {
 
 pub(super) fn parse_info_storage(text: &str) -> Result<String, String> {
     match text.trim() {
-        "file-info-storage" => Ok("file-info-storage".to_owned()),
-        "redis-info-storage" => Err(
-            "info storage 'redis-info-storage' is not supported by tusring; \
-             only file-info-storage is"
-                .to_owned(),
-        ),
+        v @ ("file-info-storage" | "redis-info-storage") => Ok(v.to_owned()),
         other => Err(format!(
-            "Unknown info storage '{}'; allowed values: file-info-storage \
-             (redis-info-storage is not supported by tusring)",
+            "Unknown info storage '{}'; allowed values: file-info-storage, redis-info-storage",
             shown(other)
         )),
     }
+}
+
+/// `--info-db-dsn`: a Redis URL (`redis://`, `redis+unix://` or `unix://`). The rest is
+/// checked by the Redis client when the storage opens; this says early what it is not.
+pub(super) fn parse_redis_dsn(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let scheme = text.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("redis" | "redis+unix" | "unix") if !text.chars().any(char::is_whitespace) => {
+            Ok(text.to_owned())
+        }
+        Some("rediss") => Err("rediss:// (TLS) is not supported by tusring; use redis://".into()),
+        _ => Err("expected a Redis URL, e.g. redis://127.0.0.1:6379/0".to_owned()),
+    }
+}
+
+/// Longest `--redis-lock-expiration`, in seconds.
+pub const MAX_LOCK_EXPIRATION_SECS: u64 = 3600;
+
+/// `--redis-lock-expiration`: seconds (decimals allowed), from 1 to
+/// [`MAX_LOCK_EXPIRATION_SECS`]: below a second the renewals (every third of it) would
+/// race the takeover wait.
+pub(super) fn parse_lock_expiration(text: &str) -> Result<Duration, String> {
+    let d = parse_secs(text)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(MAX_LOCK_EXPIRATION_SECS) {
+        return Err(format!(
+            "must be between 1 and {MAX_LOCK_EXPIRATION_SECS} seconds"
+        ));
+    }
+    Ok(d)
 }
 
 /// The template is joined under `--data-dir`, so it must not escape it.

@@ -228,7 +228,8 @@ pub async fn create_final(
     .map_err(|e| parts_error(e, &ids))?;
 
     let id = new_upload_id();
-    let lock = stores.locker.try_lock(id).await?.ok_or(Error::Locked)?;
+    // Nobody else knows the new ID before the answer.
+    let lock = stores.locker.lock_new(id).await?.ok_or(Error::Locked)?;
     let mut info = UploadInfo::new(
         id.to_string(),
         Some(plan.length),

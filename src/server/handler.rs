@@ -401,7 +401,8 @@ async fn create(
 
     let id = new_upload_id();
     let stores = &core.stores;
-    let _lock = stores.locker.try_lock(id).await?.ok_or(Error::Locked)?;
+    // Nobody else knows the new ID before the 201.
+    let _lock = stores.locker.lock_new(id).await?.ok_or(Error::Locked)?;
     let mut info = UploadInfo::new(id.to_string(), length, crate::time::now_unix(), metadata);
     info.is_partial = concat == Some(Concat::Partial);
     let hooks = &core.shared.hooks;

@@ -320,6 +320,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
     shared
         .hooks
         .shutdown(grace_end.max(Instant::now() + HOOKS_LAST_WAIT));
+    // No request runs any more: the locks they let go of are released in Redis.
+    shared
+        .storage
+        .close(grace_end.max(Instant::now() + HOOKS_LAST_WAIT));
     crate::info!("tusring stopped");
     Ok(())
 }

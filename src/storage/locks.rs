@@ -168,19 +168,33 @@ impl UploadLock {
     /// later (a PATCH), `None` otherwise (a DELETE). Waits, asynchronously, at most
     /// [`TAKEOVER_WAIT`].
     pub async fn acquire(id: Uuid, release: Option<Release>) -> Acquired {
+        match Self::acquire_until(id, release, Instant::now() + TAKEOVER_WAIT).await {
+            Some((lock, asked)) => Acquired::Lock(Lock::new(Box::new(lock)), asked),
+            None => Acquired::Busy,
+        }
+    }
+
+    /// [`UploadLock::acquire`] with the wait ending at `deadline`: the lock and whether
+    /// an older holder was asked to let go, or `None` (423). A locker that adds a hold
+    /// elsewhere (Redis, across nodes) takes this one first and spends what is left of
+    /// the same wait there.
+    pub async fn acquire_until(
+        id: Uuid,
+        release: Option<Release>,
+        deadline: Instant,
+    ) -> Option<(UploadLock, bool)> {
         let id = id.as_u128();
         let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + TAKEOVER_WAIT;
         let mut asked = false;
         loop {
             match Self::attempt(id, ticket, release.clone(), true) {
-                Ok(lock) => return Acquired::Lock(Lock::new(Box::new(lock)), asked),
-                Err(Contend::GiveUp) => return Acquired::Busy,
+                Ok(lock) => return Some((lock, asked)),
+                Err(Contend::GiveUp) => return None,
                 Err(Contend::TakeOver { .. }) => asked = true,
                 Err(Contend::Wait) => {}
             }
             if Instant::now() >= deadline {
-                return Acquired::Busy;
+                return None;
             }
             tokio::time::sleep(TAKEOVER_POLL).await;
         }
@@ -234,6 +248,24 @@ impl UploadLock {
     /// Whether a newer request asked this holder to stop.
     pub fn stop_requested(&self) -> bool {
         self.release.as_ref().is_some_and(Release::requested)
+    }
+}
+
+/// Asks whichever request of this process holds `id` to let go, as a newer request on
+/// this process would (a newer request on another node wants it, or the cross-node lock
+/// was lost): its `Release::request`, under the shard mutex. Whether there was a holder
+/// that can be asked (one that gave a release handle).
+pub fn request_release(id: Uuid) -> bool {
+    let id = id.as_u128();
+    let map = shard(id).lock().unwrap_or_else(|p| p.into_inner());
+    match map.get(&id).and_then(|e| e.release.as_ref()) {
+        Some(release) => {
+            // The entry is present and the shard is locked: the release's socket is the
+            // holder's open socket (see `Entry::release`).
+            release.request();
+            true
+        }
+        None => false,
     }
 }
 

@@ -16,9 +16,11 @@
 //! The request path speaks only to these: no file, descriptor or path of the data
 //! reaches it. [`Storage`] is what startup chose (`--info-storage`, `--storage`) and is
 //! shared by every thread; each runtime (a core, a helper thread) takes its own handles
-//! from it ([`Storage::stores`]), whose futures run on that runtime. Today there is one
-//! of each: file records ([`file::FileRecords`]), file data ([`file::FileData`]), the
-//! process-wide lock table ([`locks::ProcessLocks`]).
+//! from it ([`Storage::stores`]), whose futures run on that runtime. Records are files
+//! ([`file::FileRecords`]) or Redis ([`redis::RedisRecords`]); data is files
+//! ([`file::FileData`]); the locker goes with the records: the process-wide lock table
+//! ([`locks::ProcessLocks`]) with files, that table plus a lock in Redis
+//! ([`redis::RedisLocks`]) with Redis, so that several nodes can share the uploads.
 //!
 //! Store errors are a small enum ([`StoreError`]) mapped to the answer in
 //! [`mod@crate::error`]; a store that cannot answer now (a remote one that is down) says
@@ -29,6 +31,7 @@ pub mod file;
 pub mod info;
 pub mod layout;
 pub mod locks;
+pub mod redis;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -208,6 +211,12 @@ pub trait Locker {
     /// Takes the lock on `id` at once, or `None` when another request holds it; never
     /// takes anything over (a creation, an assembly, the sweep, `--remove-parts`).
     fn try_lock(&self, id: Uuid) -> StoreFuture<'_, Result<Option<Lock>, StoreError>>;
+    /// The lock of an upload being created, whose ID nobody else knows yet (it is told
+    /// in the creation's answer, after the lock is let go of): a locker that also holds
+    /// locks elsewhere (Redis) may skip that. As `try_lock` otherwise.
+    fn lock_new(&self, id: Uuid) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
+        self.try_lock(id)
+    }
     /// Takes the lock on `id` for a request that may take it over from an older holder,
     /// newest request first: an older holder that gave a [`Release`] is asked to let go
     /// and awaited, at most [`locks::TAKEOVER_WAIT`]. `release` is this request's own,
@@ -325,6 +334,9 @@ pub struct Storage {
     locker: Box<dyn Fn() -> Rc<dyn Locker> + Send + Sync>,
     /// Where the data and the records are, for the startup log line.
     description: String,
+    /// What must be done before the process exits (the Redis lock keeper releases the
+    /// locks still queued), given a deadline.
+    close: Option<Box<dyn Fn(std::time::Instant) + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -338,6 +350,18 @@ impl Storage {
     /// that it takes a write. Runs at startup, before any core, so it may block.
     pub fn open(config: &Config) -> Result<Storage, String> {
         let files = file::FileSettings::open(config)?;
+        if config.info_storage == "redis-info-storage" {
+            let redis = redis::RedisSettings::open(config, &files.data_dir)?;
+            let description = format!("data in {}, {}", files.data_dir.display(), redis.describe());
+            let (records, locks, keeper) = (redis.clone(), redis.clone(), redis);
+            return Ok(Storage {
+                info: Box::new(move || Rc::new(records.records())),
+                data: Box::new(move || Rc::new(file::FileData::new(&files))),
+                locker: Box::new(move || Rc::new(locks.locks())),
+                description,
+                close: Some(Box::new(move |deadline| keeper.close(deadline))),
+            });
+        }
         let description = format!(
             "data in {}, info in {}",
             files.data_dir.display(),
@@ -349,7 +373,17 @@ impl Storage {
             data: Box::new(move || Rc::new(file::FileData::new(&data))),
             locker: Box::new(|| Rc::new(locks::ProcessLocks)),
             description,
+            close: None,
         })
+    }
+
+    /// Before the process exits, once no request runs any more: lets the stores finish
+    /// what they do in the background (releasing the Redis locks still queued), until
+    /// `deadline` at most.
+    pub fn close(&self, deadline: std::time::Instant) {
+        if let Some(close) = &self.close {
+            close(deadline);
+        }
     }
 
     /// The handles for the calling thread's runtime.

@@ -21,7 +21,7 @@ fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn interop_dir() -> PathBuf {
+pub(crate) fn interop_dir() -> PathBuf {
     manifest_dir().join("tests").join("interop")
 }
 
@@ -30,7 +30,7 @@ fn required() -> bool {
 }
 
 /// Skip (loudly) or fail when a client is not installed.
-fn missing(what: &str) {
+pub(crate) fn missing(what: &str) {
     if required() {
         panic!("{what} is not installed and TUSRING_REQUIRE_INTEROP is set; run scripts/test.sh");
     }
@@ -45,7 +45,7 @@ fn missing(what: &str) {
 
 /// A Python that can `import tusclient`: `$TUSRING_PYTHON`, the venv that scripts/test.sh
 /// makes, or `python3`.
-fn python() -> Option<PathBuf> {
+pub(crate) fn python() -> Option<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(p) = std::env::var_os("TUSRING_PYTHON") {
         candidates.push(PathBuf::from(p));
@@ -82,7 +82,7 @@ fn node() -> Option<PathBuf> {
 }
 
 /// Run a client to completion (bounded), returning its stdout; panics on failure.
-fn run_client(mut cmd: Command, what: &str) -> String {
+pub(crate) fn run_client(mut cmd: Command, what: &str) -> String {
     cmd.current_dir(interop_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
