@@ -60,6 +60,7 @@
 //! grace period) is logged and counted, and running hook processes are killed.
 
 pub mod amqp;
+pub mod answer;
 pub mod exec;
 pub mod http;
 pub mod payload;
