@@ -43,3 +43,20 @@ pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 /// writes, and a thousand stalled chunked PATCHes hold at most 8 GiB until the body
 /// timeout ends them.
 pub const CHUNKED_RESERVE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Largest hook answer (a tusd v2 `HookResponse`: an HTTP hook's body, an executable's
+/// stdout, a NATS reply), in bytes; a larger one is refused before any of it is parsed
+/// (`hooks::answer`). Room for a full `ChangeFileInfo.MetaData` ([`MAX_METADATA_BYTES`]
+/// as JSON) and a response body; tusd's HTTP hooks stop at 5 KiB by default.
+pub const MAX_HOOK_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Most header fields one hook answer may add to a response (`HTTPResponse.Header`).
+pub const MAX_HOOK_ANSWER_HEADERS: usize = 32;
+
+/// Largest sum of the names and values of a hook answer's header fields, in bytes, so the
+/// response head it makes stays far below what clients accept (Node.js stops at 16 KiB).
+pub const MAX_HOOK_ANSWER_HEADER_BYTES: usize = 8 * 1024;
+
+/// Longest upload ID a hook may choose (`ChangeFileInfo.ID`), in bytes: well inside a
+/// file name (255 bytes, with `.info.tmp` appended) and a URL path segment.
+pub const MAX_HOOK_UPLOAD_ID_BYTES: usize = 128;

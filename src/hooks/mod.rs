@@ -73,6 +73,7 @@
 //! hook processes are killed.
 
 pub mod amqp;
+pub mod answer;
 pub mod exec;
 pub mod http;
 pub mod nats;

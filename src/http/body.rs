@@ -436,7 +436,7 @@ fn hex_value(byte: u8) -> Option<u8> {
 }
 
 /// RFC 9110 §5.6.2: tchar, the bytes of a token.
-fn is_tchar(byte: u8) -> bool {
+pub(crate) fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric()
         || matches!(
             byte,

@@ -225,7 +225,7 @@ fn trim_blanks(mut s: &[u8]) -> &[u8] {
 }
 
 /// Non-empty, printable ASCII, no space (excluded by the range) and no comma.
-fn is_valid_key(key: &[u8]) -> bool {
+pub(crate) fn is_valid_key(key: &[u8]) -> bool {
     !key.is_empty() && key.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
