@@ -13,6 +13,7 @@ use super::ConfigError;
 use crate::hooks::amqp::AmqpConfig;
 use crate::hooks::{EventSet, Format as HookFormat};
 use crate::limits::MAX_WORKERS;
+use crate::storage::s3::S3Config;
 
 /// The validated configuration. Each field's flag, variable, default and parse are one
 /// row of the flag table (`table.rs`, and `--help`).
@@ -83,8 +84,10 @@ pub struct Config {
     pub hooks_http_retry_backoff: Duration,
     /// `--hooks-amqp-*`: the AMQP notifier (on when `url` is set).
     pub hooks_amqp: AmqpConfig,
-    /// `-s/--storage`: always `file-storage` (the only one tusring supports).
+    /// `-s/--storage`: `file-storage` or `hybrid-s3`.
     pub storage: String,
+    /// `--s3-*`: the S3 bucket of `--storage hybrid-s3` (read only with it).
+    pub s3: S3Config,
     /// `--data-dir`: root directory of the upload data. Never empty.
     pub data_dir: PathBuf,
     /// `--dir-structure`: subdirectory template (`{year}` ... `{minute}`) under
@@ -180,6 +183,7 @@ impl Config {
                 idle_channels_timeout: None,
             },
             storage: String::new(),
+            s3: S3Config::default(),
             data_dir: PathBuf::new(),
             dir_structure: String::new(),
             force_fsync: false,
