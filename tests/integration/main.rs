@@ -30,5 +30,6 @@ mod load;
 mod metrics;
 mod ops;
 mod ports;
+mod s3;
 mod takeover;
 mod vanish;

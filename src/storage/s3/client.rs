@@ -62,8 +62,24 @@ fn fail(e: s3::error::S3Error) -> S3Fail {
         s3::error::S3Error::HttpFailWithBody(status, body) => {
             S3Fail::Other(format!("HTTP {status}: {}", short(&body)))
         }
-        other => S3Fail::Other(other.to_string()),
+        other => S3Fail::Other(with_causes(&other)),
     }
+}
+
+/// The error and its causes, `: `-separated: "error sending request" alone does not say
+/// that the connection was refused.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The first line of an error body, at most 200 bytes, for a log line.

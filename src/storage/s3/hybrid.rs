@@ -125,7 +125,7 @@ impl HybridData {
         let Some(place) = self.shared.place(info) else {
             return self.files.stat(info).await;
         };
-        match self.files.stat(&place.local).await {
+        match self.files.stat_quiet(&place.local).await {
             // The file is removed only once the object is stored: a complete upload
             // whose file is gone is in S3, complete. Its last write is not known any more;
             // its creation stands in (a finished upload never expires).
@@ -133,6 +133,14 @@ impl HybridData {
                 size: info.length.unwrap_or(0),
                 modified: info.created_at,
             }),
+            Err(StoreError::NotFound) => {
+                crate::warn!(
+                    "upload {}: data file {} is missing; answering 404",
+                    info.id,
+                    place.local.path.as_deref().unwrap_or("")
+                );
+                Err(StoreError::NotFound)
+            }
             other => other,
         }
     }
@@ -197,11 +205,15 @@ impl HybridData {
             return self.files.remove(info).await;
         };
         self.files.remove(&place.local).await?;
-        if info.length.is_some() && !info.is_partial {
-            // It may be in S3 (or on its way: the transfer, finding the record gone,
-            // removes what it stored). The record is already gone, so the upload is gone
-            // for every client; an object S3 does not remove now is retried by the
-            // transfer thread.
+        if stored_in_s3(info) {
+            // It may be in S3, or on its way: the transfer, finding the record gone when
+            // it ends (under the upload's lock, which this DELETE holds), removes what it
+            // stored. An incomplete upload has no object (a transfer starts only once the
+            // record says complete, and the one a startup scan starts for a record behind
+            // its complete file writes the record before the file goes), so its DELETE
+            // never waits for S3. The record is already gone, so the upload is gone for
+            // every client; an object S3 does not remove now is retried by the transfer
+            // thread.
             if let Err(e) = self.client.delete(&place.key).await {
                 crate::warn!(
                     "upload {}: S3 DELETE {}: {e}; retrying in the background",

@@ -38,6 +38,7 @@
 use super::client::{S3Client, S3Fail};
 use super::hybrid::Hybrid;
 use super::settings::{backoff, part_plan};
+use crate::metrics;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::parse_upload_id;
 use crate::storage::{Announce, Lock, StoreError, Stores};
@@ -46,7 +47,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::OpenOptionsExt;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -77,27 +78,6 @@ pub const RESCAN: Duration = Duration::from_secs(60);
 /// holding it) before it tries again later.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 const LOCK_RETRY: Duration = Duration::from_millis(20);
-
-/// What the transfer thread counts (for `/metrics`).
-#[derive(Debug, Default)]
-pub struct TransferStats {
-    /// Uploads stored in S3 (and their files removed).
-    pub stored: AtomicU64,
-    /// Failed tries (each is retried).
-    pub failures: AtomicU64,
-    /// Bytes uploaded to S3 (parts and whole small files).
-    pub bytes: AtomicU64,
-    /// Transfers waiting or running now.
-    pub pending: AtomicU64,
-}
-
-/// Process-wide transfer counters.
-pub static STATS: TransferStats = TransferStats {
-    stored: AtomicU64::new(0),
-    failures: AtomicU64::new(0),
-    bytes: AtomicU64::new(0),
-    pending: AtomicU64::new(0),
-};
 
 enum Msg {
     /// Move this upload; announce it with this when it is stored.
@@ -232,10 +212,8 @@ impl TransferWorker {
                     let _ = done.send(id);
                 });
             }
-            STATS.pending.store(
-                (queue.len() + running.borrow().len()) as u64,
-                Ordering::Relaxed,
-            );
+            let pending = queue.len() + running.borrow().len();
+            metrics::S3_PENDING.store(pending as i64, Ordering::Relaxed);
             let add = |id: Uuid,
                        queue: &mut std::collections::VecDeque<Uuid>,
                        queued: &mut HashSet<Uuid>| {
@@ -348,7 +326,7 @@ async fn transfer(ctx: &Ctx, id: Uuid) {
         }
         match try_transfer(ctx, id, &mut multipart).await {
             Ok(Outcome::Done) => {
-                STATS.stored.fetch_add(1, Ordering::Relaxed);
+                metrics::S3_STORED.fetch_add(1, Ordering::Relaxed);
                 crate::info!(
                     "upload {id}: moved to S3 in {:.1} s",
                     started.elapsed().as_secs_f64()
@@ -358,7 +336,7 @@ async fn transfer(ctx: &Ctx, id: Uuid) {
             Ok(Outcome::Nothing) => break,
             Err(Failed(why)) => {
                 attempt += 1;
-                STATS.failures.fetch_add(1, Ordering::Relaxed);
+                metrics::S3_FAILURES.fetch_add(1, Ordering::Relaxed);
                 let pause = backoff(attempt, RETRY_MIN, RETRY_MAX);
                 crate::warn!(
                     "upload {id}: transfer to S3 failed ({why}); try {} in {:.1} s",
@@ -467,7 +445,7 @@ async fn upload(
     if count == 1 {
         let bytes = read_part(file, 0, len as usize).await?;
         ctx.client.put(key, ct, &bytes).await?;
-        STATS.bytes.fetch_add(len, Ordering::Relaxed);
+        metrics::S3_BYTES.fetch_add(len, Ordering::Relaxed);
         return Ok(true);
     }
     if multipart.is_none() {
@@ -544,7 +522,7 @@ async fn upload_parts(
             let (client, key, upload_id) = (&ctx.client, &mp.key, &mp.upload_id);
             sends.push(async move {
                 let etag = client.upload_part(key, upload_id, n, bytes).await?;
-                STATS.bytes.fetch_add(size, Ordering::Relaxed);
+                metrics::S3_BYTES.fetch_add(size, Ordering::Relaxed);
                 Ok::<_, S3Fail>((n, etag))
             });
         }
