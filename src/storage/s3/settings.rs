@@ -171,12 +171,31 @@ impl S3Settings {
             v.clone()
                 .ok_or_else(|| format!("--storage hybrid-s3 needs --{flag} ({env})"))
         };
+        let endpoint = need(&c.url, "s3-url", "RUSTUS_S3_URL")?;
+        let bucket = need(&c.bucket, "s3-bucket", "RUSTUS_S3_BUCKET")?;
+        let region = need(&c.region, "s3-region", "RUSTUS_S3_REGION")?;
+        let access_key = key_from(&c.access_key, &c.access_key_path, "--s3-access-key-path")?;
+        let secret_key = key_from(&c.secret_key, &c.secret_key_path, "--s3-secret-key-path")?;
+        // One key without the other would sign every request wrong.
+        match (&access_key, &secret_key) {
+            (Some(_), None) => {
+                return Err(
+                    "--s3-access-key (or its file) needs --s3-secret-key (or its file)".to_owned(),
+                )
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "--s3-secret-key (or its file) needs --s3-access-key (or its file)".to_owned(),
+                )
+            }
+            _ => {}
+        }
         Ok(S3Settings {
-            endpoint: need(&c.url, "s3-url", "RUSTUS_S3_URL")?,
-            bucket: need(&c.bucket, "s3-bucket", "RUSTUS_S3_BUCKET")?,
-            region: need(&c.region, "s3-region", "RUSTUS_S3_REGION")?,
-            access_key: key_from(&c.access_key, &c.access_key_path, "--s3-access-key-path")?,
-            secret_key: key_from(&c.secret_key, &c.secret_key_path, "--s3-secret-key-path")?,
+            endpoint,
+            bucket,
+            region,
+            access_key,
+            secret_key,
             security_token: c.security_token.clone(),
             session_token: c.session_token.clone(),
             profile: c.profile.clone(),
@@ -441,6 +460,10 @@ mod tests {
         let s = S3Settings::resolve(&c).unwrap();
         assert_eq!(s.access_key.as_deref(), Some("AK"));
         assert_eq!(s.secret_key.as_deref(), Some("direct"));
+        c.secret_key = None;
+        let err = S3Settings::resolve(&c).unwrap_err();
+        assert!(err.contains("needs --s3-secret-key"), "{err}");
+        c.secret_key = Some("direct".into());
         c.access_key_path = Some(dir.join("missing"));
         let err = S3Settings::resolve(&c).unwrap_err();
         assert!(err.starts_with("--s3-access-key-path "), "{err}");
