@@ -1,5 +1,6 @@
 //! The daemon's request errors: one small enum, mapped to a status and a body in one place.
 
+use crate::draft::rules::Refusal;
 use crate::http::body::BodyError;
 use crate::http::head::HeadError;
 use crate::storage::StoreError;
@@ -84,6 +85,12 @@ pub enum Error {
     /// 460 Checksum Mismatch: the body does not match `Upload-Checksum`; none of its
     /// bytes were stored.
     ChecksumMismatch,
+    /// The resumable-uploads draft refused the request (its status and problem type:
+    /// [`Refusal`]).
+    Draft(Refusal),
+    /// 400: a draft request's `Content-Digest` or `Repr-Digest` cannot be checked
+    /// (RFC 9530): the reason.
+    Digest(String),
 }
 
 /// Why a pre-hook (`pre-create`, `pre-terminate`) did not let a request through.
@@ -195,6 +202,8 @@ impl Error {
             Error::Checksum(_) => 400,
             // tus 1.0 checksum extension (rustus answers 417).
             Error::ChecksumMismatch => 460,
+            Error::Draft(r) => r.status(),
+            Error::Digest(_) => 400,
         }
     }
 
@@ -245,6 +254,8 @@ impl Error {
                 "The request body does not match Upload-Checksum; nothing of it was stored"
                     .to_string()
             }
+            Error::Draft(r) => r.detail(),
+            Error::Digest(m) => m.clone(),
         }
     }
 }

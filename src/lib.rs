@@ -7,6 +7,9 @@
 //!   decoder (memchr) and response encoding. Fed bytes, returns decisions.
 //! * [`tus`]: the tus protocol as pure functions: header values, metadata, routes and
 //!   the rules of each method.
+//! * [`draft`]: the IETF resumable-uploads draft (interop versions 6 and 8) as pure
+//!   functions: its structured fields, its rules and problem details, on the same
+//!   uploads as tus.
 //! * [`net`]: socket I/O shared by the server and the stores: reads and writes with
 //!   deadlines, io_uring splice and poll, a request body as a source, a download's sink.
 //! * [`storage`]: the interfaces uploads are kept behind (info records, data, locks) and
@@ -24,6 +27,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod config;
+pub mod draft;
 pub mod error;
 pub mod hooks;
 pub mod http;

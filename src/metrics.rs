@@ -58,6 +58,32 @@ impl Endpoint {
     ];
 }
 
+/// The protocol a request spoke, the `protocol` label: tus 1.0, or the resumable-uploads
+/// draft at one of the interop versions tusring speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// tus 1.0.0 (and requests no protocol claims: `/health`, malformed heads).
+    Tus = 0,
+    /// The IETF draft, interop version 6.
+    Draft6 = 1,
+    /// The IETF draft, interop version 8.
+    Draft8 = 2,
+}
+
+const PROTOCOLS: usize = 3;
+const PROTOCOL_NAMES: [&str; PROTOCOLS] = ["tus", "ietf-draft-6", "ietf-draft-8"];
+
+/// The kinds of informational answers counted in `tusring_interim_responses_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interim {
+    /// A creation's `104 (Upload Resumption Supported)` with the upload's `Location`.
+    Resumption = 0,
+    /// A `104` reporting progress (`Upload-Offset`) during a body.
+    Progress = 1,
+}
+
+const INTERIM_NAMES: [&str; 2] = ["resumption", "progress"];
+
 const METHOD_NAMES: [&str; 7] = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "other"];
 
 /// The `method` label's index for a method (`other` for the rest).
@@ -197,6 +223,12 @@ static REQUESTS: [[[AtomicU64; STATUSES]; METHODS]; ENDPOINTS] =
 static DURATIONS: [[[Histogram<11>; CLASSES]; METHODS]; ENDPOINTS] =
     [const { [const { [const { Histogram::new() }; CLASSES] }; METHODS] }; ENDPOINTS];
 
+static PROTOCOL_REQUESTS: [[[AtomicU64; CLASSES]; METHODS]; PROTOCOLS] =
+    [const { [const { [const { AtomicU64::new(0) }; CLASSES] }; METHODS] }; PROTOCOLS];
+static PROTOCOL_BYTES: [AtomicU64; PROTOCOLS] = [const { AtomicU64::new(0) }; PROTOCOLS];
+static INTERIMS: [[AtomicU64; 2]; PROTOCOLS] =
+    [const { [const { AtomicU64::new(0) }; 2] }; PROTOCOLS];
+
 /// Connections per core, for `tusring_connections{core}`.
 static CORE_CONNECTIONS: [AtomicU64; crate::limits::MAX_WORKERS] =
     [const { AtomicU64::new(0) }; crate::limits::MAX_WORKERS];
@@ -291,18 +323,32 @@ fn duration_bucket(secs: f64) -> Option<usize> {
     DURATION_BUCKETS.iter().position(|&b| secs <= b)
 }
 
-/// Records one answered request.
-pub fn request(endpoint: Endpoint, method: usize, status: u16, elapsed: Duration, body: u64) {
+/// Records one answered request, spoken in `protocol`.
+pub fn request(
+    endpoint: Endpoint,
+    protocol: Protocol,
+    method: usize,
+    status: u16,
+    elapsed: Duration,
+    body: u64,
+) {
     let e = endpoint as usize;
     let m = method.min(METHODS - 1);
     let s = (status.clamp(100, 599) - 100) as usize;
     REQUESTS[e][m][s].fetch_add(1, Relaxed);
     let class = s / 100;
+    PROTOCOL_REQUESTS[protocol as usize][m][class].fetch_add(1, Relaxed);
     let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
     DURATIONS[e][m][class].observe(duration_bucket(elapsed.as_secs_f64()), micros);
     if body > 0 {
         BYTES_RECEIVED.fetch_add(body, Relaxed);
+        PROTOCOL_BYTES[protocol as usize].fetch_add(body, Relaxed);
     }
+}
+
+/// An informational answer of `kind` was sent to a request spoken in `protocol`.
+pub fn interim(protocol: Protocol, kind: Interim) {
+    INTERIMS[protocol as usize][kind as usize].fetch_add(1, Relaxed);
 }
 
 /// Values read from elsewhere at render time.
@@ -460,6 +506,54 @@ pub fn render(base: &str, g: &Gauges) -> String {
                     1e-6,
                 );
             }
+        }
+    }
+    header(
+        &mut out,
+        "tusring_protocol_requests_total",
+        "counter",
+        "Requests answered, by protocol (tus, or the resumable-uploads draft by interop version), method and status class.",
+    );
+    for (p, protocol) in PROTOCOL_NAMES.iter().enumerate() {
+        for (m, method) in METHOD_NAMES.iter().enumerate() {
+            for (c, n) in PROTOCOL_REQUESTS[p][m].iter().enumerate() {
+                let v = n.load(Relaxed);
+                if v > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tusring_protocol_requests_total{{protocol=\"{protocol}\",method=\"{method}\",status_class=\"{}xx\"}} {v}",
+                        c + 1
+                    );
+                }
+            }
+        }
+    }
+    header(
+        &mut out,
+        "tusring_protocol_bytes_received_total",
+        "counter",
+        "Request body bytes received, by protocol.",
+    );
+    for (p, protocol) in PROTOCOL_NAMES.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "tusring_protocol_bytes_received_total{{protocol=\"{protocol}\"}} {}",
+            PROTOCOL_BYTES[p].load(Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "tusring_interim_responses_total",
+        "counter",
+        "104 (Upload Resumption Supported) answers sent, by protocol and kind: resumption (a creation's Location) or progress (Upload-Offset during a body).",
+    );
+    for (p, protocol) in PROTOCOL_NAMES.iter().enumerate().skip(1) {
+        for (k, kind) in INTERIM_NAMES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "tusring_interim_responses_total{{protocol=\"{protocol}\",kind=\"{kind}\"}} {}",
+                INTERIMS[p][k].load(Relaxed)
+            );
         }
     }
     counter(
@@ -751,9 +845,18 @@ mod tests {
 
     #[test]
     fn render_has_help_and_type_for_every_family_and_bounded_labels() {
-        request(Endpoint::Upload, 3, 204, Duration::from_millis(3), 10);
+        request(
+            Endpoint::Upload,
+            Protocol::Draft8,
+            3,
+            204,
+            Duration::from_millis(3),
+            10,
+        );
+        interim(Protocol::Draft8, Interim::Progress);
         request(
             Endpoint::Other,
+            Protocol::Tus,
             METHOD_OTHER,
             404,
             Duration::from_secs(20),
@@ -773,6 +876,14 @@ mod tests {
             "http_requests_duration_seconds_bucket{endpoint=\"other\",method=\"other\",status_class=\"4xx\",le=\"+Inf\"}"
         ));
         assert!(text.contains("tusring_connections{core=\"1\"} "));
+        assert!(text.contains(
+            "tusring_protocol_requests_total{protocol=\"ietf-draft-8\",method=\"PATCH\",status_class=\"2xx\"}"
+        ));
+        assert!(text.contains("tusring_protocol_bytes_received_total{protocol=\"ietf-draft-8\"} "));
+        assert!(text.contains(
+            "tusring_interim_responses_total{protocol=\"ietf-draft-8\",kind=\"progress\"} "
+        ));
+        assert!(!text.contains("tusring_interim_responses_total{protocol=\"tus\""));
         let mut typed = std::collections::HashSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

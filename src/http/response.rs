@@ -54,6 +54,8 @@ impl Response {
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        // The resumable-uploads draft (-05 §19, -11 §5); suggested value.
+        104 => "Upload Resumption Supported",
         200 => "OK",
         201 => "Created",
         204 => "No Content",
@@ -98,7 +100,8 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Encodes an informational (1xx) answer into `out` (cleared first): status line and
 /// header fields only, since a 1xx answer has no body, no `Content-Length` and no `Date`
-/// (RFC 9110 §15.2). `100 Continue` answers `Expect: 100-continue`.
+/// (RFC 9110 §15.2). `100 Continue` answers `Expect: 100-continue`; `104 (Upload
+/// Resumption Supported)` is the resumable-uploads draft's.
 pub fn encode_interim(resp: &Response, out: &mut Vec<u8>) {
     debug_assert!((100..200).contains(&resp.status), "{}", resp.status);
     push_status_and_headers(resp, out);

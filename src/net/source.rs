@@ -17,17 +17,20 @@
 //! kept. `Expect: 100-continue` is answered just before the first read from the socket,
 //! so a request refused before its body is read never gets a 100. The same way out,
 //! [`BodySource::send_interim`], can carry other informational (1xx) answers the
-//! request handling wants to send before or during the body.
+//! request handling wants to send before or during the body; and, when asked
+//! ([`BodySource::report_progress`]), the body source sends one reporting the bytes the
+//! data store says it has stored ([`BodySource::stored_to`]) before a socket read, at
+//! most every so many bytes or seconds, and only when the socket has room for it.
 
 use super::deadline::{read_timeout, with_deadline};
 use super::release::Release;
-use super::splice::{is_unsupported, poll_readable, splice, Pipe};
+use super::splice::{is_unsupported, poll_readable, send_room, splice, Pipe};
 use crate::http::body::{BodyError, ChunkedDecoder, Step};
 use crate::http::head::{BodyKind, RequestHead};
 use crate::http::response::{encode_interim, Response};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_uring::buf::{BoundedBuf, BoundedBufMut};
 use tokio_uring::net::TcpStream;
 
@@ -37,6 +40,25 @@ pub const CHUNKED_READ_BYTES: usize = 64 * 1024;
 /// A fill returns its buffer for writing once it holds this much and the socket has
 /// nothing more right now (a slow client's bytes are stored in pieces this big).
 pub const FLUSH_BYTES: usize = 64 * 1024;
+
+/// A progress answer is sent only when the socket's send buffer has at least this much
+/// room ([`send_room`]), so writing it never waits for the client: a client that does not
+/// read its answers during the body (its window closed) just gets fewer of them.
+pub const PROGRESS_ROOM: usize = 4 * 1024;
+
+/// Progress answers asked for by the request handling ([`BodySource::report_progress`]).
+struct Progress {
+    /// The answer reporting that the upload's data ends at the given offset.
+    interim: Box<dyn Fn(u64) -> Response>,
+    /// Report after at least this many more bytes were stored...
+    every_bytes: u64,
+    /// ... or after this long, if any were.
+    every: Duration,
+    /// The offset last reported (at first, where the body starts).
+    reported: u64,
+    /// When it was reported (at first, when reporting was asked for).
+    at: Instant,
+}
 
 /// How a request body ended.
 #[derive(Debug)]
@@ -131,6 +153,12 @@ pub struct BodySource<'a> {
     /// The splice path waits in the ring for input before its next splice: the last
     /// splice did not fill the pipe, so the socket may be empty.
     splice_poll: bool,
+    /// Progress answers to send during the body, if asked for.
+    progress: Option<Progress>,
+    /// Where the upload's data ends, as the data store last said ([`Self::stored_to`]).
+    /// INVARIANT: only offsets of bytes the store has written (never bytes in a buffer
+    /// or the pipe), so a progress answer never acknowledges a byte that is not stored.
+    stored: u64,
 }
 
 impl<'a> BodySource<'a> {
@@ -169,7 +197,62 @@ impl<'a> BodySource<'a> {
             content_length,
             release: None,
             splice_poll: true,
+            progress: None,
+            stored: 0,
         }
+    }
+
+    /// Asks for progress answers during the body: before a socket read, `interim(end)`
+    /// is sent when the data store has said (through [`Self::stored_to`]) that the
+    /// upload's data now ends at `end`, at least `every_bytes` past the last report (at
+    /// first `from`, where the body starts), or `every` after it and past it; never when
+    /// the socket lacks [`PROGRESS_ROOM`]. A store that never says sends none.
+    pub fn report_progress(
+        &mut self,
+        from: u64,
+        every_bytes: u64,
+        every: Duration,
+        interim: Box<dyn Fn(u64) -> Response>,
+    ) {
+        self.stored = from;
+        self.progress = Some(Progress {
+            interim,
+            every_bytes,
+            every,
+            reported: from,
+            at: Instant::now(),
+        });
+    }
+
+    /// The data store's word that the upload's data now ends at `offset` (every byte
+    /// before it written; see the field's invariant). Stores call it after each write
+    /// of an unverified body; it only feeds progress answers.
+    pub fn stored_to(&mut self, offset: u64) {
+        self.stored = self.stored.max(offset);
+    }
+
+    /// Sends a progress answer if one is due (see [`Self::report_progress`]).
+    async fn send_progress(&mut self) {
+        let stored = self.stored;
+        let Some(p) = self.progress.as_mut() else {
+            return;
+        };
+        if stored <= p.reported || (stored - p.reported < p.every_bytes && p.at.elapsed() < p.every)
+        {
+            return;
+        }
+        let room = self
+            .wire
+            .as_ref()
+            .and_then(|w| send_room(w.stream.as_raw_fd()));
+        if room.is_none_or(|r| r < PROGRESS_ROOM) {
+            return;
+        }
+        let resp = (p.interim)(stored);
+        p.reported = stored;
+        p.at = Instant::now();
+        // A failed write means the connection is gone: the next read says so.
+        let _ = self.send_interim(&resp).await;
     }
 
     /// This request's release handle (made on the first call): given to the locker with
@@ -318,6 +401,7 @@ impl<'a> BodySource<'a> {
             let BodyState::Length { remaining } = self.state else {
                 return;
             };
+            self.send_progress().await;
             let want = ((max - buf.len()) as u64).min(remaining) as usize;
             let len = buf.len();
             let taken = std::mem::take(buf);
@@ -398,6 +482,7 @@ impl<'a> BodySource<'a> {
                 self.end = Some(BodyEnd::Failed(e));
                 return;
             }
+            self.send_progress().await;
             if self.inbuf.capacity() - self.inbuf.len() < CHUNKED_READ_BYTES {
                 self.inbuf.reserve(CHUNKED_READ_BYTES);
             }
@@ -468,6 +553,7 @@ impl<'a> BodySource<'a> {
             self.end = Some(BodyEnd::Failed(e));
             return SpliceIn::Ended;
         }
+        self.send_progress().await;
         let Some(wire) = self.wire.as_mut() else {
             return SpliceIn::Unsupported;
         };

@@ -117,6 +117,7 @@ impl Conn {
                     let _ = self.send(&resp, false, close).await;
                     crate::metrics::request(
                         crate::metrics::Endpoint::Other,
+                        crate::metrics::Protocol::Tus,
                         crate::metrics::METHOD_OTHER,
                         resp.status,
                         started.elapsed(),
@@ -155,6 +156,7 @@ impl Conn {
             // its request in /metrics; the duration is the time to produce the answer.
             crate::metrics::request(
                 reply.endpoint,
+                reply.protocol,
                 crate::metrics::method_index(&head.method),
                 reply.resp.status,
                 started.elapsed(),

@@ -9,6 +9,8 @@ use super::core::Core;
 use super::ingest::{self, checksum_check, close_cause};
 use super::reply::{error_response, Download, Reply};
 use super::request::{location, origin, RequestCtx};
+use crate::config::Extensions;
+use crate::draft::rules::{detect, Protocol, Refusal};
 use crate::error::{Error, Source};
 use crate::hooks::{Event, Origin};
 use crate::http::head::{Method, RequestHead};
@@ -65,12 +67,24 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodySource
     } else {
         None
     };
-    let result = match route {
-        Route::Health => health(core, &method).await,
-        Route::Metrics => metrics_page(core, &method),
-        Route::Ready => ready(core, &method).await,
-        Route::NotFound | Route::BadId => Err(Error::NotFound),
-        Route::Collection | Route::Upload(_) => tus(core, ctx, route, &method, body).await,
+    // Tus, or the resumable-uploads draft at an interop version it speaks (a download
+    // is tus's whatever the request says: the draft defines none).
+    let protocol = if route.is_tus() && method != Method::Get {
+        let tus_applies = ctx.head.header("tus-resumable").is_some() || method == Method::Options;
+        detect(ctx.head.header("upload-draft-interop-version"), tus_applies)
+    } else {
+        Protocol::Tus
+    };
+    let result = match (route, protocol) {
+        (Route::Health, _) => health(core, &method).await,
+        (Route::Metrics, _) => metrics_page(core, &method),
+        (Route::Ready, _) => ready(core, &method).await,
+        (Route::NotFound | Route::BadId, _) => Err(Error::NotFound),
+        (_, Protocol::Draft(v)) => super::draft::handle(core, ctx, route, &method, v, body).await,
+        (_, Protocol::Unsupported) => Err(Error::Draft(Refusal::UnsupportedVersion)),
+        (Route::Collection | Route::Upload(_), Protocol::Tus) => {
+            tus(core, ctx, route, &method, body).await
+        }
     };
     let mut reply = result.unwrap_or_else(|err| {
         if err.source() != Source::Client {
@@ -82,16 +96,25 @@ pub async fn handle(core: &Rc<Core>, ctx: &RequestCtx<'_>, body: &mut BodySource
                 err.message()
             );
         }
-        Reply::new(error_response(&err))
+        Reply::new(match protocol {
+            Protocol::Draft(v) => super::draft::error_response(v, &err),
+            Protocol::Tus | Protocol::Unsupported => error_response(&err),
+        })
     });
     if route.is_tus() {
-        // §1.1: every answer under the base path names the protocol version.
-        reply.resp.header("Tus-Resumable", TUS_VERSION);
-        reply.resp.header("Tus-Version", TUS_VERSION);
+        // §1.1: every answer under the base path names the protocol version (the
+        // draft's answers name none).
+        if !matches!(protocol, Protocol::Draft(_)) {
+            reply.resp.header("Tus-Resumable", TUS_VERSION);
+            reply.resp.header("Tus-Version", TUS_VERSION);
+        }
         cors_headers(&mut reply.resp, cors);
     }
     reply.health = route == Route::Health;
     reply.endpoint = endpoint(route);
+    if let Protocol::Draft(v) = protocol {
+        reply.protocol = super::draft::metrics_protocol(v);
+    }
     reply
 }
 
@@ -225,11 +248,17 @@ async fn tus(
         (Route::Upload(id), Method::Patch) => patch(core, ctx, &id, body).await,
         (Route::Upload(id), Method::Delete) if ext.termination => delete(core, ctx, &id).await,
         (Route::Upload(id), Method::Get) if ext.getting => get(core, ctx, &id).await,
-        _ => Err(Error::MethodNotAllowed(match (route, ext.getting) {
-            (Route::Upload(_), true) if ext.termination => "OPTIONS, GET, HEAD, PATCH, DELETE",
-            (Route::Upload(_), true) => "OPTIONS, GET, HEAD, PATCH",
-            _ => route.allow(ext.creation, ext.termination),
-        })),
+        _ => Err(Error::MethodNotAllowed(allowed(route, ext))),
+    }
+}
+
+/// The methods a route takes with the extensions enabled (405's `Allow`), for tus and the
+/// draft alike.
+pub(super) fn allowed(route: Route, ext: &Extensions) -> &'static str {
+    match (route, ext.getting) {
+        (Route::Upload(_), true) if ext.termination => "OPTIONS, GET, HEAD, PATCH, DELETE",
+        (Route::Upload(_), true) => "OPTIONS, GET, HEAD, PATCH",
+        _ => route.allow(ext.creation, ext.termination),
     }
 }
 
@@ -654,8 +683,12 @@ async fn patch(
     })
 }
 
-/// §2.6: termination.
-async fn delete(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, Error> {
+/// §2.6: termination (also the draft's cancellation, `server::draft`).
+pub(super) async fn delete(
+    core: &Rc<Core>,
+    ctx: &RequestCtx<'_>,
+    id: &Uuid,
+) -> Result<Reply, Error> {
     // A DELETE takes the upload over from a PATCH still holding it; it cannot be taken
     // over itself (no body to stop).
     let _lock = take_over(core, id, None).await?;
@@ -704,7 +737,11 @@ pub(super) async fn finished(core: &Rc<Core>, info: UploadInfo, from: Origin) {
 /// The upload's lock for a PATCH or DELETE: an older request holding it is asked to
 /// let go and awaited (at most `locks::TAKEOVER_WAIT`); 423 if it does not let go.
 /// `release` is given when this request may itself be taken over (a PATCH).
-async fn take_over(core: &Core, id: &Uuid, release: Option<Release>) -> Result<Lock, Error> {
+pub(super) async fn take_over(
+    core: &Core,
+    id: &Uuid,
+    release: Option<Release>,
+) -> Result<Lock, Error> {
     match core.stores.locker.lock(*id, release).await? {
         Acquired::Lock(lock, took_over) => {
             if took_over {

@@ -9,7 +9,8 @@
 //! drives the shutdown.
 //!
 //! A request goes one way through the modules: [`conn`] (bytes, keep-alive, timeouts)
-//! → [`handler`] (tus decisions; [`mod@concat`] and [`expire`] for those extensions) →
+//! → [`handler`] (tus decisions; [`mod@concat`] and [`expire`] for those extensions;
+//! [`mod@draft`] for a request that speaks the resumable-uploads draft) →
 //! [`ingest`] (a body into the data store) → [`crate::storage`]. The answer comes back
 //! as a [`reply::Reply`]; the connection knows the handler only through
 //! [`handler::handle`], and the handler knows the connection only through the
@@ -19,6 +20,7 @@ pub mod concat;
 pub mod conn;
 pub mod core;
 pub mod core_thread;
+pub mod draft;
 pub mod expire;
 pub mod finals;
 pub mod handler;

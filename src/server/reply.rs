@@ -6,7 +6,7 @@
 
 use crate::error::{Error, HookError};
 use crate::http::response::Response;
-use crate::metrics::Endpoint;
+use crate::metrics::{Endpoint, Protocol};
 use crate::storage::DataReader;
 
 /// The handler's answer.
@@ -21,6 +21,8 @@ pub struct Reply {
     pub health: bool,
     /// The route template, for the metrics.
     pub endpoint: Endpoint,
+    /// The protocol the request spoke, for the metrics.
+    pub protocol: Protocol,
     /// A body streamed from the data store after the head (a download);
     /// `resp.streamed_len` is its length.
     pub data: Option<Download>,
@@ -54,6 +56,7 @@ impl Reply {
             closes: None,
             health: false,
             endpoint: Endpoint::Other,
+            protocol: Protocol::Tus,
             data: None,
         }
     }

@@ -13,6 +13,12 @@ pub const ALLOW_HEADERS: &[&str] = &[
     "Upload-Metadata",
     "Upload-Concat",
     "Upload-Defer-Length",
+    // The resumable-uploads draft's request fields (`server::draft`).
+    "Upload-Complete",
+    "Upload-Draft-Interop-Version",
+    "Content-Disposition",
+    "Content-Digest",
+    "Repr-Digest",
     "Tus-Resumable",
     "Tus-Version",
     "X-HTTP-Method-Override",
@@ -25,7 +31,8 @@ pub const ALLOW_HEADERS: &[&str] = &[
 /// `Access-Control-Expose-Headers`, on every answer under the base path.
 pub const EXPOSE_HEADERS: &str = "Location, Tus-Version, Tus-Resumable, Tus-Max-Size, \
 Tus-Extension, Tus-Checksum-Algorithm, Content-Type, Content-Length, Upload-Length, \
-Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Offset";
+Upload-Metadata, Upload-Defer-Length, Upload-Concat, Upload-Offset, Upload-Complete, \
+Upload-Limit, Accept-Patch";
 
 /// `Access-Control-Max-Age` of a preflight answer (seconds).
 pub const MAX_AGE: &str = "86400";

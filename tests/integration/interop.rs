@@ -330,3 +330,101 @@ fn interop_tusjs_parallel_uploads_concatenated() {
         "tus-js-client, 3 parallel partial uploads",
     );
 }
+
+/// tus-js-client in its IETF draft mode (`protocol: 'ietf-draft-05'`, interop version 6):
+/// `mode` is `whole` (everything in the creation POST) or `interrupt` (an empty creation,
+/// a PATCH aborted at about 40 %, then HEAD and a PATCH of the rest). Returns the
+/// client's answer lines.
+fn tusjs_draft(seed: u64, mode: &str, what: &str) -> Option<Vec<String>> {
+    let Some(node) = node() else {
+        missing("tus-js-client (npm package in tests/interop) or node");
+        return None;
+    };
+    let tmp = TempDir::new("tusjs-draft");
+    let d = Daemon::start(&tmp, &[]);
+    let (src, data) = source_file(&tmp, seed);
+    let mut cmd = Command::new(node);
+    cmd.arg(interop_dir().join("tusjs_draft_upload.mjs"))
+        .arg(d.endpoint())
+        .arg(&src)
+        .arg(mode);
+    let out = run_client(cmd, what);
+    let lines: Vec<String> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    let url = lines.last().unwrap_or_else(|| panic!("{what}: no output"));
+    let id = url.trim().trim_end_matches('/').rsplit('/').next().unwrap();
+    assert!(is_uuid_v4(id), "{what}: {url}");
+    // The draft's view and tus's view of the same upload, and the bytes.
+    let h =
+        d.send(&Req::new("HEAD", &format!("/files/{id}")).h("Upload-Draft-Interop-Version", "6"));
+    assert_eq!(h.status, 204, "{what}: {h:?}");
+    assert_eq!(h.header("Upload-Complete"), Some("?1"), "{what}: {h:?}");
+    assert_eq!(h.upload_offset(), data.len() as u64, "{what}");
+    let t = d.head(id);
+    assert_eq!(t.upload_length(), Some(data.len() as u64), "{what}: {t:?}");
+    assert_eq!(
+        parse_metadata(t.header("Upload-Metadata").unwrap_or("")),
+        vec![("filename".to_string(), "c291cmNlLmJpbg==".to_string())],
+        "{what}: metadata"
+    );
+    let path = find_file(d.data_dir(), id).unwrap_or_else(|| panic!("{what}: no data file"));
+    assert_bytes_eq(&std::fs::read(path).unwrap(), &data, what);
+    Some(lines)
+}
+
+#[test]
+fn interop_tusjs_draft_whole_in_the_creation() {
+    let Some(lines) = tusjs_draft(107, "whole", "tus-js-client ietf-draft-05, one request") else {
+        return;
+    };
+    assert!(
+        lines.iter().any(|l| l == "requests: POST=1 HEAD=0 PATCH=0"),
+        "{lines:?}"
+    );
+    let size = SIZE.to_string();
+    assert!(
+        lines
+            .iter()
+            .any(|l| *l == format!("POST 201 offset={size} complete=?1")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn interop_tusjs_draft_interrupted_and_resumed() {
+    let Some(lines) = tusjs_draft(108, "interrupt", "tus-js-client ietf-draft-05, interrupted")
+    else {
+        return;
+    };
+    assert!(
+        lines.iter().any(|l| l == "requests: POST=1 HEAD=1 PATCH=2"),
+        "{lines:?}"
+    );
+    // The HEAD gave an offset between 0 and the size, with the upload incomplete, and
+    // the second PATCH completed it from there.
+    let head = lines
+        .iter()
+        .find(|l| l.starts_with("HEAD "))
+        .unwrap_or_else(|| panic!("no HEAD in {lines:?}"));
+    let offset: usize = head
+        .split("offset=")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{head}"));
+    assert!(offset > 0 && offset < SIZE, "{head}");
+    assert!(
+        head.starts_with("HEAD 204 ") && head.ends_with("complete=?0"),
+        "{head}"
+    );
+    let size = SIZE.to_string();
+    assert!(
+        lines
+            .iter()
+            .any(|l| *l == format!("PATCH 201 offset={size} complete=?1")),
+        "{lines:?}"
+    );
+}

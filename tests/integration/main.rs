@@ -17,6 +17,7 @@ mod core;
 mod cors;
 mod crash;
 mod datapath;
+mod draft;
 mod eio;
 mod expiry;
 mod faults;

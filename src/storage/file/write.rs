@@ -238,6 +238,7 @@ async fn splice_body(file: &File, body: &mut BodySource<'_>, pos: &mut u64) -> i
         }
         body.keep_early(buf, n);
         *pos += n as u64;
+        body.stored_to(*pos);
     }
     let fd = file.as_raw_fd();
     loop {
@@ -249,6 +250,7 @@ async fn splice_body(file: &File, body: &mut BodySource<'_>, pos: &mut u64) -> i
                     return Err(io::Error::from_raw_os_error(libc::EBADF));
                 };
                 drain_pipe(pipe, file, fd, pos, n).await?;
+                body.stored_to(*pos);
             }
         }
     }
@@ -311,7 +313,8 @@ async fn drain_pipe(pipe: &Pipe, file: &File, fd: RawFd, pos: &mut u64, n: u32) 
 /// The buffered path: two body buffers ping-pong, one written to the file while the
 /// other is filled from the socket. Stores up to file offset `end`; a body that runs
 /// past it (only a chunked one can) is cut there and answered 413. With `check`, each
-/// buffer is fed to it before it is written.
+/// buffer is fed to it before it is written (to a staging file); without, each write
+/// is reported to the body source ([`BodySource::stored_to`]: progress answers).
 async fn buffered(
     inner: &Inner,
     body: &mut BodySource<'_>,
@@ -323,6 +326,7 @@ async fn buffered(
     // Ask for one byte more than the room left, to notice a chunked body that runs on.
     let cap = inner.buf_bytes() as u64;
     let want = |pos: u64| (end - pos).saturating_add(1).min(cap) as usize;
+    let reports = check.is_none();
     let mut spare = inner.take_buffer();
     let mut cur = body.fill(inner.take_buffer(), want(out.pos)).await;
     while !cur.is_empty() {
@@ -343,6 +347,9 @@ async fn buffered(
                 Ok(()) => out.pos += n,
                 Err(e) => out.failed(e),
             }
+            if reports {
+                body.stored_to(out.pos);
+            }
             break;
         }
         let next_want = want(out.pos + n);
@@ -360,6 +367,9 @@ async fn buffered(
                 out.failed(e);
                 break;
             }
+        }
+        if reports {
+            body.stored_to(out.pos);
         }
     }
     inner.give_buffer(cur);
