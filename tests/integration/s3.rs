@@ -49,22 +49,7 @@ fn skip(test: &str, why: &str) {
 /// A Python that can run moto's server: `$TUSRING_PYTHON`, the venv scripts/test.sh
 /// makes, or `python3`.
 fn moto_python() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("TUSRING_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates
-        .push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python"));
-    candidates.push(PathBuf::from("python3"));
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import moto.server, flask"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    python_with("moto.server, flask")
 }
 
 /// moto's S3 server on a loopback port, killed on drop. All in memory: a restart loses
