@@ -4,8 +4,10 @@
 #   scripts/test.sh [extra cargo test args...]
 #
 # It installs, when missing or out of date:
-#   - tuspy, fastapi + uvicorn for the hooks example and celery for the AMQP example, into
-#     a venv at target/interop-venv (from tests/interop/requirements.txt);
+#   - tuspy, fastapi + uvicorn for the hooks example, celery for the AMQP example and
+#     moto[server] (an S3-compatible server, which the hybrid-s3 tests start on loopback
+#     ports of their own; TUSRING_REQUIRE_S3=1: they must run), into a venv at
+#     target/interop-venv (from tests/interop/requirements.txt);
 #   - rabbitmq-server (apt-get, as root on Debian), started on 127.0.0.1:5672 by
 #     scripts/rabbitmq.sh for the AMQP tests (TUSRING_REQUIRE_AMQP=1: they must run);
 #   - nats-server (apt-get, as root on Debian) for the NATS tests, each of which starts
@@ -70,6 +72,7 @@ fi
 "$VENV/bin/python" -c 'import importlib.metadata as m, tusclient.client; print("tuspy", m.version("tuspy"))'
 "$VENV/bin/python" -c 'import fastapi, uvicorn; print("fastapi", fastapi.__version__, "uvicorn", uvicorn.__version__)'
 "$VENV/bin/python" -c 'import celery; print("celery", celery.__version__)'
+"$VENV/bin/python" -c 'import moto, moto.server, flask; print("moto", moto.__version__)'
 
 # ---------------------------------------------------------- Node.js client (tus-js-client)
 step "node: tus-js-client in tests/interop/node_modules"
@@ -207,6 +210,8 @@ export TUSRING_REQUIRE_REDIS=1
 
 step "cargo test (unit, integration with real clients, doc)"
 export TUSRING_REQUIRE_INTEROP=1
+# The hybrid-s3 tests start moto's server (from the venv above) themselves.
+export TUSRING_REQUIRE_S3=1
 export TUSRING_PYTHON="$VENV/bin/python"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 # Every integration test bounds itself; this is a safety net against a hung unit test, so

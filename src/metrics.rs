@@ -160,6 +160,16 @@ pub static LOCK_TAKEOVERS: AtomicU64 = AtomicU64::new(0);
 /// Request bodies refused because they did not match their `Upload-Checksum` (460).
 pub static CHECKSUM_MISMATCHES: AtomicU64 = AtomicU64::new(0);
 
+/// hybrid-s3: uploads moved to S3 (object stored, file removed).
+pub static S3_STORED: AtomicU64 = AtomicU64::new(0);
+/// hybrid-s3: failed tries of a transfer to S3 (each is tried again).
+pub static S3_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// hybrid-s3: bytes uploaded to S3 (parts and whole small files; a part sent again
+/// counts again).
+pub static S3_BYTES: AtomicU64 = AtomicU64::new(0);
+/// hybrid-s3: complete uploads waiting for their transfer or being moved.
+pub static S3_PENDING: AtomicI64 = AtomicI64::new(0);
+
 /// The hook pool's counters (`hooks`: the notifiers the workers deliver through; those
 /// with a queue of their own, AMQP and NATS without replies, count their deliveries
 /// themselves). Each is rendered as `tusring_hook_<name>_total`.
@@ -709,6 +719,7 @@ pub fn render(base: &str, g: &Gauges) -> String {
     render_hook_counters(&mut out);
     crate::hooks::render_transport_metrics(&mut out);
     render_redis(&mut out);
+    render_s3(&mut out);
     out
 }
 
@@ -829,6 +840,38 @@ pub(crate) fn gauges(out: &mut String, list: &[(&str, &str, &AtomicI64)]) {
         header(out, name, "gauge", help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
     }
+}
+
+/// The hybrid-s3 transfers' counters and gauge.
+fn render_s3(out: &mut String) {
+    counters(
+        out,
+        &[
+            (
+                "tusring_s3_stored_total",
+                "Uploads moved to S3 (object stored, local file removed).",
+                &S3_STORED,
+            ),
+            (
+                "tusring_s3_failures_total",
+                "Failed tries of a transfer to S3 (each is tried again).",
+                &S3_FAILURES,
+            ),
+            (
+                "tusring_s3_bytes_total",
+                "Bytes uploaded to S3 (a part sent again counts again).",
+                &S3_BYTES,
+            ),
+        ],
+    );
+    let name = "tusring_s3_pending";
+    header(
+        out,
+        name,
+        "gauge",
+        "Complete uploads waiting for their transfer to S3 or being moved.",
+    );
+    let _ = writeln!(out, "{name} {}", S3_PENDING.load(Relaxed));
 }
 
 #[cfg(test)]

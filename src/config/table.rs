@@ -19,6 +19,7 @@ use super::values::{
 use super::ConfigError;
 use crate::hooks::{amqp, nats};
 use crate::hooks::{EventSet, Format as HookFormat};
+use crate::storage::s3;
 
 /// rustus's default `--hooks`: every event.
 pub(super) const DEFAULT_HOOKS: &str =
@@ -52,6 +53,13 @@ pub(super) const SECTIONS: &[Section] = &[
         title: "Storage",
         env_note: "",
         flags: STORAGE,
+    },
+    Section {
+        title: "S3 (--storage hybrid-s3)",
+        env_note: "With RUSTUS_STORAGE=hybrid-s3: uploads are written to RUSTUS_DATA_DIR, and \
+                   each complete one is then moved to this bucket (the local file is removed \
+                   once the object is stored).",
+        flags: S3_FLAGS,
     },
     Section {
         title: "Timeouts (seconds; decimals allowed)",
@@ -272,9 +280,13 @@ const STORAGE: &[Flag] = &[
     Flag::value("storage", "RUSTUS_STORAGE", "NAME")
         .short('s')
         .default("file-storage")
-        .help("Data storage; only file-storage is supported")
-        .doc("only `file-storage`")
-        .example("file-storage")
+        .help("Data storage: file-storage, or hybrid-s3 (complete files to S3)")
+        .doc(
+            "`file-storage`, or `hybrid-s3`: uploads are written to the data directory, and \
+             each complete one is then moved to the S3 bucket of the `--s3-*` flags (see \
+             [S3](#finished-files-in-s3-hybrid-s3)); rustus's `s3` is not supported",
+        )
+        .example("hybrid-s3")
         .parse(|c, v| put(&mut c.storage, parse_storage(v))),
     Flag::value("data-dir", "RUSTUS_DATA_DIR", "DIR")
         .default("./data")
@@ -366,6 +378,94 @@ const STORAGE: &[Flag] = &[
     )
     .example("2.5")
     .parse(|c, v| put(&mut c.redis_lock_expiration, parse_lock_expiration(v))),
+];
+
+const S3_FLAGS: &[Flag] = &[
+    Flag::value("s3-url", "RUSTUS_S3_URL", "URL")
+        .help("S3 endpoint, http:// or https:// (hybrid-s3)")
+        .doc("the S3 endpoint, `http://` or `https://` (needed by `hybrid-s3`)")
+        .example("http://127.0.0.1:9000")
+        .parse(|c, v| put(&mut c.s3.url, s3::parse_url(v).map(Some))),
+    Flag::value("s3-bucket", "RUSTUS_S3_BUCKET", "NAME")
+        .help("S3 bucket (hybrid-s3)")
+        .doc("the bucket (needed by `hybrid-s3`)")
+        .example("uploads")
+        .parse(|c, v| put(&mut c.s3.bucket, s3::parse_word(v).map(Some))),
+    Flag::value("s3-region", "RUSTUS_S3_REGION", "REGION")
+        .help("S3 region (hybrid-s3)")
+        .doc("the region (needed by `hybrid-s3`)")
+        .example("eu-west-1")
+        .parse(|c, v| put(&mut c.s3.region, s3::parse_word(v).map(Some))),
+    Flag::value("s3-access-key", "RUSTUS_S3_ACCESS_KEY", "KEY")
+        .help("S3 access key")
+        .doc(
+            "the access key; without it or its file, `AWS_ACCESS_KEY_ID` or the profile \
+             (rustus panics)",
+        )
+        .example("AKIDEXAMPLE")
+        .parse(|c, v| put(&mut c.s3.access_key, s3::parse_word(v).map(Some))),
+    Flag::value("s3-access-key-path", "RUSTUS_S3_ACCESS_KEY_PATH", "FILE")
+        .help("File holding the S3 access key (trimmed)")
+        .doc(
+            "a file holding the access key, read at startup and trimmed (rustus keeps the newline)",
+        )
+        .example("/run/secrets/s3-access-key")
+        .parse_path(|c, v| put(&mut c.s3.access_key_path, non_empty_path(v).map(Some))),
+    Flag::value("s3-secret-key", "RUSTUS_S3_SECRET_KEY", "KEY")
+        .help("S3 secret key")
+        .doc("the secret key; without it or its file, `AWS_SECRET_ACCESS_KEY` or the profile")
+        .example("wJalrXUtnFEMI")
+        .parse(|c, v| put(&mut c.s3.secret_key, s3::parse_word(v).map(Some))),
+    Flag::value("s3-secret-key-path", "RUSTUS_S3_SECRET_KEY_PATH", "FILE")
+        .help("File holding the S3 secret key (trimmed)")
+        .doc("a file holding the secret key, read at startup and trimmed")
+        .example("/run/secrets/s3-secret-key")
+        .parse_path(|c, v| put(&mut c.s3.secret_key_path, non_empty_path(v).map(Some))),
+    Flag::value("s3-security-token", "RUSTUS_S3_SECURITY_TOKEN", "TOKEN")
+        .help("S3 security token (temporary credentials)")
+        .doc("sent as `x-amz-security-token` (temporary credentials)")
+        .example("FQoGZXIvYXdzEXAMPLE")
+        .parse(|c, v| put(&mut c.s3.security_token, s3::parse_word(v).map(Some))),
+    Flag::value("s3-session-token", "RUSTUS_S3_SESSION_TOKEN", "TOKEN")
+        .help("S3 session token (used when no security token is given)")
+        .doc("the same, used when no security token is given (as rust-s3 does for rustus)")
+        .example("IQoJb3JpZ2luEXAMPLE")
+        .parse(|c, v| put(&mut c.s3.session_token, s3::parse_word(v).map(Some))),
+    Flag::value("s3-profile", "RUSTUS_S3_PROFILE", "NAME")
+        .help("Section of ~/.aws/credentials to take keys from")
+        .doc("the section of `~/.aws/credentials` keys are taken from when none is given")
+        .example("uploads")
+        .parse(|c, v| put(&mut c.s3.profile, s3::parse_word(v).map(Some))),
+    Flag::value("s3-headers", "RUSTUS_S3_HEADERS", "JSON")
+        .help("Extra headers for every S3 request, a JSON object")
+        .doc(
+            "extra headers sent with every S3 request, a JSON object such as \
+             `{\"x-amz-acl\":\"public-read\"}` (a bad one stops the startup with the reason)",
+        )
+        .example("{\"x-amz-acl\":\"public-read\"}")
+        .parse(|c, v| put(&mut c.s3.headers, s3::parse_headers(v))),
+    Flag::switch("s3-force-path-style", "RUSTUS_S3_FORCE_PATH_STYLE")
+        .help("Path-style bucket URLs (<url>/<bucket>/<key>)")
+        .doc("path-style URLs, `<url>/<bucket>/<key>` (MinIO and most S3-compatible servers)")
+        .parse(|c, v| put(&mut c.s3.force_path_style, parse_bool(v))),
+    Flag::value(
+        "s3-concat-concurrent-downloads",
+        "RUSTUS_S3_CONCAT_CONCURRENT_DOWNLOADS",
+        "N",
+    )
+    .default("10")
+    .help("Accepted for rustus; finals are assembled from local files")
+    .doc(
+        "accepted for rustus compatibility (1-65535); tusring assembles a final from the \
+         local part files, so it downloads nothing",
+    )
+    .example("4")
+    .parse(|c, v| {
+        put(
+            &mut c.s3.concat_concurrent_downloads,
+            parse_count(v, 1, 65_535),
+        )
+    }),
 ];
 
 const TIMEOUTS: &[Flag] = &[
@@ -789,7 +889,6 @@ const fn unsupported(long: &'static str, feature: &'static str) -> Unsupported {
     }
 }
 
-const S3: &str = "S3 storage";
 const SENTRY: &str = "Sentry";
 const AMQP: &str = "AMQP hooks";
 const KAFKA: &str = "Kafka hooks";
@@ -798,19 +897,6 @@ const NATS: &str = "NATS hooks";
 /// rustus's flags that tusring does not implement (`rustus-compat.md` §1.2-§1.5). When a
 /// feature lands, its rows move from here into `SECTIONS`.
 pub(super) const UNSUPPORTED: &[Unsupported] = &[
-    unsupported("s3-url", S3),
-    unsupported("s3-bucket", S3),
-    unsupported("s3-region", S3),
-    unsupported("s3-access-key", S3),
-    unsupported("s3-access-key-path", S3),
-    unsupported("s3-secret-key", S3),
-    unsupported("s3-secret-key-path", S3),
-    unsupported("s3-security-token", S3),
-    unsupported("s3-session-token", S3),
-    unsupported("s3-profile", S3),
-    unsupported("s3-headers", S3),
-    unsupported("s3-force-path-style", S3),
-    unsupported("s3-concat-concurrent-downloads", S3),
     unsupported("sentry-dsn", SENTRY),
     unsupported("sentry-sample-rate", SENTRY),
     unsupported("hooks-kafka-urls", KAFKA),

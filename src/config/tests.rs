@@ -161,7 +161,14 @@ fn every_row_through_every_source() {
         }
         let by_env = config_of(&[], &[(flag.env, value)], None);
         assert_eq!(shown(&by_env), expected, "{}={value}", flag.env);
-        let by_dotenv = config_of(&[], &[], Some(&format!("{}=\"{value}\"", flag.env)));
+        // Double quotes around the value, or single ones around a value holding double
+        // quotes (a JSON example).
+        let quoted = if value.contains('"') {
+            format!("'{value}'")
+        } else {
+            format!("\"{value}\"")
+        };
+        let by_dotenv = config_of(&[], &[], Some(&format!("{}={quoted}", flag.env)));
         assert_eq!(shown(&by_dotenv), expected, "{}={value} in .env", flag.env);
         let is_default = matches!(flag.fallback, Fallback::Value(v) if v == value);
         if !is_default {
@@ -902,13 +909,14 @@ fn hosts() {
 
 #[test]
 fn unsupported_storages() {
-    for s3 in ["s3", "hybrid-s3"] {
-        let e = err(&["--storage", s3]);
-        assert_eq!(e.flag, "--storage");
-        assert!(e.message.contains("not supported by tusring"), "{e}");
-    }
+    let e = err(&["--storage", "s3"]);
+    assert_eq!(e.flag, "--storage");
+    assert!(e.message.contains("not supported by tusring"), "{e}");
+    assert!(e.message.contains("use hybrid-s3"), "{e}");
+    assert_eq!(cfg(&["--storage", "hybrid-s3"]).storage, "hybrid-s3");
     let e = err(&["--storage", "disk"]);
     assert!(e.message.contains("unknown storage 'disk'") && e.message.contains("file-storage"));
+    assert!(e.message.contains("hybrid-s3"), "{e}");
     let e = error_of(&[], &[("RUSTUS_STORAGE", "s3")], None);
     assert!(e.message.contains("RUSTUS_STORAGE (--storage)"), "{e}");
 
@@ -1005,8 +1013,6 @@ fn empty_dirs_rejected() {
 #[test]
 fn unsupported_flags_error_by_name() {
     for flag in [
-        "--s3-url",
-        "--s3-force-path-style",
         "--sentry-dsn",
         "--sentry-sample-rate",
         "--hooks-kafka-urls",
@@ -1030,7 +1036,6 @@ fn unsupported_flags_error_by_name() {
 #[test]
 fn env_of_unsupported_features_is_ignored() {
     let env = [
-        ("RUSTUS_S3_URL", "https://s3.example"),
         ("RUSTUS_SENTRY_DSN", "https://key@sentry.example/1"),
         ("RUSTUS_HOOKS_KAFKA_URLS", "a:1"),
     ];
@@ -1120,6 +1125,68 @@ fn nats_flags() {
         assert_eq!(e.flag, flag);
         assert!(e.message.contains(says), "{flag} {value}: {e}");
     }
+}
+
+#[test]
+fn s3_flags() {
+    let c = cfg(&[]);
+    assert_eq!(
+        c.s3,
+        crate::storage::s3::S3Config {
+            concat_concurrent_downloads: 10,
+            ..Default::default()
+        }
+    );
+    let c = config_of(
+        &[
+            "-s",
+            "hybrid-s3",
+            "--s3-url",
+            "http://127.0.0.1:9000/",
+            "--s3-force-path-style",
+        ],
+        &[
+            ("RUSTUS_S3_BUCKET", "up"),
+            ("RUSTUS_S3_REGION", "eu-west-1"),
+            ("RUSTUS_S3_ACCESS_KEY_PATH", "/run/secrets/ak"),
+            ("RUSTUS_S3_SECRET_KEY", "sk"),
+            ("RUSTUS_S3_HEADERS", r#"{"x-amz-acl":"public-read"}"#),
+        ],
+        None,
+    );
+    let s = &c.s3;
+    assert_eq!(s.url.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(
+        (s.bucket.as_deref(), s.region.as_deref()),
+        (Some("up"), Some("eu-west-1"))
+    );
+    assert_eq!(
+        s.access_key_path.as_deref(),
+        Some(std::path::Path::new("/run/secrets/ak"))
+    );
+    assert_eq!(s.secret_key.as_deref(), Some("sk"));
+    assert_eq!(
+        s.headers,
+        [("x-amz-acl".to_owned(), "public-read".to_owned())]
+    );
+    assert!(s.force_path_style);
+    // Secrets never reach the debug text (which a log line could show).
+    assert!(!format!("{c:?}").contains("sk\""), "{c:?}");
+    // A bad --s3-headers is an error naming the flag, not a panic (rustus panics).
+    let e = err(&["--s3-headers", "x-amz-acl: public-read"]);
+    assert_eq!(e.flag, "--s3-headers");
+    assert!(e.message.contains("not JSON"), "{e}");
+    let e = error_of(&[], &[("RUSTUS_S3_HEADERS", r#"{"a":1}"#)], None);
+    assert!(
+        e.message.contains("RUSTUS_S3_HEADERS (--s3-headers)"),
+        "{e}"
+    );
+    assert!(err(&["--s3-url", "s3.example.com"])
+        .message
+        .contains("http://"));
+    assert!(err(&["--s3-bucket", ""])
+        .message
+        .contains("must not be empty"));
 }
 
 #[test]

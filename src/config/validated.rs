@@ -16,6 +16,7 @@ use crate::hooks::http::HttpSettings;
 use crate::hooks::nats::NatsConfig;
 use crate::hooks::{EventSet, Format as HookFormat, Retry, Settings as HookSettings};
 use crate::limits::MAX_WORKERS;
+use crate::storage::s3::S3Config;
 
 /// The validated configuration. Each field's flag, variable, default and parse are one
 /// row of the flag table (`table.rs`, and `--help`).
@@ -61,8 +62,10 @@ pub struct Config {
     /// The hooks' settings (`--hooks*`, `--hook-timeout`, `--http-hook-timeout`,
     /// `--behind-proxy`), which `hooks::Hooks::start` takes.
     pub hooks: HookSettings,
-    /// `-s/--storage`: always `file-storage` (the only one tusring supports).
+    /// `-s/--storage`: `file-storage` or `hybrid-s3`.
     pub storage: String,
+    /// `--s3-*`: the S3 bucket of `--storage hybrid-s3` (read only with it).
+    pub s3: S3Config,
     /// `--data-dir`: root directory of the upload data. Never empty.
     pub data_dir: PathBuf,
     /// `--dir-structure`: subdirectory template (`{year}` ... `{minute}`) under
@@ -164,6 +167,7 @@ impl Config {
                 },
             },
             storage: String::new(),
+            s3: S3Config::default(),
             data_dir: PathBuf::new(),
             dir_structure: String::new(),
             force_fsync: false,

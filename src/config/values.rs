@@ -411,13 +411,15 @@ pub(super) fn normalize_url(text: &str) -> Result<String, String> {
 
 pub(super) fn parse_storage(text: &str) -> Result<String, String> {
     match text.trim() {
-        "file-storage" => Ok("file-storage".to_owned()),
-        other @ ("hybrid-s3" | "s3") => Err(format!(
-            "storage '{other}' is not supported by tusring; only file-storage is"
-        )),
+        v @ ("file-storage" | "hybrid-s3") => Ok(v.to_owned()),
+        "s3" => Err(
+            "storage 's3' is not supported by tusring; use hybrid-s3 (uploads are written \
+             locally, then moved to S3 once complete) or file-storage"
+                .to_owned(),
+        ),
         other => Err(format!(
-            "unknown storage '{}'; allowed values: file-storage \
-             (hybrid-s3 and s3 are not supported by tusring)",
+            "unknown storage '{}'; allowed values: file-storage, hybrid-s3 \
+             (s3 is not supported by tusring)",
             shown(other)
         )),
     }

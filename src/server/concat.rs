@@ -236,6 +236,7 @@ pub async fn create_final(
         crate::time::now_unix(),
         metadata,
     );
+    info.storage = stores.data.storage_name().to_owned();
     info.is_final = true;
     info.parts = Some(ids.iter().map(Uuid::to_string).collect());
     let hooks = &core.shared.hooks;
@@ -262,11 +263,7 @@ pub async fn create_final(
             remove_parts(core, &ids, &id).await;
         }
         // rustus-compat §3.1: a final's creation fires post-finish instead of post-create.
-        if hooks.wants(Event::PostFinish) {
-            hooks
-                .post(Event::PostFinish, info, origin(core, ctx, "POST", None))
-                .await;
-        }
+        super::handler::finished(core, info, origin(core, ctx, "POST", None)).await;
         let mut resp = Response::new(201);
         resp.header("Location", loc);
         resp.header("Upload-Offset", plan.length.to_string());
@@ -379,10 +376,7 @@ async fn assemble_waiting(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<boo
         remove_parts(core, &ids, &id).await;
     }
     finals.forget(&id);
-    let hooks = &core.shared.hooks;
-    if hooks.wants(Event::PostFinish) {
-        hooks.post(Event::PostFinish, upload.info, from).await;
-    }
+    super::handler::finished(core, upload.info, from).await;
     Ok(true)
 }
 

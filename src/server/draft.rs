@@ -329,6 +329,7 @@ async fn create(
         crate::time::now_unix(),
         metadata,
     );
+    info.storage = stores.data.storage_name().to_owned();
     let hooks = &core.shared.hooks;
     // As for tus: before anything exists; a refusal reaches the client, no 104 is sent.
     if hooks.wants(Event::PreCreate) {
@@ -372,14 +373,12 @@ async fn create(
     };
     resp.header("Location", location);
     state_headers(&mut resp, cfg, v, &info, exp);
-    let event = if info.is_complete() {
-        Event::PostFinish
-    } else {
-        Event::PostCreate
-    };
-    if hooks.wants(event) {
+    // post-finish once the data is where it stays (hybrid-s3: in S3), as for tus.
+    if info.is_complete() {
+        super::handler::finished(core, info, origin(core, ctx, "POST", None)).await;
+    } else if hooks.wants(Event::PostCreate) {
         hooks
-            .post(event, info, origin(core, ctx, "POST", None))
+            .post(Event::PostCreate, info, origin(core, ctx, "POST", None))
             .await;
     }
     Ok(Reply {
@@ -513,17 +512,13 @@ async fn append(
         resp.header("Location", location(ctx, &cfg.url, &upload.info.id));
     }
     state_headers(&mut resp, cfg, v, &upload.info, exp);
-    let event = if now_complete {
-        Some(Event::PostFinish)
-    } else if got.end_offset != start {
-        Some(Event::PostReceive)
-    } else {
-        None
-    };
     let hooks = &core.shared.hooks;
-    if let Some(event) = event.filter(|e| hooks.wants(*e)) {
+    if now_complete {
         let from = origin(core, ctx, "PATCH", Some(id));
-        hooks.post(event, upload.info, from).await;
+        super::handler::finished(core, upload.info, from).await;
+    } else if got.end_offset != start && hooks.wants(Event::PostReceive) {
+        let from = origin(core, ctx, "PATCH", Some(id));
+        hooks.post(Event::PostReceive, upload.info, from).await;
     }
     Ok(Reply {
         closes: close_cause(got.error.as_ref(), release.requested()),

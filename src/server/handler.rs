@@ -12,7 +12,7 @@ use super::request::{location, origin, RequestCtx};
 use crate::config::Extensions;
 use crate::draft::rules::{detect, Protocol, Refusal};
 use crate::error::{Error, Source};
-use crate::hooks::Event;
+use crate::hooks::{Event, Origin};
 use crate::http::head::{Method, RequestHead};
 use crate::http::response::Response;
 use crate::limits::MAX_TUS_INTEGER;
@@ -20,7 +20,7 @@ use crate::metrics::{self, Endpoint};
 use crate::net::{BodySource, Release};
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
-use crate::storage::{Acquired, Lock, Upload, Written};
+use crate::storage::{Acquired, Announce, Lock, Upload, Written};
 use crate::tus::checksum;
 use crate::tus::concat::{parse_upload_concat, Concat};
 use crate::tus::cors::{self, Decision};
@@ -404,6 +404,7 @@ async fn create(
     // Nobody else knows the new ID before the 201.
     let _lock = stores.locker.lock_new(id).await?.ok_or(Error::Locked)?;
     let mut info = UploadInfo::new(id.to_string(), length, crate::time::now_unix(), metadata);
+    info.storage = stores.data.storage_name().to_owned();
     info.is_partial = concat == Some(Concat::Partial);
     let hooks = &core.shared.hooks;
     // rustus-compat §3.1: after validation, before anything exists; a refusal leaves
@@ -454,16 +455,13 @@ async fn create(
         super::expire::state_after_write(cfg, &info, true, None),
     );
     // The upload exists (even if its body was cut short): post-finish when this POST
-    // completed it (creation-with-upload of everything, an empty upload), else
-    // post-create.
-    let event = if info.is_complete() {
-        Event::PostFinish
-    } else {
-        Event::PostCreate
-    };
-    if hooks.wants(event) {
+    // completed it (creation-with-upload of everything, an empty upload), once its data
+    // is where it stays; else post-create.
+    if info.is_complete() {
+        finished(core, info, origin(core, ctx, "POST", None)).await;
+    } else if hooks.wants(Event::PostCreate) {
         hooks
-            .post(event, info, origin(core, ctx, "POST", None))
+            .post(Event::PostCreate, info, origin(core, ctx, "POST", None))
             .await;
     }
     Ok(Reply {
@@ -686,19 +684,15 @@ async fn patch(
         got.end_offset != start,
         upload.modified,
     );
-    // post-finish when this PATCH completed the upload, post-receive when it stored
-    // bytes (even if its body then failed: the upload moved on).
-    let event = if upload.info.is_complete() {
-        Some(Event::PostFinish)
-    } else if got.end_offset != start {
-        Some(Event::PostReceive)
-    } else {
-        None
-    };
+    // post-finish when this PATCH completed the upload (once its data is where it
+    // stays), post-receive when it stored bytes (even if its body then failed: the
+    // upload moved on).
     let hooks = &core.shared.hooks;
-    if let Some(event) = event.filter(|e| hooks.wants(*e)) {
+    if upload.info.is_complete() {
+        finished(core, upload.info, origin(core, ctx, "PATCH", Some(id))).await;
+    } else if got.end_offset != start && hooks.wants(Event::PostReceive) {
         let from = origin(core, ctx, "PATCH", Some(id));
-        hooks.post(event, upload.info, from).await;
+        hooks.post(Event::PostReceive, upload.info, from).await;
     }
     let mut resp = match &got.error {
         None => Response::new(204),
@@ -746,6 +740,23 @@ pub(super) async fn delete(
         hooks.post(Event::PostTerminate, info, from).await;
     }
     Ok(Reply::new(Response::new(204)))
+}
+
+/// An upload just became complete (its record says so): `post-finish` now, or, when
+/// the data store moves the data on first (hybrid-s3), once it is where it stays
+/// (`DataStore::settle`).
+pub(super) async fn finished(core: &Rc<Core>, info: UploadInfo, from: Origin) {
+    let shared = core.shared.clone();
+    let announce: Announce = Box::new(move |info: UploadInfo| {
+        Box::pin(async move {
+            if shared.hooks.wants(Event::PostFinish) {
+                shared.hooks.post(Event::PostFinish, info, from).await;
+            }
+        })
+    });
+    if let Some(now) = core.stores.data.settle(&info, announce) {
+        now(info).await;
+    }
 }
 
 /// The upload's lock for a PATCH or DELETE: an older request holding it is asked to

@@ -1,5 +1,5 @@
-//! Helper threads for storage-wide work off the cores: the expiration sweep and the
-//! startup index of waiting finals.
+//! Helper threads for storage-wide work off the cores: the expiration sweep, the
+//! startup index of waiting finals and (hybrid-s3) the transfers to S3.
 //!
 //! Each runs a small io_uring runtime of its own, so it reaches the uploads through the
 //! same stores, and the same interfaces, as the cores do (one record reader for every

@@ -160,6 +160,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let hooks = Hooks::start(&config.hooks).map_err(StartError)?;
     let shared = Arc::new(Shared::new(config, storage, hooks));
     let sweeper = expire::Sweeper::start(&shared);
+    // hybrid-s3: the thread that moves complete uploads to S3 (and finds, at once and
+    // every few minutes, those a restart or a dead node left waiting).
+    if let Some((worker, hybrid)) = shared.storage.take_transfers() {
+        let announcer = stand_in_announcer(&shared);
+        let started = helper::spawn("tusring-s3", &shared, move |stores, _| async move {
+            worker.run(stores, hybrid, announcer).await
+        });
+        if let Err(e) = started {
+            return Err(StartError(format!(
+                "cannot start the S3 transfer thread: {e}"
+            )));
+        }
+    }
     // Ends a scan still running when the daemon stops (its thread is not waited for).
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if shared.config.extensions.concatenation_unfinished {
@@ -311,6 +324,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     if let Some(sweeper) = sweeper {
         sweeper.stop();
     }
+    shared.storage.stop();
     // Events already queued are delivered within the grace period (counted from the
     // signal), and get at least HOOKS_LAST_WAIT after the cores finished, for the events
     // of the last requests.
@@ -326,6 +340,37 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .close(grace_end.max(Instant::now() + HOOKS_LAST_WAIT));
     crate::info!("tusring stopped");
     Ok(())
+}
+
+/// The announcement of an upload whose transfer to S3 a scan found (interrupted by a
+/// restart, or left by a node that died): `post-finish`, with a stand-in for the
+/// request that completed it, which is not known any more (method PATCH, the upload's
+/// URI, no headers, no client address).
+fn stand_in_announcer(shared: &Arc<Shared>) -> crate::storage::s3::Announcer {
+    let shared = shared.clone();
+    Arc::new(move |info: &crate::storage::info::UploadInfo| {
+        let shared = shared.clone();
+        let request = crate::hooks::payload::RequestPart {
+            uri: crate::hooks::payload::normalized_uri(&shared.config.url, Some(&info.id), None),
+            method: "PATCH".to_owned(),
+            remote_addr: String::new(),
+            headers: Default::default(),
+        };
+        Box::new(move |info| {
+            Box::pin(async move {
+                if shared.hooks.wants(crate::hooks::Event::PostFinish) {
+                    let from = crate::hooks::Origin {
+                        request,
+                        proxied: Vec::new(),
+                    };
+                    shared
+                        .hooks
+                        .post(crate::hooks::Event::PostFinish, info, from)
+                        .await;
+                }
+            })
+        })
+    })
 }
 
 /// The `STATUS=` line while serving.

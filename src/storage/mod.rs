@@ -32,6 +32,7 @@ pub mod info;
 pub mod layout;
 pub mod locks;
 pub mod redis;
+pub mod s3;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -41,6 +42,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// The future of a store call: it runs on the runtime of the thread that made the
@@ -112,6 +114,11 @@ pub struct DataStat {
 
 /// The uploaded bytes.
 pub trait DataStore {
+    /// The `storage` value of the records of new uploads (rustus's name of the storage:
+    /// every hook payload of the upload shows it, `pre-create`'s included).
+    fn storage_name(&self) -> &'static str {
+        info::STORAGE_NAME
+    }
     /// Sets where a new upload's data goes (a file store: the record's `path`).
     fn place(&self, info: &mut UploadInfo);
     /// Creates the data of a new upload, exclusively (never over another's), sets its
@@ -142,9 +149,22 @@ pub trait DataStore {
     ) -> StoreFuture<'a, Result<(), StoreError>>;
     /// Removes the upload's data (and whatever the store keeps beside it); none is fine.
     fn remove<'a>(&'a self, info: &'a UploadInfo) -> StoreFuture<'a, Result<(), StoreError>>;
+    /// The upload just became complete (its last byte is stored and its record says
+    /// so). A store that keeps the data where it is gives `announce` back, and the
+    /// caller runs it now (`post-finish`); one that moves the data on first (hybrid-s3:
+    /// to S3) keeps it and runs it once the data is where it stays.
+    fn settle(&self, info: &UploadInfo, announce: Announce) -> Option<Announce> {
+        let _ = info;
+        Some(announce)
+    }
     /// Whether the store takes a write now (`/health`, `/ready`); the reason if not.
     fn probe(&self) -> StoreFuture<'_, Result<(), String>>;
 }
+
+/// What to do once a complete upload's data is where it stays (`post-finish`): run with
+/// the upload's record, on whatever thread the data store finishes on
+/// ([`DataStore::settle`]).
+pub type Announce = Box<dyn FnOnce(UploadInfo) -> StoreFuture<'static, ()> + Send>;
 
 /// An upload's data, open for one request that appends to it.
 pub trait DataWriter {
@@ -337,6 +357,9 @@ pub struct Storage {
     /// What must be done before the process exits (the Redis lock keeper releases the
     /// locks still queued), given a deadline.
     close: Option<Box<dyn Fn(std::time::Instant) + Send + Sync>>,
+    /// hybrid-s3: what every runtime's store shares, and the transfer thread's work
+    /// until [`Storage::take_transfers`] takes it.
+    hybrid: Option<(Arc<s3::Hybrid>, Mutex<Option<s3::TransferWorker>>)>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -350,30 +373,56 @@ impl Storage {
     /// that it takes a write. Runs at startup, before any core, so it may block.
     pub fn open(config: &Config) -> Result<Storage, String> {
         let files = file::FileSettings::open(config)?;
+        let mut description;
+        let info: Box<dyn Fn() -> Rc<dyn InfoStore> + Send + Sync>;
+        let locker: Box<dyn Fn() -> Rc<dyn Locker> + Send + Sync>;
+        let close: Option<Box<dyn Fn(std::time::Instant) + Send + Sync>>;
         if config.info_storage == "redis-info-storage" {
             let redis = redis::RedisSettings::open(config, &files.data_dir)?;
-            let description = format!("data in {}, {}", files.data_dir.display(), redis.describe());
+            description = format!("data in {}, {}", files.data_dir.display(), redis.describe());
             let (records, locks, keeper) = (redis.clone(), redis.clone(), redis);
+            info = Box::new(move || Rc::new(records.records()));
+            locker = Box::new(move || Rc::new(locks.locks()));
+            close = Some(Box::new(move |deadline| keeper.close(deadline)));
+        } else {
+            description = format!(
+                "data in {}, info in {}",
+                files.data_dir.display(),
+                files.info_dir.display()
+            );
+            let records = files.clone();
+            info = Box::new(move || Rc::new(file::FileRecords::new(&records)));
+            locker = Box::new(|| Rc::new(locks::ProcessLocks));
+            close = None;
+        }
+        if config.storage == "hybrid-s3" {
+            let settings = s3::S3Settings::resolve(&config.s3)?;
+            let client = s3::S3Client::open(&settings)?;
+            description = format!("{description}, complete uploads moved to S3 {settings:?}");
+            let (transfers, worker) = s3::Transfers::new();
+            let hybrid = Arc::new(s3::Hybrid {
+                files,
+                s3: settings,
+                client,
+                transfers,
+            });
+            let shared = hybrid.clone();
             return Ok(Storage {
-                info: Box::new(move || Rc::new(records.records())),
-                data: Box::new(move || Rc::new(file::FileData::new(&files))),
-                locker: Box::new(move || Rc::new(locks.locks())),
+                info,
+                data: Box::new(move || Rc::new(s3::HybridData::new(&shared))),
+                locker,
                 description,
-                close: Some(Box::new(move |deadline| keeper.close(deadline))),
+                close,
+                hybrid: Some((hybrid, Mutex::new(Some(worker)))),
             });
         }
-        let description = format!(
-            "data in {}, info in {}",
-            files.data_dir.display(),
-            files.info_dir.display()
-        );
-        let (records, data) = (files.clone(), files);
         Ok(Storage {
-            info: Box::new(move || Rc::new(file::FileRecords::new(&records))),
-            data: Box::new(move || Rc::new(file::FileData::new(&data))),
-            locker: Box::new(|| Rc::new(locks::ProcessLocks)),
+            info,
+            data: Box::new(move || Rc::new(file::FileData::new(&files))),
+            locker,
             description,
-            close: None,
+            close,
+            hybrid: None,
         })
     }
 
@@ -383,6 +432,23 @@ impl Storage {
     pub fn close(&self, deadline: std::time::Instant) {
         if let Some(close) = &self.close {
             close(deadline);
+        }
+    }
+
+    /// hybrid-s3: the transfer thread's work, once (`None` for another storage, or when
+    /// taken already). Its caller runs it on a thread of its own with that thread's
+    /// [`Stores`].
+    pub fn take_transfers(&self) -> Option<(s3::TransferWorker, Arc<s3::Hybrid>)> {
+        let (hybrid, worker) = self.hybrid.as_ref()?;
+        let worker = worker.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some((worker, hybrid.clone()))
+    }
+
+    /// Stops the storage's own threads (hybrid-s3: the transfers, which are moved after
+    /// the next start).
+    pub fn stop(&self) {
+        if let Some((hybrid, _)) = &self.hybrid {
+            hybrid.transfers.stop();
         }
     }
 

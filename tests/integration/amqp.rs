@@ -570,22 +570,7 @@ fn a_routing_key_sends_every_event_to_one_queue_in_order() {
 // ---------------------------------------------------------------------------------------
 
 fn celery_python() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("TUSRING_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates
-        .push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python"));
-    candidates.push(PathBuf::from("python3"));
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import celery"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    python_with("celery")
 }
 
 /// A Celery worker, killed on drop.

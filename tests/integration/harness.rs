@@ -1331,6 +1331,28 @@ pub fn run_cli(args: &[&str], cwd: &Path, envs: &[(&str, &str)]) -> (Option<i32>
     (code, o, e)
 }
 
+/// A Python that can run `import <modules>`: `$TUSRING_PYTHON`, the venv that
+/// scripts/test.sh makes (target/interop-venv), or `python3`.
+pub fn python_with(modules: &str) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("TUSRING_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates
+        .push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python"));
+    candidates.push(PathBuf::from("python3"));
+    let import = format!("import {modules}");
+    candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", &import])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 /// Poll `f` every 50 ms until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

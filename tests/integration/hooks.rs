@@ -1545,22 +1545,7 @@ fn interop_dir() -> PathBuf {
 
 /// A Python that can import fastapi and uvicorn.
 fn fastapi_python() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("TUSRING_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates
-        .push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python"));
-    candidates.push(PathBuf::from("python3"));
-    candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import fastapi, uvicorn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    python_with("fastapi, uvicorn")
 }
 
 struct Uvicorn(Child);

@@ -35,5 +35,6 @@ mod ops;
 mod ports;
 mod redis;
 mod redisd;
+mod s3;
 mod takeover;
 mod vanish;

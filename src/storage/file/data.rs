@@ -143,6 +143,20 @@ impl FileData {
     }
 
     async fn stat_file(&self, info: &UploadInfo) -> Result<DataStat, StoreError> {
+        let stat = self.stat_quiet(info).await;
+        if let Err(StoreError::NotFound) = stat {
+            crate::warn!(
+                "upload {}: data file {} is missing; answering 404",
+                info.id,
+                self.inner.data_path(info).display()
+            );
+        }
+        stat
+    }
+
+    /// [`DataStore::stat`] without the warning about a missing file (`NotFound`), for
+    /// a store to which a missing file can be normal (hybrid-s3: moved to S3).
+    pub async fn stat_quiet(&self, info: &UploadInfo) -> Result<DataStat, StoreError> {
         let path = self.inner.data_path(info);
         let id = &info.id;
         let stat = match tokio_uring::fs::StatxBuilder::new().pathname(&path) {
@@ -170,13 +184,7 @@ impl FileData {
                 size: st.stx_size,
                 modified: st.stx_mtime.tv_sec,
             }),
-            Err(e) if is_not_found(&e) => {
-                crate::warn!(
-                    "upload {id}: data file {} is missing; answering 404",
-                    path.display()
-                );
-                Err(StoreError::NotFound)
-            }
+            Err(e) if is_not_found(&e) => Err(StoreError::NotFound),
             Err(e) => Err(StoreError::io("stat data file", e)),
         }
     }
