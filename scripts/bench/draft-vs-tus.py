@@ -16,8 +16,11 @@ times (default 5) in alternating order:
 Bodies go out with sendfile(2) from the source file, so the client costs little CPU
 next to the server. The time is from the request head (the PATCH's for tus, the POST's
 for the draft) to the final answer; each upload's stored size is checked and its files
-removed after it, outside the timing. Prints each run in MB/s (10^6 bytes/s), then the
-median, min and max per protocol, and the load average before and after.
+removed after it, outside the timing. Prints each run in MB/s (10^6 bytes/s) and the
+server's CPU time per GB over the upload (user + system, all its threads, from /proc: the
+figure that shows whether both take the same path, and that the machine's load does not
+distort the way it distorts wall time), then the median, min and max per protocol, and the
+load average before and after.
 """
 
 import argparse
@@ -55,6 +58,13 @@ def read_answers(sock):
         while len(buf) < length:
             buf += sock.recv(65536)
         return status, headers, interims
+
+
+def server_cpu(pid):
+    """The server's CPU time so far (user + system, every thread), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def request(port, head, body_file=None, size=0, wait_interim=False):
@@ -114,6 +124,7 @@ def main():
             sys.exit("tusring did not start: " + open(log.name).read())
         load_before = os.getloadavg()
         results = {"tus": [], "draft": []}
+        cpu = {"tus": [], "draft": []}
         for i in range(args.repeats):
             order = ["tus", "draft"] if i % 2 == 0 else ["draft", "tus"]
             for proto in order:
@@ -121,6 +132,7 @@ def main():
                     st, h, _, _ = request(port, f"POST /files HTTP/1.1\r\nHost: b\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {size}\r\nContent-Length: 0\r\n\r\n")
                     assert st == 201, (st, h)
                     loc = "/files/" + h["location"].rsplit("/", 1)[1]
+                    cpu_before = server_cpu(server.pid)
                     st, h, _, secs = request(
                         port,
                         f"PATCH {loc} HTTP/1.1\r\nHost: b\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
@@ -128,6 +140,7 @@ def main():
                         src, size)
                     assert st == 204 and int(h["upload-offset"]) == size, (st, h)
                 else:
+                    cpu_before = server_cpu(server.pid)
                     st, h, interims, secs = request(
                         port,
                         f"POST /files HTTP/1.1\r\nHost: b\r\nUpload-Draft-Interop-Version: 8\r\n"
@@ -141,14 +154,19 @@ def main():
                 assert os.path.getsize(path) == size, (proto, os.path.getsize(path))
                 os.remove(path)
                 os.remove(path + ".info")
+                cpu_gb = (server_cpu(server.pid) - cpu_before) / (size / 1e9)
                 mbs = size / secs / 1e6
                 results[proto].append(mbs)
-                print(f"run {i + 1} {proto:5}: {mbs:7.0f} MB/s ({secs:.3f} s)", flush=True)
+                cpu[proto].append(cpu_gb)
+                print(f"run {i + 1} {proto:5}: {mbs:7.0f} MB/s ({secs:.3f} s), server CPU {cpu_gb:.2f} s/GB", flush=True)
         load_after = os.getloadavg()
         print()
         for proto in ("tus", "draft"):
             v = results[proto]
-            print(f"{proto:5}: median {statistics.median(v):.0f} MB/s [{min(v):.0f}-{max(v):.0f}] over {len(v)} runs of {args.size} MiB")
+            c = cpu[proto]
+            print(f"{proto:5}: median {statistics.median(v):.0f} MB/s [{min(v):.0f}-{max(v):.0f}], "
+                  f"server CPU median {statistics.median(c):.2f} s/GB [{min(c):.2f}-{max(c):.2f}] "
+                  f"over {len(v)} runs of {args.size} MiB")
         print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute)")
     finally:
         server.terminate()
