@@ -23,7 +23,7 @@
 # are counted as the `.info` records the run left:
 #   1. plain: uploads/s, server and client CPU per upload (utime+stime from
 #      /proc/PID/stat, all threads, those that ended included), the server's CPU by
-#      thread kind (core threads, io-wq workers `iou-wrk-*`, others), context switches
+#      thread kind (core threads, io-wq workers `iou-wrk-*`, file threads, others), context switches
 #      per upload (/proc/PID/task/*/status, live threads only);
 #   2. perf stat (unless --no-trace): per upload, context switches, system calls, and
 #      the io_uring tracepoints: requests submitted, requests punted to io-wq worker
@@ -129,19 +129,20 @@ proc_cpu() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 children_cpu() { sed 's/.*) //' "/proc/$$/stat" | awk '{print $14 + $15}'; }
 machine_busy() { awk '/^cpu /{print $2 + $3 + $4 + $9; exit}' /proc/stat; }
 
-# CPU ticks of the live threads of $1 by kind: "core io-wq other".
+# CPU ticks of the live threads of $1 by kind: "core io-wq files other".
 threads_cpu() {
-    local t comm ticks core=0 iowq=0 other=0
+    local t comm ticks core=0 iowq=0 files=0 other=0
     for t in /proc/"$1"/task/*; do
         comm="$(cat "$t/comm" 2>/dev/null)" || continue
         ticks="$(sed 's/.*) //' "$t/stat" 2>/dev/null | awk '{print $12 + $13}')" || continue
         case "$comm" in
             iou-wrk-*|iou-sqp-*) iowq=$((iowq + ticks)) ;;
             tusring-core*|tusring-c*) core=$((core + ticks)) ;;
+            tusring-files*) files=$((files + ticks)) ;;
             *) other=$((other + ticks)) ;;
         esac
     done
-    echo "$core $iowq $other"
+    echo "$core $iowq $files $other"
 }
 
 # Context switches (voluntary + involuntary) of the live threads of $1.
@@ -169,16 +170,16 @@ t0="$(date +%s.%N)"
 load >"$WORK/plain.out"
 t1="$(date +%s.%N)"
 s1="$(proc_cpu "$SRV_PID")" c1="$(children_cpu)" b1="$(machine_busy)" x1="$(ctxsw "$SRV_PID")"
-read -r tcore tiowq tother < <(threads_cpu "$SRV_PID")
+read -r tcore tiowq tfiles tother < <(threads_cpu "$SRV_PID")
 stop_server
 n="$(uploads_in "$dir")"
 awk -v n="$n" -v s="$((s1 - s0))" -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v x="$((x1 - x0))" \
-    -v t0="$t0" -v t1="$t1" -v tck="$TCK" -v core="$tcore" -v iowq="$tiowq" -v other="$tother" 'BEGIN {
+    -v t0="$t0" -v t1="$t1" -v tck="$TCK" -v core="$tcore" -v iowq="$tiowq" -v files="$tfiles" -v other="$tother" 'BEGIN {
     w = t1 - t0; us = 1e6 / tck
     printf "uploads                      %d (%.0f/s)\n", n, n / w
     printf "server CPU per upload        %.1f us\n", s * us / n
-    printf "  of which (whole run, live threads): core threads %.1f us, io-wq %.1f us, other %.1f us, ended threads %.1f us\n",
-        core * us / n, iowq * us / n, other * us / n, (s - core - iowq - other) * us / n
+    printf "  of which (whole run, live threads): core threads %.1f us, io-wq %.1f us, file threads %.1f us, other %.1f us, ended threads %.1f us\n",
+        core * us / n, iowq * us / n, files * us / n, other * us / n, (s - core - iowq - files - other) * us / n
     printf "client CPU per upload        %.1f us\n", c * us / n
     printf "other processes              %.2f cores\n", (b - s - c) / tck / w
     printf "server context switches      %.2f per upload (live threads)\n", x / n

@@ -160,7 +160,12 @@ fn expired_uploads_get_410_then_are_swept_and_finished_ones_stay() {
         eventually(Duration::from_secs(20), || d.head(&u).status == 404),
         "never swept"
     );
-    assert!(find_file(d.data_dir(), &u).is_none(), "data removed");
+    // The sweep removes the record first, then the data: a HEAD may see the first
+    // before the second is done.
+    let gone = eventually(Duration::from_secs(5), || {
+        find_file(d.data_dir(), &u).is_none()
+    });
+    assert!(gone, "data removed");
     assert!(!d.info_path(&u).exists(), "info removed");
     assert!(d.stderr_text().contains(&format!("upload {u} expired")));
 
