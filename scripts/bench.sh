@@ -237,29 +237,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------- helpers
-# A port nothing listens on, below the ephemeral range (so no client socket holds it).
-free_port() {
-    local p lo
-    lo="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)"
-    for _ in $(seq 1 200); do
-        p=$((10000 + RANDOM % (lo - 10000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
-
-# Waits until 127.0.0.1:$1 accepts connections while process $2 lives.
-wait_port() {
-    for _ in $(seq 1 400); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.025
-    done
-    return 1
-}
+# free_port, wait_port
+# shellcheck source=bench/lib.sh
+source "$ROOT/scripts/bench/lib.sh"
 
 # The run's own Redis (for redis-wN), started on first use: 127.0.0.1, a free port, no
 # persistence, its files in $WORK. Sets REDIS_PID and REDIS_PORT.

@@ -81,17 +81,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((10000 + RANDOM % 20000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    return 1
-}
+# free_port, wait_port
+# shellcheck source=lib.sh
+source "$ROOT/scripts/bench/lib.sh"
 
 start_server() {
     local dir="$1"
@@ -108,11 +100,7 @@ start_server() {
             ;;
     esac
     SRV_PID=$!
-    for _ in $(seq 1 400); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.025
-    done
+    wait_port "$PORT" "$SRV_PID" && return 0
     echo "profile-small.sh: the server did not start:" >&2
     cat "$dir.log" >&2
     exit 1
