@@ -208,7 +208,12 @@ fn a_write_postpones_the_expiry() {
         eventually(Duration::from_secs(15), || d.head(&u).status == 404),
         "never swept"
     );
-    assert!(find_file(d.data_dir(), &u).is_none());
+    // The record goes first, then the data: wait for the second.
+    assert!(
+        eventually(Duration::from_secs(5), || find_file(d.data_dir(), &u)
+            .is_none()),
+        "data removed"
+    );
 }
 
 #[test]
@@ -270,7 +275,11 @@ fn a_waiting_final_goes_once_an_expired_part_is_swept() {
         eventually(Duration::from_secs(15), || d.head(&f).status == 404),
         "waiting final not swept"
     );
-    assert!(find_file(d.data_dir(), &f).is_none());
+    assert!(
+        eventually(Duration::from_secs(5), || find_file(d.data_dir(), &f)
+            .is_none()),
+        "final's data removed"
+    );
     // The complete part is finished: kept.
     let h = d.head(&done);
     h.assert_status(200, "complete part kept");
