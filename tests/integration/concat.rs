@@ -553,8 +553,16 @@ fn a_waiting_final_survives_a_restart_and_an_interrupted_assembly() {
         "final not assembled after the restart"
     );
     assert!(!tmp_file.exists(), "temporary file replaced");
-    let h = d.head(&f);
-    assert_eq!(h.upload_offset(), 8000);
+    // The final is reported complete once its record is written, just after the
+    // rename that filled its data file.
+    assert!(
+        eventually(Duration::from_secs(10), || d
+            .head(&f)
+            .header("Upload-Offset")
+            .is_some_and(|v| v.trim() == "8000")),
+        "final not reported complete: {:?}",
+        d.head(&f)
+    );
 }
 
 #[test]
