@@ -16,10 +16,29 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
+    /// The message is kept on one line whatever a parser's reason quotes: a control
+    /// character a library echoed back from the user's value (a NATS URL parser quoting
+    /// a `\r`, say) is escaped here, so no message can span lines or move a terminal's
+    /// cursor.
     pub(super) fn new(flag: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let message: String = message.into();
+        let message = if message.contains(char::is_control) {
+            message
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_debug().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        } else {
+            message
+        };
         ConfigError {
             flag: flag.into(),
-            message: message.into(),
+            message,
         }
     }
 }

@@ -1127,6 +1127,16 @@ fn nats_flags() {
     }
 }
 
+/// Found by the config fuzz target: the NATS URL parser quotes the value back raw in
+/// its reason, so a `\r` in the value split the one-line error in two.
+#[test]
+fn a_parser_reason_quoting_a_control_character_stays_on_one_line() {
+    let e = err(&["--hooks-nats-urls", "E\0\0\u{4}S\0\rTU"]);
+    assert_eq!(e.flag, "--hooks-nats-urls");
+    assert!(!e.message.contains(char::is_control), "{:?}", e.message);
+    assert!(e.message.contains("\\r"), "{:?}", e.message);
+}
+
 #[test]
 fn s3_flags() {
     let c = cfg(&[]);
