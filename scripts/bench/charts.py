@@ -99,13 +99,18 @@ class Stats:
         return OTHERS[unknown.index(server) % len(OTHERS)]
 
 
-def panel(stats, title, groups, x, y):
-    """A panel of horizontal bars at (x, y): groups is [(label or None, metric)], one bar
-    per server that has the metric. Returns (svg elements, height)."""
+def top_of(stats, groups):
+    """The largest value (a range's max) of the metrics of groups."""
+    return max((s[2] for _, m in groups for srv in stats.servers
+                if (s := stats.get(m, srv))), default=0) or 1
+
+
+def panel(stats, title, groups, top, x, y):
+    """A panel of horizontal bars at (x, y), top drawn BAR_W long: groups is
+    [(label or None, metric)], one bar per server that has the metric. Returns (svg
+    elements, height)."""
     out = [f'<text x="{x}" y="{y + 13}" style="{FONT};font-size:13px;font-weight:bold">'
            f"{escape(title)}</text>"]
-    top = max((s[2] for _, m in groups for srv in stats.servers
-               if (s := stats.get(m, srv))), default=0) or 1
     scale = BAR_W / top
     cy = y + 22
     for label, metric in groups:
@@ -145,12 +150,17 @@ def panel(stats, title, groups, x, y):
 
 def svg(stats, heading, grid):
     """An SVG document: the heading, then the panels row by row. grid is a list of rows,
-    each a list of (title, groups)."""
+    each a list of (title, groups); the panels of one column share their scale (on the
+    small uploads' chart: tmpfs above, the disk below)."""
     body, y = [], 30
+    tops = {}
+    for row in grid:
+        for col, (_, groups) in enumerate(row):
+            tops[col] = max(tops.get(col, 0), top_of(stats, groups))
     for row in grid:
         height = 0
         for col, (title, groups) in enumerate(row):
-            els, h = panel(stats, title, groups, 10 + col * (PANEL_W + PANEL_GAP), y)
+            els, h = panel(stats, title, groups, tops[col], 10 + col * (PANEL_W + PANEL_GAP), y)
             body += els
             height = max(height, h)
         y += height + 12
