@@ -55,8 +55,9 @@
 # - on a disk, created files are kept until the end of the run and deleted last (mass
 #   deletes slow later file creation on ext4 for minutes), and the file system is synced
 #   (sync -f) before each timed run, so that the writeback of the runs before it happens
-#   outside its timing; a disk measurement is skipped, with a note, when less than
-#   $BENCH_DISK_MIN_FREE GiB (default 6) would be left free; on tmpfs, which has no such
+#   outside its timing; a disk measurement is skipped, with a note, when the disk has
+#   less than $BENCH_DISK_MIN_FREE GiB (default 4) + 1 GiB free (the files it may keep;
+#   the disk is shared); on tmpfs, which has no such
 #   effect but holds everything in memory (a full run creates millions of files), each
 #   measurement's directory is deleted right after it, outside the timing; the 1 GiB
 #   files of `big` are deleted right after their measurement everywhere;
@@ -122,7 +123,7 @@ OTHER_MAX="${BENCH_OTHER_MAX:-0.15}"
 RETRIES="${BENCH_RETRIES:-1}"
 QUIET_WAIT="${BENCH_QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 10 || echo 30)}"
 QUIET_LEFT="${BENCH_QUIET_BUDGET:-$([ "$QUICK" = 1 ] && echo 60 || echo 240)}"
-DISK_MIN_FREE="${BENCH_DISK_MIN_FREE:-6}"
+DISK_MIN_FREE="${BENCH_DISK_MIN_FREE:-4}"
 TCK="$(getconf CLK_TCK)"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -466,12 +467,13 @@ done_with() {
     [ "$(stat -f -c %T "$(dirname "$1")")" != tmpfs ] || rm -rf "$1" "$1.log"
 }
 
-# Before a timed run on the disk: false (and a note) when less than DISK_MIN_FREE GiB
-# would be left; else the disk's dirty pages written back, outside the timing.
+# Before a timed run on the disk: false (and a note) when the disk has less than
+# DISK_MIN_FREE + 1 GiB free (1 GiB: more than a 2 s run of 4 KiB uploads keeps here);
+# else the disk's dirty pages written back, outside the timing.
 disk_ready() {
     local avail
     avail="$(df -Pk "$DISK" | awk 'NR == 2 {print $4}')"
-    if [ "$avail" -lt $(((DISK_MIN_FREE + 2) << 20)) ]; then
+    if [ "$avail" -lt $(((DISK_MIN_FREE + 1) << 20)) ]; then
         NOTES+=("disk: measurements skipped with $((avail >> 20)) GiB left on $DISK_PARENT (BENCH_DISK_MIN_FREE=$DISK_MIN_FREE)")
         return 1
     fi
