@@ -67,8 +67,7 @@
 #   default 240, 60 with --quick, so that a busy machine cannot stretch the run); the CPU
 #   other processes use during the run is measured, and a run where they used more than
 #   $BENCH_OTHER_MAX cores (default 0.15) is run again ($BENCH_RETRIES times, default 1),
-#   then flagged as disturbed.
-#
+#   then flagged as disturbed;
 # - no server is told to fsync (neither tusring's nor rustus's --force-fsync): on a disk,
 #   an upload is acknowledged once its data and record are in the page cache, by all;
 #   each server's data and records are in the same directory, so on the same file system.
