@@ -2,8 +2,9 @@
 # tusring's benchmark suite: tusring against the tus servers found on this machine and
 # against the plain loopback limits, all in one run, alternating servers.
 #
-#   scripts/bench.sh [--quick] [--with-node] [--install] [--data-dir DIR] [--repeats N]
-#                    [--servers LIST] [--scenarios LIST] [--out FILE] [--no-build]
+#   scripts/bench.sh [--quick] [--with-node] [--install] [--data-dir DIR] [--disk-dir DIR]
+#                    [--repeats N] [--servers LIST] [--scenarios LIST] [--out FILE]
+#                    [--no-build]
 #
 # Servers (each measured with the same scenarios, one at a time, started fresh for each
 # measurement on 127.0.0.1 and stopped after it):
@@ -39,6 +40,11 @@
 #           of each server is verified byte for byte
 #   small   4 KiB creation-with-upload (POST + PATCH where a server lacks it) over 1, 16
 #           and 64 keep-alive connections: uploads/s and p99 latency
+#   disk    the same as small with the data on the machine's disk: in --disk-dir DIR
+#           (default target/bench-disk, i.e. the file system of this repository; refused
+#           when that is tmpfs), 2 s after 0.5 s of warm-up per run (1 s with --quick) so
+#           that the files kept until the end of the run (see below) fit on the disk;
+#           rows "small N conn, disk: ..."
 #   hold    1000 concurrent uploads trickling slowly: peak RSS of the server (VmHWM),
 #           and how many uploads are intact afterwards (HEAD offset == length)
 #
@@ -47,7 +53,11 @@
 # - every measurement gets a freshly started server and its own directory;
 # - memory is touched and freed before each timed run;
 # - on a disk, created files are kept until the end of the run and deleted last (mass
-#   deletes slow later file creation on ext4 for minutes); on tmpfs, which has no such
+#   deletes slow later file creation on ext4 for minutes), and the file system is synced
+#   (sync -f) before each timed run, so that the writeback of the runs before it happens
+#   outside its timing; a disk measurement is skipped, with a note, when the disk has
+#   less than $BENCH_DISK_MIN_FREE GiB (default 4) + 1 GiB free (the files it may keep;
+#   the disk is shared); on tmpfs, which has no such
 #   effect but holds everything in memory (a full run creates millions of files), each
 #   measurement's directory is deleted right after it, outside the timing; the 1 GiB
 #   files of `big` are deleted right after their measurement everywhere;
@@ -57,11 +67,16 @@
 #   default 240, 60 with --quick, so that a busy machine cannot stretch the run); the CPU
 #   other processes use during the run is measured, and a run where they used more than
 #   $BENCH_OTHER_MAX cores (default 0.15) is run again ($BENCH_RETRIES times, default 1),
-#   then flagged as disturbed.
+#   then flagged as disturbed;
+# - no server is told to fsync (neither tusring's nor rustus's --force-fsync): on a disk,
+#   an upload is acknowledged once its data and record are in the page cache, by all;
+#   each server's data and records are in the same directory, so on the same file system.
 #
 # Output: one table (metric x server: median, [min-max] over the repeats, ratio to
 # tusring-w2's median) on stdout and in benches/results/<date>-<host>.md (with -quick
-# for --quick runs) with a note of the machine and the raw values.
+# for --quick runs) with a note of the machine (load average at the start and the end
+# included) and the raw values; beside the page, charts of the same raw values as SVG
+# (<page>-small.svg, -big.svg, -hold.svg, by scripts/bench/charts.py), linked from it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -70,7 +85,7 @@ ROOT="$PWD"
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
 QUICK=0 WITH_NODE=0 INSTALL=0 BUILD=1
-DATA_PARENT="" REPEATS="" OUT="" ONLY_SERVERS="" SCENARIOS="big,small,hold"
+DATA_PARENT="" DISK_PARENT="" REPEATS="" OUT="" ONLY_SERVERS="" SCENARIOS="big,small,disk,hold"
 ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -79,6 +94,7 @@ while [ $# -gt 0 ]; do
         --install) INSTALL=1 ;;
         --no-build) BUILD=0 ;;
         --data-dir) DATA_PARENT="$2"; shift ;;
+        --disk-dir) DISK_PARENT="$2"; shift ;;
         --repeats) REPEATS="$2"; shift ;;
         --servers) ONLY_SERVERS="$2"; shift ;;
         --scenarios) SCENARIOS="$2"; shift ;;
@@ -92,12 +108,12 @@ done
 if [ "$QUICK" = 1 ]; then
     : "${REPEATS:=2}"
     BIG_SIZE=256M BIG_BYTES=$((256 << 20))
-    SMALL_DUR=1s SMALL_WARM=0.5s
+    SMALL_DUR=1s SMALL_WARM=0.5s DISK_DUR=1s DISK_WARM=0.5s
     HOLD_UPLOADS=1000 HOLD_SIZE=16K HOLD_PIECE=4K HOLD_INTERVAL=250ms
 else
     : "${REPEATS:=3}"
     BIG_SIZE=1G BIG_BYTES=$((1 << 30))
-    SMALL_DUR=5s SMALL_WARM=1s
+    SMALL_DUR=5s SMALL_WARM=1s DISK_DUR=2s DISK_WARM=0.5s
     HOLD_UPLOADS=1000 HOLD_SIZE=64K HOLD_PIECE=4K HOLD_INTERVAL=200ms
 fi
 SMALL_SIZE=4K
@@ -106,6 +122,7 @@ OTHER_MAX="${BENCH_OTHER_MAX:-0.15}"
 RETRIES="${BENCH_RETRIES:-1}"
 QUIET_WAIT="${BENCH_QUIET_WAIT:-$([ "$QUICK" = 1 ] && echo 10 || echo 30)}"
 QUIET_LEFT="${BENCH_QUIET_BUDGET:-$([ "$QUICK" = 1 ] && echo 60 || echo 240)}"
+DISK_MIN_FREE="${BENCH_DISK_MIN_FREE:-4}"
 TCK="$(getconf CLK_TCK)"
 
 log() { printf '%s\n' "$*" >&2; }
@@ -229,12 +246,27 @@ cleanup() {
         wait "$REDIS_PID" 2>/dev/null || true
     fi
     # Deleting last: what the run kept goes at once, after the last measurement.
-    rm -rf "$DATA" "$WORK"
+    rm -rf "$DATA" "$WORK" ${DISK:+"$DISK"}
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# The disk scenario's data: on the repository's file system unless told otherwise.
+DISK="" DISK_FS=""
+case ",$SCENARIOS," in
+    *,disk,*)
+        : "${DISK_PARENT:=$ROOT/target/bench-disk}"
+        mkdir -p "$DISK_PARENT"
+        DISK="$(mktemp -d "$DISK_PARENT/tusring-bench.XXXXXX")"
+        DISK_FS="$(stat -f -c %T "$DISK")"
+        if [ "$DISK_FS" = tmpfs ]; then
+            log "bench.sh: $DISK_PARENT is on tmpfs, not a disk; pass --disk-dir DIR or leave out the disk scenario"
+            exit 2
+        fi
+        ;;
+esac
 
 # ---------------------------------------------------------------------------- helpers
 # free_port, wait_port
@@ -431,7 +463,20 @@ touch_memory() {
 # Removes a measurement's directory where keeping it costs memory (tmpfs); on a disk it
 # stays until the end of the run.
 done_with() {
-    [ "$DATA_FS" != tmpfs ] || rm -rf "$1" "$1.log"
+    [ "$(stat -f -c %T "$(dirname "$1")")" != tmpfs ] || rm -rf "$1" "$1.log"
+}
+
+# Before a timed run on the disk: false (and a note) when the disk has less than
+# DISK_MIN_FREE + 1 GiB free (1 GiB: more than a 2 s run of 4 KiB uploads keeps here);
+# else the disk's dirty pages written back, outside the timing.
+disk_ready() {
+    local avail
+    avail="$(df -Pk "$DISK" | awk 'NR == 2 {print $4}')"
+    if [ "$avail" -lt $(((DISK_MIN_FREE + 1) << 20)) ]; then
+        NOTES+=("disk: measurements skipped with $((avail >> 20)) GiB left on $DISK_PARENT (BENCH_DISK_MIN_FREE=$DISK_MIN_FREE)")
+        return 1
+    fi
+    sync -f "$DISK"
 }
 
 # rotate N ITEMS...: the items starting at index N mod count.
@@ -497,35 +542,42 @@ measure_big() {
     done
 }
 
+# measure_small SERVER CONNS REP [disk]: with "disk", the data go to $DISK and the rows
+# are "small N conn, disk: ...".
 measure_small() {
-    local srv="$1" conns="$2" rep="$3" attempt=0 dir out rate p99 errors
+    local srv="$1" conns="$2" rep="$3" where="${4:-}" attempt=0 dir out rate p99 errors
+    local base="$DATA" name="small$conns" row="small $conns conn" dur="$SMALL_DUR" warm="$SMALL_WARM"
+    if [ "$where" = disk ]; then
+        base="$DISK" name="disk$conns" row="small $conns conn, disk" dur="$DISK_DUR" warm="$DISK_WARM"
+    fi
     while :; do
         attempt=$((attempt + 1))
-        dir="$DATA/small$conns/$srv/r$rep-$attempt"
-        out="$WORK/small$conns-$srv-$rep-$attempt.out"
-        start_server "$srv" "$dir" || { NOTES+=("small: $srv did not start"); return 0; }
+        dir="$base/$name/$srv/r$rep-$attempt"
+        out="$WORK/$name-$srv-$rep-$attempt.out"
+        [ "$where" != disk ] || disk_ready || return 0
+        start_server "$srv" "$dir" || { NOTES+=("$row: $srv did not start"); return 0; }
         touch_memory $((512 << 20))
         measured "$out" "$TUSLOAD" small --url "$SRV_URL" --size "$SMALL_SIZE" --conns "$conns" \
-            --duration "$SMALL_DUR" --warmup "$SMALL_WARM" --csv || true
+            --duration "$dur" --warmup "$warm" --csv || true
         stop_server
         done_with "$dir"
         rate="$(csv_field small 4 "$out")" p99="$(csv_field small 6 "$out")"
         errors="$(csv_field small 7 "$out")"
         if [ -z "$rate" ] || awk -v r="$rate" 'BEGIN { exit !(r == 0) }'; then
-            NOTES+=("small $conns: $srv failed: $(grep -m1 -E 'errors|tusload:' "$out" || tail -n 1 "$out")")
+            NOTES+=("$row: $srv failed: $(grep -m1 -E 'errors|tusload:' "$out" || tail -n 1 "$out")")
             return 0
         fi
-        [ "${errors:-0}" = 0 ] || NOTES+=("small $conns: $srv #$rep: $errors errors ($(grep -m1 'errors' "$out" | sed 's/^ *//'))")
+        [ "${errors:-0}" = 0 ] || NOTES+=("$row: $srv #$rep: $errors errors ($(grep -m1 'errors' "$out" | sed 's/^ *//'))")
         grep -q 'POST + PATCH' "$out" && NOTES+=("small: $srv has no creation-with-upload; tusload used POST + PATCH")
         FLAG=""
         if disturbed && [ "$attempt" -le "$RETRIES" ]; then
-            log "  small-$conns $srv #$rep: other processes used $M_OTHER cores; again"
+            log "  $name $srv #$rep: other processes used $M_OTHER cores; again"
             continue
         fi
         disturbed && FLAG="disturbed"
-        log "  small-$conns $srv #$rep: $rate uploads/s, p99 ${p99} us, server ${M_SERVER}s cpu in ${M_WALL}s, other $M_OTHER cores"
-        record "small $conns conn: uploads/s" "$srv" "$rep" "$rate"
-        record "small $conns conn: p99 ms" "$srv" "$rep" \
+        log "  $name $srv #$rep: $rate uploads/s, p99 ${p99} us, server ${M_SERVER}s cpu in ${M_WALL}s, other $M_OTHER cores"
+        record "$row: uploads/s" "$srv" "$rep" "$rate"
+        record "$row: p99 ms" "$srv" "$rep" \
             "$(awk -v u="$p99" 'BEGIN { printf "%.2f", u / 1000 }')"
         return 0
     done
@@ -570,6 +622,7 @@ measure_hold() {
 step "servers: ${ALL[*]}; data in $DATA ($(stat -f -c %T "$DATA")); $REPEATS repeats"
 for s in "${SKIPPED[@]}"; do log "  skipped: $s"; done
 T_START="$(date +%s)"
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 FLAG=""
 M_OTHER=0
 
@@ -591,16 +644,27 @@ for scen in ${SCENARIOS//,/ }; do
                 done
             done
             ;;
+        disk)
+            for conns in "${SMALL_CONNS[@]}"; do
+                step "disk: $SMALL_SIZE uploads over $conns connections, $DISK_DUR each, data in $DISK ($DISK_FS)"
+                for ((rep = 1; rep <= REPEATS; rep++)); do
+                    for srv in $(rotate $((rep - 1)) "${TUS_SERVERS[@]}"); do
+                        measure_small "$srv" "$conns" "$rep" disk
+                    done
+                done
+            done
+            ;;
         hold)
             step "hold: $HOLD_UPLOADS uploads of $HOLD_SIZE, $HOLD_PIECE every $HOLD_INTERVAL"
             for ((rep = 1; rep <= REPEATS; rep++)); do
                 for srv in $(rotate $((rep - 1)) "${TUS_SERVERS[@]}"); do measure_hold "$srv" "$rep"; done
             done
             ;;
-        *) log "unknown scenario $scen (big, small, hold)"; exit 2 ;;
+        *) log "unknown scenario $scen (big, small, disk, hold)"; exit 2 ;;
     esac
 done
 T_END="$(date +%s)"
+LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ------------------------------------------------------------------------------ report
 # The table: one row per metric and server, in the order measured.
@@ -713,6 +777,17 @@ if [ -z "$OUT" ]; then
     OUT="$ROOT/benches/results/$DATE-$HOST$SUFFIX.md"
 fi
 mkdir -p "$(dirname "$OUT")"
+# The charts, beside the page, from the same raw values as its tables.
+CHARTS=()
+if command -v python3 >/dev/null; then
+    if CHART_LIST="$(python3 "$ROOT/scripts/bench/charts.py" "$RAW" "${OUT%.md}")"; then
+        [ -z "$CHART_LIST" ] || mapfile -t CHARTS <<<"$CHART_LIST"
+    else
+        NOTES+=("charts: scripts/bench/charts.py failed")
+    fi
+else
+    NOTES+=("charts: python3 not found, none written")
+fi
 {
     echo "# tusring benchmark, $DATE on $HOST"
     echo
@@ -724,6 +799,8 @@ mkdir -p "$(dirname "$OUT")"
     echo "| kernel | $(uname -r) |"
     echo "| memory | $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) |"
     echo "| data dir | $(stat -f -c %T "$DATA") ($DATA_PARENT) |"
+    [ -z "$DISK" ] || echo "| disk dir (disk rows) | $DISK_FS ($DISK_PARENT, $(df -P "$DISK" | awk 'NR == 2 {print $1}')) |"
+    echo "| load average (1, 5, 15 min) | $LOAD_START at the start, $LOAD_END at the end |"
     for s in "${ALL[@]}"; do echo "| $s | $(version_of "$s") |"; done
     echo
     echo "Parameters: $REPEATS repeats per measurement, servers in rotating order, each started"
@@ -732,6 +809,12 @@ mkdir -p "$(dirname "$OUT")"
     echo "$HOLD_PIECE every $HOLD_INTERVAL. tusring-wN and base-wN: \`--workers N\`; redis-wN: \`--workers N\` with"
     echo "\`--info-storage redis-info-storage\` on a loopback redis-server of the run's own (its CPU counted as the server's);"
     echo "rustus: \`-w 2 -m 2000000000\`."
+    if [ -n "$DISK" ]; then
+        echo "Disk rows (\`small N conn, disk\`): the same uploads with the data on $DISK_FS, $DISK_DUR after"
+        echo "$DISK_WARM of warm-up per run; files kept until the end of the run, the file system synced"
+        echo "before each timed run; no server fsyncs (an upload is acknowledged from the page cache);"
+        echo "the kernel's writeback done during a run counts as other processes' CPU."
+    fi
     echo "Ratios: this server's median / tusring-w2's median (for p99, CPU and RSS lower is better)."
     echo "A run is disturbed when other processes used more than $OTHER_MAX cores during it."
     echo
@@ -741,6 +824,15 @@ mkdir -p "$(dirname "$OUT")"
     echo
     summary
     echo
+    if [ ${#CHARTS[@]} -gt 0 ]; then
+        echo "Charts of the same raw values (bars: medians; whiskers: min–max):"
+        echo
+        for c in "${CHARTS[@]}"; do
+            c="$(basename "$c")"
+            echo "![${c%.svg}]($c)"
+            echo
+        done
+    fi
     if [ ${#SKIPPED[@]} -gt 0 ] || [ ${#NOTES[@]} -gt 0 ]; then
         echo "Notes:"
         echo
@@ -750,10 +842,10 @@ mkdir -p "$(dirname "$OUT")"
         fi
         echo
     fi
-    echo "<details><summary>raw values (metric, server, repeat, value, other processes' cores)</summary>"
+    echo "<details><summary>raw values (metric, server, repeat, value, other processes' cores, disturbed)</summary>"
     echo
     echo '```'
-    cut -f1-5 "$RAW"
+    cut -f1-6 "$RAW"
     echo '```'
     echo
     echo "</details>"
@@ -764,3 +856,4 @@ table
 echo
 [ ${#NOTES[@]} -eq 0 ] || { printf '%s\n' "${NOTES[@]}" | sort | uniq -c; echo; }
 echo "written to ${OUT#"$ROOT"/}"
+for c in "${CHARTS[@]}"; do echo "written to ${c#"$ROOT"/}"; done

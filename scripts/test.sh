@@ -25,7 +25,8 @@
 # it installs debootstrap and systemd-container with apt-get, and skips with the reason
 # when it cannot run), and runs `cargo test` (unit,
 # integration and doc tests) with TUSRING_REQUIRE_INTEROP=1, so the real-client interop
-# tests must run, not skip.
+# tests must run, not skip; then a tusload smoke run against the debug binary and the
+# check of the benchmark charts (scripts/bench/test_charts.py).
 # Re-running is fast: installs are skipped when their inputs have not changed.
 # Needs python3 and Node.js 20 with npm on the machine; on Debian, as root, it installs
 # python3-venv itself if the venv module is missing.
@@ -262,5 +263,11 @@ step "tusload smoke: big and small uploads against a debug tusring, verified on 
     "$BIN/tusload" verify --ids-file "$SMOKE/big.ids" --data-dir "$SMOKE/data"
     "$BIN/tusload" verify --ids-file "$SMOKE/small.ids" --data-dir "$SMOKE/data"
 )
+
+# ------------------------------------------------------------- benchmark charts check
+# scripts/bench/charts.py (the SVG charts beside each bench.sh results page): the charts
+# of every page in benches/results parse as SVG and show the medians of its table.
+step "bench charts: scripts/bench/test_charts.py"
+python3 scripts/bench/test_charts.py
 
 step "all tests passed"
