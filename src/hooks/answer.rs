@@ -157,6 +157,43 @@ impl Answer {
     pub fn is_none(&self) -> bool {
         matches!(self, Self::Proceed { change, response } if change.is_empty() && response.is_empty())
     }
+
+    /// A short description for a log line (no string of the answer in it).
+    pub fn summary(&self) -> String {
+        let response = |r: &HttpAnswer| {
+            let mut s = match r.status {
+                Some(code) => format!("status {code}"),
+                None => "the daemon's status".to_owned(),
+            };
+            if !r.headers.is_empty() {
+                s.push_str(&format!(", {} header field(s)", r.headers.len()));
+            }
+            if !r.body.is_empty() {
+                s.push_str(&format!(", a body of {} bytes", r.body.len()));
+            }
+            s
+        };
+        match self {
+            Self::Proceed {
+                change,
+                response: r,
+            } => {
+                let mut s = "go on".to_owned();
+                if change.id.is_some() {
+                    s.push_str(", the upload ID changed");
+                }
+                if change.metadata.is_some() {
+                    s.push_str(", the metadata replaced");
+                }
+                if !r.is_empty() {
+                    s.push_str(&format!(", answered with {}", response(r)));
+                }
+                s
+            }
+            Self::Refuse(r) => format!("refuse, answered with {}", response(r)),
+            Self::Stop(r) => format!("stop the upload, answered with {}", response(r)),
+        }
+    }
 }
 
 /// Why an answer was refused whole. Strings taken from the answer are escaped and cut
