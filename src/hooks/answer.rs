@@ -3,11 +3,12 @@
 //! `RejectTermination`, `ChangeFileInfo` {`ID`, `MetaData`}, `StopUpload`), parsed and
 //! checked as one pure function, [`parse_answer`].
 //!
-//! Not wired yet: no transport reads answers and no handler applies them (see DESIGN.md,
-//! "Hook answers (planned wiring)"). The parser decides everything that does not need the
-//! stores, so applying an [`Answer`] can never half-apply: either every instruction in it
-//! is valid for the event, or the answer is refused whole with an [`AnswerError`] saying
-//! why (the caller logs it and takes no instruction).
+//! Read with `--hooks-answers` for pre-create and pre-terminate (the pool, `hooks`, parses
+//! what a notifier hands it; see DESIGN.md, "Hook answers"); post-receive and pre-finish
+//! answers are parsed here but not read yet. The parser decides everything that does not
+//! need the stores, so applying an [`Answer`] can never half-apply: either every
+//! instruction in it is valid for the event, or the answer is refused whole with an
+//! [`AnswerError`] saying why (the caller logs it and takes no instruction).
 //!
 //! Field names are matched exactly as tusd documents them; fields it does not know are
 //! ignored, as tusd ignores them; a JSON `null` or a field's zero value (`false`, `0`,

@@ -64,6 +64,14 @@
 //! [`Verdict`]. Pre-hooks go to the notifiers in rustus's order and the first refusal
 //! (or failure) is the verdict.
 //!
+//! # Answers
+//!
+//! With `--hooks-answers`, a notifier that can refuse hands the pool the bytes of its
+//! answer to `pre-create` or `pre-terminate` ([`answer_event`]); the pool parses them
+//! ([`answer::parse_answer`]) on the worker, logs and counts one that is not taken, and
+//! sends the request the checked [`answer::Answer`] (a refusal as
+//! [`HookError::Answered`]).
+//!
 //! # Shutdown
 //!
 //! `server::run` calls [`Hooks::shutdown`] after the cores have finished: the workers
