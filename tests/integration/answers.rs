@@ -357,3 +357,36 @@ esac"#,
     let id = upload_id(&r);
     d.patch(&id, 0, b"abc").assert_status(204, "patch");
 }
+
+#[test]
+fn a_final_upload_takes_its_creation_answer() {
+    let tmp = TempDir::new("answers-final");
+    // Every pre-create is answered with a file name and a header for the 201.
+    let hook = script(
+        &tmp.join("hook.sh"),
+        r#"[ "$1" = pre-create ] || exit 0
+echo '{"ChangeFileInfo": {"MetaData": {"filename": "joined.bin"}}, "HTTPResponse": {"Header": {"X-Joined": "yes"}}}'"#,
+    );
+    let d = Daemon::start(
+        &tmp,
+        &["--hooks-answers", "--hooks-file", hook.to_str().unwrap()],
+    );
+    let mut parts = Vec::new();
+    for body in [&b"abc"[..], b"def"] {
+        let r = d.post(&[("Upload-Length", "3"), ("Upload-Concat", "partial")]);
+        assert_eq!(r.status, 201, "{r:?}");
+        let id = upload_id(&r);
+        d.patch(&id, 0, body).assert_status(204, "part");
+        parts.push(id);
+    }
+    let concat = format!("final;/files/{} /files/{}", parts[0], parts[1]);
+    let r = d.post(&[("Upload-Concat", concat.as_str())]);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.header("X-Joined"), Some("yes"));
+    let f = upload_id(&r);
+    assert_eq!(d.read_data(&f), b"abcdef");
+    assert_eq!(
+        recorded_metadata(&d, &f),
+        serde_json::json!({"filename": "joined.bin"})
+    );
+}
