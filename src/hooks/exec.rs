@@ -18,7 +18,7 @@ use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::notifier::{Answer, Delivery, Notifier, Verdict};
+use super::notifier::{Delivery, Notifier, Verdict};
 use super::{Event, EventSet};
 use crate::error::HookError;
 use crate::limits::MAX_HOOK_ANSWER_BYTES;
@@ -534,8 +534,7 @@ impl Notifier for ExecHook {
             &self.running,
             d.answers,
         ) {
-            Ok(_) if !d.answers => return Verdict::pass(),
-            Ok(stdout) => return Verdict::Pass(Answer::of(stdout)),
+            Ok(stdout) => return d.passed(Some(stdout)),
             Err(e) => e,
         };
         let why = e.to_string();

@@ -10,7 +10,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use super::notifier::{Answer, Delivery, Notifier, Verdict};
+use super::notifier::{Delivery, Notifier, Verdict};
 use super::Event;
 use crate::error::HookError;
 use crate::limits::MAX_HOOK_ANSWER_BYTES;
@@ -92,14 +92,8 @@ impl Notifier for HttpHook {
     /// answer.
     fn deliver(&self, d: &Delivery<'_>) -> Verdict {
         let via = self.name_for(d.event);
-        let mut answer = None;
-        let post = || {
-            answer = self.post(d)?;
-            Ok(())
-        };
-        match d.retrying(&via, post, Failure::retryable) {
-            Ok(()) if d.answers => Verdict::Pass(Answer::of(answer.unwrap_or_default())),
-            Ok(()) => Verdict::pass(),
+        match d.retrying(&via, || self.post(d), Failure::retryable) {
+            Ok(answer) => d.passed(answer),
             Err(end) => end.verdict(|f| {
                 let refusal = f.is_status();
                 (f.into_hook_error(d.event), refusal)

@@ -1000,11 +1000,11 @@ impl Inner {
         let mut taken = answer::Answer::NONE;
         let mut taken_from = String::new();
         for entry in &self.notifiers {
-            let got = self.deliver(entry, d).and_then(|said| match said {
+            let got = self.deliver(entry, d).map(|said| match said {
                 Some(Answer { bytes: Some(bytes) }) if d.answers => {
-                    Ok(read_answer(d, &entry.notifier.name_for(d.event), &bytes))
+                    read_answer(d, &entry.notifier.name_for(d.event), &bytes)
                 }
-                _ => Ok(answer::Answer::NONE),
+                _ => answer::Answer::NONE,
             });
             let got = match got {
                 Ok(answer::Answer::Refuse(response)) => Err(HookError::Answered(response)),

@@ -63,7 +63,7 @@ use async_nats::{Client, ConnectOptions, HeaderMap, HeaderName, ServerAddr};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::notifier::{Answer, Delivery, Notifier, Verdict};
+use super::notifier::{Delivery, Notifier, Verdict};
 use super::{Event, RequestPart};
 use crate::error::HookError;
 use crate::metrics;
@@ -722,14 +722,8 @@ impl Notifier for Nats {
             return Verdict::Queued;
         }
         let via = self.name_for(d.event);
-        let mut answer = None;
-        let request = || {
-            answer = self.request(d)?;
-            Ok(())
-        };
-        match d.retrying(&via, request, Failure::retryable) {
-            Ok(()) if d.answers => Verdict::Pass(Answer::of(answer.unwrap_or_default())),
-            Ok(()) => Verdict::pass(),
+        match d.retrying(&via, || self.request(d), Failure::retryable) {
+            Ok(answer) => d.passed(answer),
             Err(end) => end.verdict(|f| f.answer(d.event)),
         }
     }

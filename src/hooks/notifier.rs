@@ -165,16 +165,16 @@ impl Delivery<'_> {
     /// from the configured backoff; a `post-receive` whose upload has a newer event queued
     /// is not retried ([`Ended::Superseded`]), and its pause ends when one is queued. Each
     /// retry is logged at DEBUG (naming the notifier `via`) and counted.
-    pub fn retrying<F: fmt::Display>(
+    pub fn retrying<T, F: fmt::Display>(
         &self,
         via: &dyn fmt::Display,
-        mut attempt: impl FnMut() -> Result<(), F>,
+        mut attempt: impl FnMut() -> Result<T, F>,
         retryable: impl Fn(&F) -> bool,
-    ) -> Result<(), Ended<F>> {
+    ) -> Result<T, Ended<F>> {
         let mut tries = 0u32;
         loop {
             match attempt() {
-                Ok(()) => return Ok(()),
+                Ok(got) => return Ok(got),
                 Err(f) if !self.event.is_pre() && retryable(&f) && tries < self.retry.retries => {
                     let pause = self.retry.backoff.saturating_mul(1 << tries.min(16));
                     crate::debug!(
@@ -194,6 +194,18 @@ impl Delivery<'_> {
                 }
                 Err(f) => return Err(Ended::Failed(f)),
             }
+        }
+    }
+}
+
+impl Delivery<'_> {
+    /// The verdict of a delivery that passed with `answer` (the bytes a receiver answered,
+    /// if any): those bytes when this delivery reads answers ([`Delivery::answers`]).
+    pub fn passed(&self, answer: Option<Vec<u8>>) -> Verdict {
+        if self.answers {
+            Verdict::Pass(Answer::of(answer.unwrap_or_default()))
+        } else {
+            Verdict::pass()
         }
     }
 }
