@@ -1,6 +1,7 @@
 //! The daemon's request errors: one small enum, mapped to a status and a body in one place.
 
 use crate::draft::rules::Refusal;
+use crate::hooks::answer::DEFAULT_REFUSAL_STATUS;
 use crate::http::body::BodyError;
 use crate::http::head::HeadError;
 use crate::storage::StoreError;
@@ -112,6 +113,9 @@ pub enum HookError {
         /// The hook's `Content-Type`, if it sent one.
         content_type: Option<String>,
     },
+    /// A hook's answer refused the request (`--hooks-answers`: `RejectUpload`,
+    /// `RejectTermination`): answered with its status (4xx or 5xx), fields and body.
+    Answered(crate::hooks::answer::HttpAnswer),
     /// 504: the hook did not answer in time (or an executable hook ran past its
     /// timeout and was killed); the event name.
     Timeout(&'static str),
@@ -130,6 +134,7 @@ impl HookError {
             HookError::Exit | HookError::MissingFile(_) => 400,
             HookError::Spawn => 500,
             HookError::Rejected { status, .. } => *status,
+            HookError::Answered(a) => a.status.unwrap_or(DEFAULT_REFUSAL_STATUS),
             HookError::Timeout(_) => 504,
             HookError::Unreachable(_) => 502,
             HookError::QueueFull | HookError::Unavailable => 503,
@@ -150,6 +155,7 @@ impl HookError {
                 "Hook invocation failed. Reason: the hook could not be started".to_string()
             }
             HookError::Rejected { body, .. } => String::from_utf8_lossy(body).into_owned(),
+            HookError::Answered(a) => a.body.clone(),
             HookError::Timeout(event) => format!("The {event} hook did not answer in time"),
             HookError::Unreachable(event) => format!("The {event} hook could not be reached"),
             HookError::QueueFull => "Too many hook events are waiting; retry later".to_string(),
@@ -162,7 +168,10 @@ impl HookError {
     pub fn is_verdict(&self) -> bool {
         matches!(
             self,
-            HookError::Exit | HookError::MissingFile(_) | HookError::Rejected { .. }
+            HookError::Exit
+                | HookError::MissingFile(_)
+                | HookError::Rejected { .. }
+                | HookError::Answered(_)
         )
     }
 }

@@ -193,6 +193,9 @@ pub struct HookCounters {
     /// HTTP post-receive deliveries that failed and were not retried because a newer
     /// event of the same upload was waiting behind them (one per URL).
     pub superseded: AtomicU64,
+    /// Hook answers not taken (`--hooks-answers`): not valid, or asking for what is not
+    /// supported; each was logged and counted as no instruction.
+    pub bad_answers: AtomicU64,
 }
 
 /// The hook counters.
@@ -204,6 +207,7 @@ pub static HOOK_COUNTERS: HookCounters = HookCounters {
     dropped: AtomicU64::new(0),
     queue_full: AtomicU64::new(0),
     superseded: AtomicU64::new(0),
+    bad_answers: AtomicU64::new(0),
 };
 
 static UPLOAD_SIZES: Histogram<SIZE_BUCKETS> = Histogram::new();
@@ -829,6 +833,11 @@ fn render_hook_counters(out: &mut String) {
             "tusring_hook_superseded_total",
             "HTTP post-receive deliveries that failed and were not retried because a newer event of the upload was waiting (one per URL).",
             &c.superseded,
+        ),
+        (
+            "tusring_hook_bad_answers_total",
+            "Hook answers not taken (--hooks-answers): not valid or not supported; logged, taken as no instruction.",
+            &c.bad_answers,
         ),
         ],
     );

@@ -544,6 +544,16 @@ const HOOKS: &[Flag] = &[
         .env_note("Message format: default, v2 or tusd.")
         .example("tusd")
         .parse(|c, v| put(&mut c.hooks.format, HookFormat::parse(v))),
+    Flag::switch("hooks-answers", "RUSTUS_HOOKS_ANSWERS")
+        .help("Read tusd v2 answers from blocking hooks")
+        .doc(
+            "read a tusd v2 answer from each blocking hook (an HTTP hook's 2xx body, an \
+             executable's stdout, a NATS reply): change a new upload's metadata, refuse with \
+             a response of its own (see [Hook answers](#hook-answers)); off, hooks only say \
+             yes or no, as in rustus",
+        )
+        .env_note("Read tusd v2 answers from blocking hooks (off: yes or no only, as rustus).")
+        .parse(|c, v| put(&mut c.hooks.answers, parse_bool(v))),
     Flag::value("hooks-file", "RUSTUS_HOOKS_FILE", "PATH")
         .unset("none")
         .help("Executable run for every event, as <path> <event> <json>")

@@ -140,6 +140,7 @@ impl Config {
             hooks: HookSettings {
                 events: EventSet::none(),
                 format: HookFormat::Default,
+                answers: false,
                 behind_proxy: false,
                 workers: 0,
                 queue: 0,

@@ -3,11 +3,12 @@
 //! `RejectTermination`, `ChangeFileInfo` {`ID`, `MetaData`}, `StopUpload`), parsed and
 //! checked as one pure function, [`parse_answer`].
 //!
-//! Not wired yet: no transport reads answers and no handler applies them (see DESIGN.md,
-//! "Hook answers (planned wiring)"). The parser decides everything that does not need the
-//! stores, so applying an [`Answer`] can never half-apply: either every instruction in it
-//! is valid for the event, or the answer is refused whole with an [`AnswerError`] saying
-//! why (the caller logs it and takes no instruction).
+//! Read with `--hooks-answers` for pre-create and pre-terminate (the pool, `hooks`, parses
+//! what a notifier hands it; see DESIGN.md, "Hook answers"); post-receive and pre-finish
+//! answers are parsed here but not read yet. The parser decides everything that does not
+//! need the stores, so applying an [`Answer`] can never half-apply: either every
+//! instruction in it is valid for the event, or the answer is refused whole with an
+//! [`AnswerError`] saying why (the caller logs it and takes no instruction).
 //!
 //! Field names are matched exactly as tusd documents them; fields it does not know are
 //! ignored, as tusd ignores them; a JSON `null` or a field's zero value (`false`, `0`,
@@ -156,6 +157,43 @@ impl Answer {
 
     pub fn is_none(&self) -> bool {
         matches!(self, Self::Proceed { change, response } if change.is_empty() && response.is_empty())
+    }
+
+    /// A short description for a log line (no string of the answer in it).
+    pub fn summary(&self) -> String {
+        let response = |r: &HttpAnswer| {
+            let mut s = match r.status {
+                Some(code) => format!("status {code}"),
+                None => "the daemon's status".to_owned(),
+            };
+            if !r.headers.is_empty() {
+                s.push_str(&format!(", {} header field(s)", r.headers.len()));
+            }
+            if !r.body.is_empty() {
+                s.push_str(&format!(", a body of {} bytes", r.body.len()));
+            }
+            s
+        };
+        match self {
+            Self::Proceed {
+                change,
+                response: r,
+            } => {
+                let mut s = "go on".to_owned();
+                if change.id.is_some() {
+                    s.push_str(", the upload ID changed");
+                }
+                if change.metadata.is_some() {
+                    s.push_str(", the metadata replaced");
+                }
+                if !r.is_empty() {
+                    s.push_str(&format!(", answered with {}", response(r)));
+                }
+                s
+            }
+            Self::Refuse(r) => format!("refuse, answered with {}", response(r)),
+            Self::Stop(r) => format!("stop the upload, answered with {}", response(r)),
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use super::notifier::{Delivery, Notifier, Verdict};
 use super::{Event, EventSet};
 use crate::error::HookError;
+use crate::limits::MAX_HOOK_ANSWER_BYTES;
 
 /// Lines of one hook run that are logged; the rest are counted.
 pub const MAX_LOGGED_LINES: usize = 64;
@@ -141,14 +142,18 @@ const SPAWN_BUSY_RETRIES: u32 = 5;
 const SPAWN_BUSY_WAIT: Duration = Duration::from_millis(20);
 
 /// Runs `program` with `args` (argv[0] is the program path), logging its output with
-/// `tag` (`"<event> <upload id>"`), for at most `timeout`.
+/// `tag` (`"<event> <upload id>"`), for at most `timeout`. With `keep_stdout` (an answer
+/// is read, `--hooks-answers`) the stdout of a successful run is returned too, at most
+/// [`MAX_HOOK_ANSWER_BYTES`] + 1 bytes of it (so a longer one is refused by its length);
+/// else an empty vector.
 pub fn run(
     program: &Path,
     args: &[&str],
     timeout: Duration,
     tag: &str,
     running: &Running,
-) -> Result<(), ExecError> {
+    keep_stdout: bool,
+) -> Result<Vec<u8>, ExecError> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
@@ -173,7 +178,7 @@ pub fn run(
     };
     let pgid = i32::try_from(child.id()).unwrap_or(0);
     running.add(pgid);
-    supervise(&mut child, pgid, timeout, tag, running)
+    supervise(&mut child, pgid, timeout, tag, running, keep_stdout)
 }
 
 /// Reads the output until the child exits (or the timeout), then reaps it; `pgid` leaves
@@ -184,9 +189,13 @@ fn supervise(
     timeout: Duration,
     tag: &str,
     running: &Running,
-) -> Result<(), ExecError> {
+    keep_stdout: bool,
+) -> Result<Vec<u8>, ExecError> {
     let deadline = Instant::now() + timeout;
     let mut out = Stream::new(child.stdout.take(), "stdout");
+    if keep_stdout {
+        out.kept = Some(Vec::new());
+    }
     let mut err = Stream::new(child.stderr.take(), "stderr");
     let mut logged = 0usize;
     let mut skipped = 0usize;
@@ -240,7 +249,7 @@ fn supervise(
             err.flush(tag, &mut logged, &mut skipped);
             report_skipped(tag, skipped);
             return if st.success() {
-                Ok(())
+                Ok(out.kept.take().unwrap_or_default())
             } else {
                 Err(ExecError::Status(st))
             };
@@ -261,6 +270,9 @@ struct Stream {
     line: Vec<u8>,
     /// The current line passed `MAX_LINE_BYTES` and was cut.
     cut: bool,
+    /// Everything read, when kept (a hook's answer on stdout). Invariant: at most
+    /// `MAX_HOOK_ANSWER_BYTES + 1` bytes; the rest is read and not kept.
+    kept: Option<Vec<u8>>,
 }
 
 trait ReadFd: Read {
@@ -286,6 +298,7 @@ impl Stream {
             name,
             line: Vec::new(),
             cut: false,
+            kept: None,
         }
     }
 
@@ -304,6 +317,10 @@ impl Stream {
                 self.pipe = None;
             }
             Ok(n) => {
+                if let Some(kept) = self.kept.as_mut() {
+                    let room = (MAX_HOOK_ANSWER_BYTES + 1).saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
                 for &b in &buf[..n] {
                     if b == b'\n' {
                         self.emit(tag, logged, skipped);
@@ -509,8 +526,16 @@ impl Notifier for ExecHook {
             Kind::File => &[event.name(), d.json],
             Kind::Dir => &[d.json],
         };
-        let Err(e) = run(&program, args, self.timeout, d.tag, &self.running) else {
-            return Verdict::pass();
+        let e = match run(
+            &program,
+            args,
+            self.timeout,
+            d.tag,
+            &self.running,
+            d.answers,
+        ) {
+            Ok(stdout) => return d.passed(Some(stdout)),
+            Err(e) => e,
         };
         let why = e.to_string();
         match e {
@@ -612,37 +637,37 @@ mod tests {
             "ok",
             &format!("printf '%s\\n' \"$@\" > {}", out.display()),
         );
-        run(&ok, &["pre-create", "{\"a\": 1}"], t, "x", &running).unwrap();
+        run(&ok, &["pre-create", "{\"a\": 1}"], t, "x", &running, false).unwrap();
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "pre-create\n{\"a\": 1}\n"
         );
         let bad = script(&d, "bad", "echo nope >&2; exit 3");
-        match run(&bad, &[], t, "x", &running) {
+        match run(&bad, &[], t, "x", &running, false) {
             Err(ExecError::Status(st)) => assert_eq!(st.code(), Some(3)),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            run(&d.join("missing"), &[], t, "x", &running),
+            run(&d.join("missing"), &[], t, "x", &running, false),
             Err(ExecError::NotFound)
         ));
         let noexec = d.join("noexec");
         std::fs::write(&noexec, "#!/bin/sh\n").unwrap();
         assert!(matches!(
-            run(&noexec, &[], t, "x", &running),
+            run(&noexec, &[], t, "x", &running, false),
             Err(ExecError::Spawn(_))
         ));
         // A hook that sleeps, with a child of its own holding the pipes: killed on time.
         let slow = script(&d, "slow", "sleep 30 & sleep 30");
         let started = Instant::now();
-        let r = run(&slow, &[], Duration::from_millis(300), "x", &running);
+        let r = run(&slow, &[], Duration::from_millis(300), "x", &running, false);
         assert!(matches!(r, Err(ExecError::Timeout(_))), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(3));
         assert_eq!(running.kill_all(), 0);
         // Exits at once while a background child keeps the pipes open: not waited for.
         let bg = script(&d, "bg", "sleep 5 & exit 0");
         let started = Instant::now();
-        run(&bg, &[], t, "x", &running).unwrap();
+        run(&bg, &[], t, "x", &running, false).unwrap();
         assert!(started.elapsed() < Duration::from_secs(2));
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -684,7 +709,8 @@ mod tests {
                 .map(|_| {
                     s.spawn(|| {
                         for _ in 0..150 {
-                            run(&quick, &[], Duration::from_secs(10), "x", &running).unwrap();
+                            run(&quick, &[], Duration::from_secs(10), "x", &running, false)
+                                .unwrap();
                         }
                     })
                 })
@@ -715,8 +741,45 @@ mod tests {
             "yes . | head -n 1000000; head -c 8000000 /dev/zero >&2; exit 0",
         );
         let started = Instant::now();
-        run(&flood, &[], Duration::from_secs(20), "flood", &running).unwrap();
+        run(
+            &flood,
+            &[],
+            Duration::from_secs(20),
+            "flood",
+            &running,
+            false,
+        )
+        .unwrap();
         assert!(started.elapsed() < Duration::from_secs(20));
+        // Kept as an answer: all of it is read, one byte more than an answer may have is
+        // kept.
+        let kept = run(
+            &flood,
+            &[],
+            Duration::from_secs(20),
+            "flood",
+            &running,
+            true,
+        )
+        .unwrap();
+        assert_eq!(kept.len(), MAX_HOOK_ANSWER_BYTES + 1);
+        assert!(kept.starts_with(b".\n.\n"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn stdout_is_kept_only_when_asked_and_only_on_success() {
+        let d = tmp("keep");
+        let running = Running::default();
+        let t = Duration::from_secs(10);
+        let ok = script(&d, "ok", "printf '{\"a\":1}'; echo to-stderr >&2; exit 0");
+        assert_eq!(run(&ok, &[], t, "x", &running, true).unwrap(), b"{\"a\":1}");
+        assert!(run(&ok, &[], t, "x", &running, false).unwrap().is_empty());
+        let bad = script(&d, "bad", "echo '{}'; exit 3");
+        assert!(matches!(
+            run(&bad, &[], t, "x", &running, true),
+            Err(ExecError::Status(_))
+        ));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::notifier::{Delivery, Notifier, Verdict};
 use super::Event;
 use crate::error::HookError;
+use crate::limits::MAX_HOOK_ANSWER_BYTES;
 
 /// Largest hook answer body that is read (and relayed to the client for a pre-hook).
 pub const MAX_ANSWER_BYTES: u64 = 64 * 1024;
@@ -87,11 +88,12 @@ impl Notifier for HttpHook {
 
     /// One POST (post-events: retried for transport errors, timeouts, 5xx, 408, 429,
     /// with the same `Idempotency-Key`). A status that is not 2xx is the receiver's
-    /// refusal, relayed to a pre-event's client as it is.
+    /// refusal, relayed to a pre-event's client as it is. With answers, a 2xx body is the
+    /// answer.
     fn deliver(&self, d: &Delivery<'_>) -> Verdict {
         let via = self.name_for(d.event);
         match d.retrying(&via, || self.post(d), Failure::retryable) {
-            Ok(()) => Verdict::pass(),
+            Ok(answer) => d.passed(answer),
             Err(end) => end.verdict(|f| {
                 let refusal = f.is_status();
                 (f.into_hook_error(d.event), refusal)
@@ -169,8 +171,9 @@ impl std::fmt::Display for Failure {
 }
 
 impl HttpHook {
-    /// One POST of the message to the URL. `Ok` for any 2xx answer.
-    fn post(&self, d: &Delivery<'_>) -> Result<(), Failure> {
+    /// One POST of the message to the URL. `Ok` for any 2xx answer, with its body when
+    /// the delivery reads answers ([`Delivery::answers`]).
+    fn post(&self, d: &Delivery<'_>) -> Result<Option<Vec<u8>>, Failure> {
         let (url, event) = (self.url.as_str(), d.event);
         let mut req = self
             .agent
@@ -191,23 +194,39 @@ impl HttpHook {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        // Read the answer (bounded) so the connection can be reused.
+        // Read the answer (bounded) so the connection can be reused. An answer gets one
+        // byte more than it may have, so that a longer one is refused by its length.
         let mut body = Vec::new();
+        let bound = if d.answers {
+            MAX_HOOK_ANSWER_BYTES as u64 + 1
+        } else {
+            MAX_ANSWER_BYTES
+        };
         let read = resp
             .body_mut()
             .as_reader()
-            .take(MAX_ANSWER_BYTES)
+            .take(bound)
             .read_to_end(&mut body);
+        let ok = (200..300).contains(&status);
         if let Err(e) = read {
-            if (200..300).contains(&status) {
+            if ok && d.answers {
+                // A 2xx whose body broke off: the verdict is in, its answer is not.
+                crate::warn!(
+                    "hook {}: answer body from {url} broken off: {e}; taken as no answer",
+                    d.tag
+                );
+                return Ok(None);
+            }
+            if ok {
                 // The verdict is in; a broken body does not change it.
-                return Ok(());
+                return Ok(None);
             }
             crate::debug!("hook {} answer body from {url}: {e}", event.name());
         }
-        if (200..300).contains(&status) {
-            Ok(())
+        if ok {
+            Ok(d.answers.then_some(body))
         } else {
+            body.truncate(MAX_ANSWER_BYTES as usize);
             Err(Failure::Status {
                 status,
                 body,

@@ -64,6 +64,14 @@
 //! [`Verdict`]. Pre-hooks go to the notifiers in rustus's order and the first refusal
 //! (or failure) is the verdict.
 //!
+//! # Answers
+//!
+//! With `--hooks-answers`, a notifier that can refuse hands the pool the bytes of its
+//! answer to `pre-create` or `pre-terminate` ([`answer_event`]); the pool parses them
+//! ([`answer::parse_answer`]) on the worker, logs and counts one that is not taken, and
+//! sends the request the checked [`answer::Answer`] (a refusal as
+//! [`HookError::Answered`]).
+//!
 //! # Shutdown
 //!
 //! `server::run` calls [`Hooks::shutdown`] after the cores have finished: the workers
@@ -283,6 +291,8 @@ pub struct Settings {
     pub events: EventSet,
     /// `--hooks-format`.
     pub format: Format,
+    /// `--hooks-answers`: blocking hooks may answer in tusd v2's shape ([`answer`]).
+    pub answers: bool,
     /// `--behind-proxy`: the message's client address from `Forwarded`/`X-Forwarded-For`.
     pub behind_proxy: bool,
     /// `--hooks-workers`. Invariant: `1..=MAX_HOOK_WORKERS` (`config`).
@@ -462,7 +472,7 @@ struct Job {
     upload: UploadInfo,
     origin: Origin,
     /// Pre-hooks: where the verdict goes.
-    reply: Option<oneshot::Sender<Result<Answer, HookError>>>,
+    reply: Option<oneshot::Sender<Result<answer::Answer, HookError>>>,
 }
 
 impl Hooks {
@@ -516,6 +526,7 @@ impl Hooks {
             park_bound: bound,
             notifiers,
             format: settings.format,
+            answers: settings.answers,
             retry: settings.retry,
         });
         // When nothing can refuse, the cores hand every event to the notifiers' queues
@@ -598,21 +609,24 @@ impl Hooks {
         }
     }
 
-    /// Asks the pre-hooks about `upload`; `Ok` lets the request through (with what the
-    /// hooks answered besides). Awaits the verdict without blocking the core.
+    /// Asks the pre-hooks about `upload`; `Ok` lets the request through, with what the
+    /// hooks answered besides (with `--hooks-answers`: an [`answer::Answer::Proceed`],
+    /// checked; else no instruction). A refusal, an answer's included
+    /// ([`HookError::Answered`]), is the `Err`. Awaits the verdict without blocking the
+    /// core.
     pub async fn pre(
         &self,
         event: Event,
         upload: &UploadInfo,
         origin: Origin,
-    ) -> Result<Answer, HookError> {
+    ) -> Result<answer::Answer, HookError> {
         let Some(pool) = self.pool.as_ref().filter(|_| self.events.contains(event)) else {
-            return Ok(Answer::default());
+            return Ok(answer::Answer::NONE);
         };
         if pool.no_verdict {
             // Nothing can refuse: nothing to wait for.
             self.post(event, upload.clone(), origin).await;
-            return Ok(Answer::default());
+            return Ok(answer::Answer::NONE);
         }
         let (tx, rx) = oneshot::channel();
         let job = Job {
@@ -805,6 +819,8 @@ struct Inner {
     /// In rustus's order.
     notifiers: Vec<Entry>,
     format: Format,
+    /// `--hooks-answers`.
+    answers: bool,
     retry: Retry,
 }
 
@@ -960,6 +976,7 @@ impl Inner {
             upload_id: &job.upload.id,
             json: &json,
             origin: &job.origin,
+            answers: self.answers && answer_event(job.event).is_some(),
             tag: &tag,
             key: &key,
             retry: self.retry,
@@ -976,13 +993,34 @@ impl Inner {
     }
 
     /// A pre-hook: each notifier in rustus's order; the first that does not pass is the
-    /// verdict.
-    fn ask(&self, d: &Delivery<'_>) -> Result<Answer, HookError> {
-        let mut answer = Answer::default();
+    /// verdict. With answers ([`Delivery::answers`]), each one's answer is parsed as it
+    /// comes: one that refuses is the verdict like any refusal; of those that go on, the
+    /// first with an instruction is taken and a later one is logged and left.
+    fn ask(&self, d: &Delivery<'_>) -> Result<answer::Answer, HookError> {
+        let mut taken = answer::Answer::NONE;
+        let mut taken_from = String::new();
         for entry in &self.notifiers {
-            match self.deliver(entry, d) {
-                Ok(Some(a)) => answer = a,
-                Ok(None) => {}
+            let got = self.deliver(entry, d).map(|said| match said {
+                Some(Answer { bytes: Some(bytes) }) if d.answers => {
+                    read_answer(d, &entry.notifier.name_for(d.event), &bytes)
+                }
+                _ => answer::Answer::NONE,
+            });
+            let got = match got {
+                Ok(answer::Answer::Refuse(response)) => Err(HookError::Answered(response)),
+                other => other,
+            };
+            match got {
+                Ok(a) if a.is_none() => {}
+                Ok(a) if taken.is_none() => {
+                    taken = a;
+                    taken_from = entry.notifier.name_for(d.event);
+                }
+                Ok(_) => crate::warn!(
+                    "hook {}: the answer of {} is left: {taken_from} answered first",
+                    d.tag,
+                    entry.notifier.name_for(d.event)
+                ),
                 Err(e) => {
                     if e.is_verdict() {
                         bump(&metrics::HOOK_COUNTERS.rejected, 1);
@@ -991,7 +1029,7 @@ impl Inner {
                 }
             }
         }
-        Ok(answer)
+        Ok(taken)
     }
 
     /// A post-event: every notifier on its own, those that only queue first (a slow
@@ -1019,6 +1057,7 @@ impl Inner {
             upload_id: &upload.id,
             json: &json,
             origin,
+            answers: false,
             tag: &tag,
             key: &key,
             retry: Retry::default(),
@@ -1131,6 +1170,48 @@ impl Inner {
     }
 }
 
+/// The answer event of `event`, when a hook's answer to it is read (`--hooks-answers`).
+/// `post-receive` and `pre-finish` answers are not read yet (see DESIGN.md, Hook answers).
+pub fn answer_event(event: Event) -> Option<answer::AnswerEvent> {
+    match event {
+        Event::PreCreate => Some(answer::AnswerEvent::PreCreate),
+        Event::PreTerminate => Some(answer::AnswerEvent::PreTerminate),
+        _ => None,
+    }
+}
+
+/// Parses the answer `via` gave to delivery `d`. One that is not valid, or asks for what
+/// is not supported yet, is logged (WARN, with the reason) and is no instruction: nothing
+/// of it is applied.
+fn read_answer(d: &Delivery<'_>, via: &str, bytes: &[u8]) -> answer::Answer {
+    let Some(event) = answer_event(d.event) else {
+        return answer::Answer::NONE;
+    };
+    let parsed = answer::parse_answer(event, bytes).and_then(|a| match &a {
+        answer::Answer::Proceed { change, .. } if change.id.is_some() => Err(
+            answer::AnswerError::Unsupported("ChangeFileInfo.ID in this version"),
+        ),
+        _ => Ok(a),
+    });
+    match parsed {
+        Ok(a) => {
+            if !a.is_none() {
+                crate::info!("hook {}: {via} answered: {}", d.tag, a.summary());
+            }
+            a
+        }
+        Err(e) => {
+            bump(&metrics::HOOK_COUNTERS.bad_answers, 1);
+            crate::warn!(
+                "hook {}: {via} gave an answer that is not taken: {e}; going on as if it \
+                 had given no instruction",
+                d.tag
+            );
+            answer::Answer::NONE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1171,6 +1252,56 @@ mod tests {
         assert!(Format::parse("json").is_err());
         for f in [Format::Default, Format::V2, Format::Tusd] {
             assert_eq!(Format::parse(f.name()), Ok(f));
+        }
+    }
+
+    #[test]
+    fn answers_are_read_for_the_pre_events_only_and_never_half_applied() {
+        let origin = Origin {
+            request: RequestPart {
+                uri: "/files/".into(),
+                method: "POST".into(),
+                remote_addr: "127.0.0.1".into(),
+                headers: Default::default(),
+            },
+            proxied: Vec::new(),
+        };
+        let key = OnceCell::new();
+        let pause = |_d: Duration| false;
+        let read = |event: Event, bytes: &[u8]| {
+            let d = Delivery {
+                event,
+                upload_id: "id",
+                json: "{}",
+                origin: &origin,
+                answers: true,
+                tag: "t",
+                key: &key,
+                retry: Retry::default(),
+                pause: &pause,
+            };
+            read_answer(&d, "test hook", bytes)
+        };
+        let meta = br#"{"ChangeFileInfo": {"MetaData": {"filename": "x"}}}"#;
+        match read(Event::PreCreate, meta) {
+            answer::Answer::Proceed { change, .. } => {
+                assert_eq!(change.metadata.unwrap().get("filename"), Some("x"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // A changed ID is not supported yet: the whole answer is left, metadata included.
+        let with_id = br#"{"ChangeFileInfo": {"ID": "abc", "MetaData": {"filename": "x"}}}"#;
+        assert!(read(Event::PreCreate, with_id).is_none());
+        assert!(read(Event::PreCreate, b"not json").is_none());
+        let reject = br#"{"RejectTermination": true}"#;
+        assert!(matches!(
+            read(Event::PreTerminate, reject),
+            answer::Answer::Refuse(_)
+        ));
+        // Events whose answers are not read.
+        for e in [Event::PostReceive, Event::PostFinish, Event::PostCreate] {
+            assert_eq!(answer_event(e), None);
+            assert!(read(e, reject).is_none());
         }
     }
 

@@ -402,15 +402,37 @@ impl fmt::Display for Failure {
 }
 
 /// rustus's reply convention: an empty reply or exactly `OK` passes; anything else is
-/// a refusal carrying the reply.
-pub fn judge_reply(payload: &[u8], content_type: Option<&str>) -> Result<(), Failure> {
+/// a refusal carrying the reply. When the delivery reads answers (`answers`), a reply
+/// that is JSON (a `{` or `null` after JSON whitespace) passes with itself as the answer
+/// (the pool parses it; an invalid one is no instruction); any other reply keeps rustus's
+/// meaning, so a plain-text refusal still refuses.
+pub fn judge_reply(
+    payload: &[u8],
+    content_type: Option<&str>,
+    answers: bool,
+) -> Result<Option<Vec<u8>>, Failure> {
     if payload.is_empty() || payload == b"OK" {
-        return Ok(());
+        return Ok(None);
+    }
+    if answers && looks_like_json_answer(payload) {
+        return Ok(Some(payload.to_vec()));
     }
     Err(Failure::Refused {
         body: payload[..payload.len().min(MAX_REPLY_BYTES)].to_vec(),
         content_type: content_type.map(str::to_owned),
     })
+}
+
+/// Whether a reply is meant as a JSON answer: its first byte after JSON whitespace opens
+/// an object, or it is `null`.
+fn looks_like_json_answer(payload: &[u8]) -> bool {
+    let start = payload
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    match start.map(|i| &payload[i..]) {
+        Some(rest) => rest.starts_with(b"{") || rest.trim_ascii_end() == b"null",
+        None => false,
+    }
 }
 
 /// One event, ready to publish (formatted once).
@@ -631,8 +653,9 @@ impl Nats {
         }
     }
 
-    /// One request and its reply (the replies mode), waited for on this (worker) thread.
-    fn request(&self, d: &Delivery<'_>) -> Result<(), Failure> {
+    /// One request and its reply (the replies mode), waited for on this (worker) thread:
+    /// the reply when it is an answer the delivery reads.
+    fn request(&self, d: &Delivery<'_>) -> Result<Option<Vec<u8>>, Failure> {
         if self.client.connection_state() != State::Connected {
             return Err(Failure::NotConnected);
         }
@@ -654,7 +677,7 @@ impl Nats {
                     .as_ref()
                     .and_then(|h| h.get("Content-Type"))
                     .map(|v| v.as_str().to_owned());
-                judge_reply(&reply.payload, content_type.as_deref())
+                judge_reply(&reply.payload, content_type.as_deref(), d.answers)
             }
             Ok(Err(e)) => Err(match e.kind() {
                 RequestErrorKind::NoResponders => Failure::NoResponders(subject),
@@ -700,7 +723,7 @@ impl Notifier for Nats {
         }
         let via = self.name_for(d.event);
         match d.retrying(&via, || self.request(d), Failure::retryable) {
-            Ok(()) => Verdict::pass(),
+            Ok(answer) => d.passed(answer),
             Err(end) => end.verdict(|f| f.answer(d.event)),
         }
     }
@@ -962,10 +985,18 @@ mod tests {
 
     #[test]
     fn replies_pass_when_empty_or_ok() {
-        assert_eq!(judge_reply(b"", None), Ok(()));
-        assert_eq!(judge_reply(b"OK", None), Ok(()));
-        for refusal in [&b"ok"[..], b"OK ", b"no", b"\xff"] {
-            let e = judge_reply(refusal, Some("text/plain")).unwrap_err();
+        for answers in [false, true] {
+            assert_eq!(judge_reply(b"", None, answers), Ok(None));
+            assert_eq!(judge_reply(b"OK", None, answers), Ok(None));
+        }
+        // With answers, a JSON reply is the answer; without, a refusal as in rustus.
+        for json in [&b"{}"[..], b" {\"RejectUpload\":true}", b"{bad", b"null\n"] {
+            assert_eq!(judge_reply(json, None, true), Ok(Some(json.to_vec())));
+            assert!(judge_reply(json, None, false).is_err());
+        }
+        for refusal in [&b"ok"[..], b"OK ", b"no", b"\xff", b"nullx", b"[1]"] {
+            assert!(judge_reply(refusal, None, true).is_err(), "{refusal:?}");
+            let e = judge_reply(refusal, Some("text/plain"), false).unwrap_err();
             assert_eq!(
                 e,
                 Failure::Refused {
@@ -979,7 +1010,7 @@ mod tests {
             assert_eq!(answer.message(), String::from_utf8_lossy(refusal));
         }
         let big = vec![b'x'; MAX_REPLY_BYTES + 10];
-        match judge_reply(&big, None) {
+        match judge_reply(&big, None, false) {
             Err(Failure::Refused { body, .. }) => assert_eq!(body.len(), MAX_REPLY_BYTES),
             other => panic!("{other:?}"),
         }
@@ -993,7 +1024,7 @@ mod tests {
         assert_eq!(Failure::NoResponders("s".into()).answer(e).0.status(), 502);
         assert!(!Failure::Timeout.answer(e).1);
         assert!(Failure::Timeout.retryable() && Failure::NotConnected.retryable());
-        assert!(!judge_reply(b"no", None).unwrap_err().retryable());
+        assert!(!judge_reply(b"no", None, false).unwrap_err().retryable());
     }
 
     #[test]

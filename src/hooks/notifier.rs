@@ -67,14 +67,25 @@ pub trait Notifier: Send + Sync {
     fn shutdown(&self, _deadline: Instant) {}
 }
 
-/// What a receiver asked for besides letting the request through. rustus's hooks only
-/// say yes or no, so this holds nothing yet; it is the place where a structured answer
-/// (tusd's `HookResponse`: change the upload's ID or metadata, stop an upload, an HTTP
-/// answer for the client) will travel from a notifier through [`Verdict::Pass`] and
-/// `Hooks::pre` to the request, as data.
+/// What a receiver said besides letting the request through. rustus's hooks only say yes
+/// or no; with `--hooks-answers` a notifier hands the pool the bytes of a tusd v2 shaped
+/// answer ([`Delivery::answers`]): an HTTP hook's 2xx body, an executable's stdout, a NATS
+/// reply. The pool parses them ([`super::answer::parse_answer`]); a notifier never does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Answer {}
+pub struct Answer {
+    /// The answer's bytes as received, `None` when none was asked for or given. Bounded by
+    /// the transport: at most [`crate::limits::MAX_HOOK_ANSWER_BYTES`] + 1 bytes for
+    /// HTTP and executables (one more than an answer may have, so the parser refuses it by
+    /// its length), a NATS message's size for NATS.
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl Answer {
+    /// An answer of these bytes.
+    pub fn of(bytes: Vec<u8>) -> Answer {
+        Answer { bytes: Some(bytes) }
+    }
+}
 
 /// A notifier's report on one delivery.
 #[derive(Debug)]
@@ -129,6 +140,10 @@ pub struct Delivery<'a> {
     /// The message, formatted once per event (`--hooks-format`).
     pub json: &'a str,
     pub origin: &'a Origin,
+    /// Whether the pool reads an answer to this event (`--hooks-answers`, and an event
+    /// that takes one): a notifier that can refuse then passes with the answer's bytes
+    /// ([`Answer`]).
+    pub answers: bool,
     /// `"<event> <upload id>"`, for log lines.
     pub tag: &'a str,
     /// Made on first use: see [`Delivery::key`].
@@ -150,16 +165,16 @@ impl Delivery<'_> {
     /// from the configured backoff; a `post-receive` whose upload has a newer event queued
     /// is not retried ([`Ended::Superseded`]), and its pause ends when one is queued. Each
     /// retry is logged at DEBUG (naming the notifier `via`) and counted.
-    pub fn retrying<F: fmt::Display>(
+    pub fn retrying<T, F: fmt::Display>(
         &self,
         via: &dyn fmt::Display,
-        mut attempt: impl FnMut() -> Result<(), F>,
+        mut attempt: impl FnMut() -> Result<T, F>,
         retryable: impl Fn(&F) -> bool,
-    ) -> Result<(), Ended<F>> {
+    ) -> Result<T, Ended<F>> {
         let mut tries = 0u32;
         loop {
             match attempt() {
-                Ok(()) => return Ok(()),
+                Ok(got) => return Ok(got),
                 Err(f) if !self.event.is_pre() && retryable(&f) && tries < self.retry.retries => {
                     let pause = self.retry.backoff.saturating_mul(1 << tries.min(16));
                     crate::debug!(
@@ -179,6 +194,18 @@ impl Delivery<'_> {
                 }
                 Err(f) => return Err(Ended::Failed(f)),
             }
+        }
+    }
+}
+
+impl Delivery<'_> {
+    /// The verdict of a delivery that passed with `answer` (the bytes a receiver answered,
+    /// if any): those bytes when this delivery reads answers ([`Delivery::answers`]).
+    pub fn passed(&self, answer: Option<Vec<u8>>) -> Verdict {
+        if self.answers {
+            Verdict::Pass(Answer::of(answer.unwrap_or_default()))
+        } else {
+            Verdict::pass()
         }
     }
 }
@@ -251,6 +278,7 @@ mod tests {
             upload_id: "id",
             json: "{}",
             origin: &origin,
+            answers: false,
             tag: "tag",
             key: &key,
             retry: Retry {
@@ -320,6 +348,7 @@ mod tests {
             upload_id: "id",
             json: "{}",
             origin: &origin,
+            answers: false,
             tag: "t",
             key: &key,
             retry: Retry::default(),

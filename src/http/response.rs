@@ -8,8 +8,9 @@ pub struct Response {
     /// Status code.
     pub status: u16,
     /// Header fields other than `Content-Length`, `Date` and `Connection`, which the
-    /// encoder adds.
-    pub headers: Vec<(&'static str, Cow<'static, str>)>,
+    /// encoder adds. Invariant: names are tokens and values hold no CR, LF or NUL (the
+    /// daemon's own, or a hook answer's, checked by `hooks::answer`).
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     /// The body; empty for most tus answers.
     pub body: Cow<'static, [u8]>,
     /// The length of a body that is streamed after the head instead of `body` (a
@@ -30,7 +31,25 @@ impl Response {
 
     /// Adds a header field.
     pub fn header(&mut self, name: &'static str, value: impl Into<Cow<'static, str>>) {
-        self.headers.push((name, value.into()));
+        self.headers.push((Cow::Borrowed(name), value.into()));
+    }
+
+    /// Merges a hook's answer (`hooks::answer::HttpAnswer`, already checked: its names
+    /// are tokens the daemon does not own, its values hold no control byte but HTAB):
+    /// its status replaces this one, each of its fields replaces a field of that name,
+    /// and a body it gives replaces this one.
+    pub fn merge_answer(&mut self, status: Option<u16>, headers: &[(String, String)], body: &str) {
+        if let Some(status) = status {
+            self.status = status;
+        }
+        for (name, value) in headers {
+            self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            self.headers
+                .push((Cow::Owned(name.clone()), Cow::Owned(value.clone())));
+        }
+        if !body.is_empty() {
+            self.body = Cow::Owned(body.as_bytes().to_vec());
+        }
     }
 
     /// Sets a `text/plain` body (left out when empty).
@@ -165,6 +184,30 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hook_answer_is_merged() {
+        let mut r = Response::new(201);
+        r.header("Location", "/files/x");
+        r.header("Content-Type", "text/plain");
+        let fields = [
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("X-Hook".to_owned(), "a\tb".to_owned()),
+        ];
+        r.merge_answer(Some(200), &fields, "{}");
+        let mut out = Vec::new();
+        encode(&r, false, false, b"D", &mut out);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nLocation: /files/x\r\ncontent-type: application/json\r\n\
+              X-Hook: a\tb\r\nContent-Length: 2\r\nDate: D\r\n\r\n{}"
+                .as_slice()
+        );
+        // Nothing given: nothing changes.
+        let before = r.clone();
+        r.merge_answer(None, &[], "");
+        assert_eq!(format!("{before:?}"), format!("{r:?}"));
+    }
 
     #[test]
     fn encodes_status_headers_length_and_body() {

@@ -103,7 +103,7 @@ pub fn head_headers(base: &str, finals: &WaitingFinals, upload: &Upload, resp: &
         resp.header("Upload-Concat", final_header(base, parts));
         let pending = parse_upload_id(&info.id).is_some_and(|id| finals.contains(&id));
         if !info.is_complete() || pending {
-            resp.headers.retain(|(name, _)| *name != "Upload-Offset");
+            resp.headers.retain(|(name, _)| name != "Upload-Offset");
         }
     }
 }
@@ -240,9 +240,11 @@ pub async fn create_final(
     info.is_final = true;
     info.parts = Some(ids.iter().map(Uuid::to_string).collect());
     let hooks = &core.shared.hooks;
+    let mut answered = None;
     if hooks.wants(Event::PreCreate) {
         let from = origin(core, ctx, "POST", None);
-        hooks.pre(Event::PreCreate, &info, from).await?;
+        let answer = hooks.pre(Event::PreCreate, &info, from).await?;
+        answered = super::handler::apply_pre_create(&mut info, answer);
     }
     let loc = location(ctx, &cfg.url, &info.id);
     if plan.ready {
@@ -267,6 +269,9 @@ pub async fn create_final(
         let mut resp = Response::new(201);
         resp.header("Location", loc);
         resp.header("Upload-Offset", plan.length.to_string());
+        if let Some(a) = &answered {
+            resp.merge_answer(a.status, &a.headers, &a.body);
+        }
         return Ok(Reply::new(resp));
     }
     // concatenation-unfinished: empty data (offset 0) until the assembly.
@@ -296,6 +301,9 @@ pub async fn create_final(
     }
     let mut resp = Response::new(201);
     resp.header("Location", loc);
+    if let Some(a) = &answered {
+        resp.merge_answer(a.status, &a.headers, &a.body);
+    }
     Ok(Reply::new(resp))
 }
 

@@ -332,10 +332,12 @@ async fn create(
     info.storage = stores.data.storage_name().to_owned();
     let hooks = &core.shared.hooks;
     // As for tus: before anything exists; a refusal reaches the client, no 104 is sent.
+    let mut answered = None;
     if hooks.wants(Event::PreCreate) {
-        hooks
+        let answer = hooks
             .pre(Event::PreCreate, &info, origin(core, ctx, "POST", None))
             .await?;
+        answered = super::handler::apply_pre_create(&mut info, answer);
     }
     let mut writer = stores.data.create(&mut info).await?;
     // Recorded before the 104, so the Location it gives answers HEAD at once.
@@ -373,6 +375,9 @@ async fn create(
     };
     resp.header("Location", location);
     state_headers(&mut resp, cfg, v, &info, exp);
+    if let (true, Some(a)) = (got.error.is_none() && short.is_none(), &answered) {
+        resp.merge_answer(a.status, &a.headers, &a.body);
+    }
     // post-finish once the data is where it stays (hybrid-s3: in S3), as for tus.
     if info.is_complete() {
         super::handler::finished(core, info, origin(core, ctx, "POST", None)).await;

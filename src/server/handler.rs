@@ -12,6 +12,7 @@ use super::request::{location, origin, RequestCtx};
 use crate::config::Extensions;
 use crate::draft::rules::{detect, Protocol, Refusal};
 use crate::error::{Error, Source};
+use crate::hooks::answer::{Answer, HttpAnswer};
 use crate::hooks::{Event, Origin};
 use crate::http::head::{Method, RequestHead};
 use crate::http::response::Response;
@@ -409,9 +410,11 @@ async fn create(
     let hooks = &core.shared.hooks;
     // rustus-compat §3.1: after validation, before anything exists; a refusal leaves
     // nothing behind (the body, if any, is never read).
+    let mut answered = None;
     if hooks.wants(Event::PreCreate) {
         let from = origin(core, ctx, "POST", None);
-        hooks.pre(Event::PreCreate, &info, from).await?;
+        let answer = hooks.pre(Event::PreCreate, &info, from).await?;
+        answered = apply_pre_create(&mut info, answer);
     }
     // A small upload whose whole body came with the head (the common case for small
     // files) takes the short path: see `create_whole`. A body to verify is staged
@@ -454,6 +457,9 @@ async fn create(
         &mut resp,
         super::expire::state_after_write(cfg, &info, true, None),
     );
+    if let (None, Some(a)) = (&body_error, &answered) {
+        resp.merge_answer(a.status, &a.headers, &a.body);
+    }
     // The upload exists (even if its body was cut short): post-finish when this POST
     // completed it (creation-with-upload of everything, an empty upload), once its data
     // is where it stays; else post-create.
@@ -726,9 +732,16 @@ pub(super) async fn delete(
     }
     let hooks = &core.shared.hooks;
     // rustus-compat §3.1: before anything is removed; a refusal keeps the upload.
+    let mut resp = Response::new(204);
     if hooks.wants(Event::PreTerminate) {
         let from = origin(core, ctx, "DELETE", Some(id));
-        hooks.pre(Event::PreTerminate, &info, from).await?;
+        // A refusal (`RejectTermination` included) is the `Err`; what goes on may say
+        // how the 204 is answered.
+        if let Answer::Proceed { response: a, .. } =
+            hooks.pre(Event::PreTerminate, &info, from).await?
+        {
+            resp.merge_answer(a.status, &a.headers, &a.body);
+        }
     }
     stores.remove(id, &info).await?;
     if info.is_final {
@@ -739,7 +752,23 @@ pub(super) async fn delete(
         let from = origin(core, ctx, "DELETE", Some(id));
         hooks.post(Event::PostTerminate, info, from).await;
     }
-    Ok(Reply::new(Response::new(204)))
+    Ok(Reply::new(resp))
+}
+
+/// Applies what a pre-create answer asks of the upload before anything exists
+/// (`--hooks-answers`): `ChangeFileInfo.MetaData` replaces its metadata. Returns the
+/// response fields the answer adds to the 201, if any. (`ChangeFileInfo.ID` never gets
+/// here: `hooks` refuses such an answer whole, not supported yet.)
+pub(super) fn apply_pre_create(info: &mut UploadInfo, answer: Answer) -> Option<HttpAnswer> {
+    let Answer::Proceed { change, response } = answer else {
+        // Refusals are `Hooks::pre`'s `Err`; a stop is not a pre-create answer.
+        return None;
+    };
+    debug_assert!(change.id.is_none(), "hooks refuses a changed ID");
+    if let Some(metadata) = change.metadata {
+        info.metadata = metadata;
+    }
+    (!response.is_empty()).then_some(response)
 }
 
 /// An upload just became complete (its record says so): `post-finish` now, or, when

@@ -65,7 +65,8 @@ impl Reply {
 /// The response for an error: status, one-line text body, `Allow` for 405,
 /// `Retry-After` when the client should come back (a full hook queue, a store that
 /// cannot answer now); an HTTP pre-hook's refusal is relayed as it is (status, body,
-/// and its content type or `text/plain; charset=utf-8`).
+/// and its content type or `text/plain; charset=utf-8`), a hook answer's refusal with its
+/// status, fields and body.
 pub fn error_response(err: &Error) -> Response {
     let mut resp = Response::new(err.status());
     match err {
@@ -78,6 +79,10 @@ pub fn error_response(err: &Error) -> Response {
                 .unwrap_or_else(|| "text/plain; charset=utf-8".to_string());
             resp.header("Content-Type", ct);
             resp.body = body.clone().into();
+            return resp;
+        }
+        Error::Hook(HookError::Answered(a)) => {
+            resp.merge_answer(a.status, &a.headers, &a.body);
             return resp;
         }
         Error::Hook(HookError::QueueFull) | Error::StorageUnavailable(_) => {

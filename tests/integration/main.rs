@@ -8,6 +8,7 @@
 mod harness;
 
 mod amqp;
+mod answers;
 mod browser;
 mod checksum;
 mod cli;

@@ -532,6 +532,68 @@ fn a_reply_refuses_with_400_and_its_body() {
     assert!(list_files(lonely.data_dir()).is_empty());
 }
 
+/// With `--hooks-answers`: refuses pre-create without a file name with a tusd v2 answer
+/// (403, its body and field), renames the file of the others (`ChangeFileInfo`), and
+/// refuses every pre-terminate in plain text (rustus's convention, still a refusal).
+fn answerer(g: &Got) -> (Vec<u8>, Option<&'static str>) {
+    let event = g.subject.rsplit('.').next().unwrap_or("");
+    let json = g.json();
+    match event {
+        "pre-create" if json["upload"]["metadata"]["filename"].is_null() => (
+            br#"{"RejectUpload":true,"HTTPResponse":{"StatusCode":403,"Body":"name it","Header":{"X-Why":"no name"}}}"#
+                .to_vec(),
+            Some("application/json"),
+        ),
+        "pre-create" => (
+            br#" {"ChangeFileInfo":{"MetaData":{"filename":"from-nats.txt"}}}"#.to_vec(),
+            None,
+        ),
+        "pre-terminate" => (b"uploads are kept".to_vec(), None),
+        _ => (Vec::new(), None),
+    }
+}
+
+#[test]
+fn a_reply_can_be_a_tusd_answer() {
+    let Some(server) = Server::start("a_reply_can_be_a_tusd_answer", &[]) else {
+        return;
+    };
+    let prefix = unique("answers");
+    let _sub = Subscriber::start(&server.url(), &format!("{prefix}.>"), Some(answerer));
+    let tmp = TempDir::new("nats-answers");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--hooks-nats-urls",
+            &server.url(),
+            "--hooks-nats-prefix",
+            &prefix,
+            "--hooks-nats-wait-for-replies",
+            "--hooks-answers",
+        ],
+    );
+    let r = d.post(&[("Upload-Length", "4")]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.body, b"name it");
+    assert_eq!(r.header("X-Why"), Some("no name"));
+    assert!(list_files(d.data_dir()).is_empty(), "something was created");
+    let r = d.post(&[
+        ("Upload-Length", "4"),
+        ("Upload-Metadata", "filename dGVzdC50eHQ="),
+    ]);
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = upload_id(&r);
+    // "from-nats.txt"
+    assert_eq!(
+        d.head(&id).header("Upload-Metadata"),
+        Some("filename ZnJvbS1uYXRzLnR4dA==")
+    );
+    let r = d.delete(&id);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert_eq!(r.body, b"uploads are kept");
+    assert_eq!(d.offset(&id), 0);
+}
+
 // ---------------------------------------------------------------------------------------
 // The server away
 // ---------------------------------------------------------------------------------------
