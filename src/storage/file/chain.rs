@@ -376,3 +376,154 @@ pub(super) fn clone_err(e: &io::Error) -> io::Error {
 pub(super) fn short_write() -> io::Error {
     io::Error::new(io::ErrorKind::WriteZero, "short write")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    const W: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tusring-chain-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The record's chain: open a temporary file, write, close, rename over the target.
+    async fn publish(
+        chains: &Chains,
+        tmp: &std::path::Path,
+        dest: &std::path::Path,
+        bytes: &[u8],
+        flags: i32,
+    ) -> Vec<io::Result<u32>> {
+        let keep = Keep {
+            paths: vec![c_path(tmp).unwrap(), c_path(dest).unwrap()],
+            bytes: bytes.to_vec(),
+        };
+        let len = bytes.len() as u32;
+        chains
+            .run(keep, |slot, k| {
+                let link = squeue::Flags::IO_LINK;
+                vec![
+                    open_into(slot, &k.paths[0], flags, 0o600).flags(link),
+                    opcode::Write::new(slot, k.bytes.as_ptr(), len)
+                        .offset(0)
+                        .build()
+                        .flags(link),
+                    opcode::Close::new(slot).build().flags(link),
+                    opcode::RenameAt::new(
+                        types::Fd(libc::AT_FDCWD),
+                        k.paths[0].as_ptr(),
+                        types::Fd(libc::AT_FDCWD),
+                        k.paths[1].as_ptr(),
+                    )
+                    .build(),
+                ]
+            })
+            .await
+            .expect("a free slot")
+    }
+
+    #[test]
+    fn a_chain_runs_its_steps_in_order_and_frees_its_slot() {
+        let d = dir();
+        tokio_uring::start(async {
+            let chains = Chains::current().expect("this kernel has linked operations");
+            // Many more chains than slots, one after another: each frees its slot and
+            // closes its file.
+            for i in 0..3 * MAX_FILE_CHAINS {
+                let body = format!("record {i}");
+                let r = publish(&chains, &d.join("r.tmp"), &d.join("r"), body.as_bytes(), W).await;
+                assert!(r.iter().all(|r| r.is_ok()), "{i}: {r:?}");
+                assert_eq!(std::fs::read_to_string(d.join("r")).unwrap(), body);
+                assert!(!d.join("r.tmp").exists());
+            }
+            // The same ring serves the runtime's later callers.
+            assert!(Rc::ptr_eq(&chains.inner, &Chains::current().unwrap().inner));
+            // Chains at once, all in flight together.
+            let many = (0..MAX_FILE_CHAINS).map(|i| {
+                let (tmp, dest) = (d.join(format!("{i}.tmp")), d.join(format!("{i}")));
+                let chains = chains.clone();
+                async move { publish(&chains, &tmp, &dest, &[i as u8; 100], W).await }
+            });
+            for r in futures_join_all(many).await {
+                assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+            }
+            for i in 0..MAX_FILE_CHAINS {
+                assert_eq!(
+                    std::fs::read(d.join(format!("{i}"))).unwrap(),
+                    vec![i as u8; 100]
+                );
+            }
+            // Every slot is free again.
+            assert_eq!(chains.inner.state.borrow().free.len(), MAX_FILE_CHAINS);
+        });
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_step_cancels_the_rest_of_its_chain() {
+        let d = dir();
+        std::fs::write(d.join("r"), b"old record").unwrap();
+        tokio_uring::start(async {
+            let chains = Chains::current().unwrap();
+            // The open fails (no such directory): nothing after it runs, the old record
+            // stays whole.
+            let r = publish(&chains, &d.join("missing/r.tmp"), &d.join("r"), b"new", W).await;
+            assert_eq!(
+                r[0].as_ref().unwrap_err().raw_os_error(),
+                Some(libc::ENOENT)
+            );
+            for step in &r[1..] {
+                assert_eq!(
+                    step.as_ref().unwrap_err().raw_os_error(),
+                    Some(libc::ECANCELED)
+                );
+            }
+            assert_eq!(std::fs::read(d.join("r")).unwrap(), b"old record");
+            // The write fails (a symlink planted at the temporary path is not followed,
+            // so the open fails with ELOOP): same.
+            std::os::unix::fs::symlink(d.join("elsewhere"), d.join("r.tmp")).unwrap();
+            let r = publish(&chains, &d.join("r.tmp"), &d.join("r"), b"new", W).await;
+            assert_eq!(r[0].as_ref().unwrap_err().raw_os_error(), Some(libc::ELOOP));
+            assert!(r[3].is_err());
+            assert_eq!(std::fs::read(d.join("r")).unwrap(), b"old record");
+            assert!(!d.join("elsewhere").exists());
+            std::fs::remove_file(d.join("r.tmp")).unwrap();
+            // The write fails (the file is open for reading only): the rename does not
+            // run, and the slot's file is closed all the same.
+            let r = publish(
+                &chains,
+                &d.join("r.tmp"),
+                &d.join("r"),
+                b"new",
+                libc::O_RDONLY | libc::O_CREAT,
+            )
+            .await;
+            assert!(r[0].is_ok(), "{r:?}");
+            assert_eq!(r[1].as_ref().unwrap_err().raw_os_error(), Some(libc::EBADF));
+            assert_eq!(
+                r[3].as_ref().unwrap_err().raw_os_error(),
+                Some(libc::ECANCELED)
+            );
+            assert_eq!(std::fs::read(d.join("r")).unwrap(), b"old record");
+            assert_eq!(chains.inner.state.borrow().free.len(), MAX_FILE_CHAINS);
+        });
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Awaits every future, concurrently, on this runtime.
+    async fn futures_join_all<F: Future + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F::Output: 'static,
+    {
+        let handles: Vec<_> = fs.map(tokio_uring::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
+    }
+}
