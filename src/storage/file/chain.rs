@@ -364,6 +364,33 @@ pub(super) fn open_into(
         .build()
 }
 
+/// The operations that write `keep.bytes` to a new file at `keep.paths[0]` (opened with
+/// `flags` and `mode`) and rename it over `keep.paths[1]`: open into `slot`, write,
+/// close, rename, linked, so the rename runs only after a write that stored every byte.
+pub(super) fn publish_ops(
+    slot: types::Fixed,
+    keep: &Keep,
+    flags: i32,
+    mode: u32,
+) -> Vec<squeue::Entry> {
+    let link = squeue::Flags::IO_LINK;
+    vec![
+        open_into(slot, &keep.paths[0], flags, mode).flags(link),
+        opcode::Write::new(slot, keep.bytes.as_ptr(), keep.bytes.len() as u32)
+            .offset(0)
+            .build()
+            .flags(link),
+        opcode::Close::new(slot).build().flags(link),
+        opcode::RenameAt::new(
+            types::Fd(libc::AT_FDCWD),
+            keep.paths[0].as_ptr(),
+            types::Fd(libc::AT_FDCWD),
+            keep.paths[1].as_ptr(),
+        )
+        .build(),
+    ]
+}
+
 /// A chain step's error, for a caller that reports it.
 pub(super) fn clone_err(e: &io::Error) -> io::Error {
     match e.raw_os_error() {
@@ -402,26 +429,8 @@ mod tests {
             paths: vec![c_path(tmp).unwrap(), c_path(dest).unwrap()],
             bytes: bytes.to_vec(),
         };
-        let len = bytes.len() as u32;
         chains
-            .run(keep, |slot, k| {
-                let link = squeue::Flags::IO_LINK;
-                vec![
-                    open_into(slot, &k.paths[0], flags, 0o600).flags(link),
-                    opcode::Write::new(slot, k.bytes.as_ptr(), len)
-                        .offset(0)
-                        .build()
-                        .flags(link),
-                    opcode::Close::new(slot).build().flags(link),
-                    opcode::RenameAt::new(
-                        types::Fd(libc::AT_FDCWD),
-                        k.paths[0].as_ptr(),
-                        types::Fd(libc::AT_FDCWD),
-                        k.paths[1].as_ptr(),
-                    )
-                    .build(),
-                ]
-            })
+            .run(keep, |slot, k| publish_ops(slot, k, flags, 0o600))
             .await
             .expect("a free slot")
     }

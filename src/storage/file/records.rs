@@ -6,13 +6,12 @@
 //! through), refused above [`MAX_INFO_BYTES`], and must parse and name the upload it
 //! is the record of. Writes go to `<id>.info.tmp` and are renamed over the record.
 
-use super::chain::{c_path, clone_err, open_into, short_write, Chains, Keep};
+use super::chain::{c_path, clone_err, publish_ops, short_write, Chains, Keep};
 use super::{is_not_found, probe, sync_dir, FileSettings};
 use crate::storage::fault;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout;
 use crate::storage::{InfoScan, InfoStore, StoreError, StoreFuture};
-use io_uring06::{opcode, squeue, types};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use tokio_uring::buf::BoundedBuf;
@@ -141,28 +140,12 @@ async fn write_linked(json: Vec<u8>, tmp: &Path, dest: &Path) -> Option<Result<(
     };
     let done = chains
         .run(keep, |slot, k| {
-            let link = squeue::Flags::IO_LINK;
-            vec![
-                open_into(
-                    slot,
-                    &k.paths[0],
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-                    0o666,
-                )
-                .flags(link),
-                opcode::Write::new(slot, k.bytes.as_ptr(), len as u32)
-                    .offset(0)
-                    .build()
-                    .flags(link),
-                opcode::Close::new(slot).build().flags(link),
-                opcode::RenameAt::new(
-                    types::Fd(libc::AT_FDCWD),
-                    k.paths[0].as_ptr(),
-                    types::Fd(libc::AT_FDCWD),
-                    k.paths[1].as_ptr(),
-                )
-                .build(),
-            ]
+            publish_ops(
+                slot,
+                k,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                0o666,
+            )
         })
         .await?;
     let step = |i: usize| done[i].as_ref().copied().map_err(clone_err);
