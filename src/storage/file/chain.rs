@@ -153,6 +153,15 @@ impl Chains {
         keep: Keep,
         build: impl FnOnce(types::Fixed, &Keep) -> Vec<squeue::Entry>,
     ) -> Option<Vec<io::Result<u32>>> {
+        {
+            // Room for a whole chain, or none of it is queued (the queue is emptied by
+            // every submit, unless the kernel refused one: then the steps wait there).
+            let mut ring = self.inner.ring.borrow_mut();
+            let sq = ring.submission();
+            if sq.capacity() - sq.len() < MAX_CHAIN_OPS {
+                return None;
+            }
+        }
         let slot = self.inner.state.borrow_mut().free.pop()?;
         let ops = build(types::Fixed(slot), &keep);
         assert!(
@@ -176,8 +185,7 @@ impl Chains {
                 // SAFETY: what the operation points into lives in the chain's `Keep`,
                 // which the state holds until the operation's completion has arrived
                 // (or, if the ring is dropped first, is leaked: see `Inner::drop`). The
-                // queue has room: it holds one chain per slot at most, and is emptied
-                // by every submit.
+                // queue has room for the whole chain (checked above, nothing ran since).
                 unsafe { sq.push(&op) }.expect("the chain ring's queue has room");
             }
         }
