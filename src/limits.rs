@@ -60,3 +60,9 @@ pub const MAX_HOOK_ANSWER_HEADER_BYTES: usize = 8 * 1024;
 /// Longest upload ID a hook may choose (`ChangeFileInfo.ID`), in bytes: well inside a
 /// file name (255 bytes, with `.info.tmp` appended) and a URL path segment.
 pub const MAX_HOOK_UPLOAD_ID_BYTES: usize = 128;
+
+/// Chains of linked file operations (a small upload's data file; an info record) in
+/// flight at once on one runtime, each with its own registered file slot
+/// (`storage::file::chain`). More wait for none: they take the one-operation-at-a-time
+/// path. 64 is far above what one core has in flight at once.
+pub const MAX_FILE_CHAINS: usize = 64;

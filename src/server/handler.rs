@@ -508,6 +508,11 @@ async fn create_whole(
     let mut early = info.clone();
     early.offset = expect;
     let data = async {
+        if let Some(done) = stores.data.create_whole(&mut info, body).await {
+            return done
+                .map(|w| ingest::body_stored(core, body, w))
+                .map_err(Error::from);
+        }
         let mut writer = stores.data.create(&mut info).await?;
         let got = ingest::receive(core, body, &mut *writer, 0, expect, None).await;
         drop(writer);

@@ -30,7 +30,13 @@ pub async fn receive(
 ) -> Written {
     let mut verifier = check.map(Verifier::new);
     let check = verifier.as_mut().map(|v| v as &mut dyn BodyCheck);
-    let mut written = writer.write_body(body, start, limit, check).await;
+    let written = writer.write_body(body, start, limit, check).await;
+    body_stored(core, body, written)
+}
+
+/// What storing `body` achieved, with how the body ended (when storing itself did not
+/// fail) and a storage failure logged.
+pub fn body_stored(core: &Core, body: &BodySource<'_>, mut written: Written) -> Written {
     if written.error.is_none() {
         written.error = body_end_error(core.draining(), body.end());
     }

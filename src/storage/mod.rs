@@ -128,6 +128,19 @@ pub trait DataStore {
         &'a self,
         info: &'a mut UploadInfo,
     ) -> StoreFuture<'a, Result<Box<dyn DataWriter>, StoreError>>;
+    /// Creates a new upload's data, exclusively, holding the whole body that came with
+    /// the request's head ([`BodySource::whole_in_hand`]), in one go where the store can
+    /// (the file store: one chain of linked operations, no reservation), and sets its
+    /// place in `info`. `None` when it does not, with nothing created and the body
+    /// untouched: the caller then uses [`DataStore::create`] and writes the body.
+    fn create_whole<'a, 'b>(
+        &'a self,
+        info: &'a mut UploadInfo,
+        body: &'a mut BodySource<'b>,
+    ) -> StoreFuture<'a, Option<Result<Written, StoreError>>> {
+        let _ = (info, body);
+        Box::pin(std::future::ready(None))
+    }
     /// Opens an existing upload's data for a request that appends to it.
     fn open<'a>(
         &'a self,

@@ -76,6 +76,57 @@ fn data_write_eio_gives_500_keeps_the_bytes_written_and_resumes() {
     }
 }
 
+/// A small creation-with-upload whose whole body came with its head is stored by one
+/// chain of linked operations (`storage::file::chain`): a write failing there after
+/// `k` bytes gives the same answer as the one-operation-at-a-time path, the upload
+/// exists at the bytes stored, and it resumes.
+#[test]
+fn small_creation_with_upload_write_eio_keeps_the_bytes_written_and_resumes() {
+    const SMALL: usize = 4096;
+    const K: usize = 1000 + 7;
+    let tmp = TempDir::new("eio-small");
+    let d = faulty(&tmp, &format!("write_eio_after={K}"), &[]);
+    let data = random_bytes(907, SMALL);
+    let r = d.send(
+        &Req::new("POST", "/files")
+            .tus()
+            .h("Upload-Length", &SMALL.to_string())
+            .h("Content-Type", "application/offset+octet-stream")
+            .body(&data),
+    );
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("write data file"),
+        "{r:?}"
+    );
+    assert_eq!(r.upload_offset(), K as u64, "{r:?}");
+    let id = r
+        .header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(d.offset(&id), K as u64, "HEAD");
+    assert_bytes_eq(&d.read_data(&id), &data[..K], "stored");
+    let info = read_info(&d.info_path(&id));
+    assert_eq!(info["offset"].as_u64(), Some(K as u64), "{info}");
+    // The next small creations take the same path and succeed (the fault fired once).
+    for i in 0..3 {
+        let r = d.send(
+            &Req::new("POST", "/files")
+                .tus()
+                .h("Upload-Length", "100")
+                .h("Content-Type", "application/offset+octet-stream")
+                .body(&data[..100]),
+        );
+        assert_eq!(r.status, 201, "{i}: {r:?}");
+    }
+    let r = d.patch(&id, K as u64, &data[K..]);
+    assert_eq!(r.status, 204, "resume: {r:?}");
+    assert_bytes_eq(&d.read_data(&id), &data, "resumed");
+}
+
 #[test]
 fn info_record_write_eio_gives_500_and_keeps_the_previous_record() {
     let tmp = TempDir::new("eio-info");

@@ -23,6 +23,7 @@
 //! "Durability".
 
 pub mod assemble;
+mod chain;
 mod data;
 mod read;
 mod records;
