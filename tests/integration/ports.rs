@@ -238,7 +238,22 @@ fn orphan_listener(
     std::os::unix::net::UnixStream,
 ) {
     use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the orphan");
+    // The previous orphan on this port may still be closing: a descriptor in flight in a
+    // Unix socket is released by the kernel after the pair is dropped, not within the
+    // drop (seen once in four suite runs: EADDRINUSE right after the drop).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let listener = loop {
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(l) => break l,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("bind the orphan: {e:?}"),
+        }
+    };
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     let fd = listener.as_raw_fd();
     let mut byte = [0u8; 1];
