@@ -487,6 +487,20 @@ echo '{"HTTPResponse": {"StatusCode": 200, "Body": "stored", "Header": {"X-Finis
             assert_eq!(r.status, 200, "{r:?}");
             assert_eq!(r.body, b"stored");
             assert_eq!(r.header("X-Finished-By"), Some("file-hook"));
+            // A concatenation's final, complete at its creation: its POST takes the answer
+            // too (Location kept).
+            let mut parts = Vec::new();
+            for body in [&b"ab"[..], b"cd"] {
+                let part =
+                    upload_id(&d.post(&[("Upload-Length", "2"), ("Upload-Concat", "partial")]));
+                d.patch(&part, 0, body).assert_status(200, "part");
+                parts.push(part);
+            }
+            let concat = format!("final;/files/{} /files/{}", parts[0], parts[1]);
+            let r = d.post(&[("Upload-Concat", concat.as_str())]);
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(r.header("X-Finished-By"), Some("file-hook"));
+            assert_eq!(d.read_data(&upload_id(&r)), b"abcd");
         } else {
             // Without --hooks-answers, stdout is only logged.
             assert_eq!(r.status, 204, "{r:?}");
