@@ -99,6 +99,21 @@ impl Uvicorn {
     }
 }
 
+/// A daemon with answers on, sending `events` to `app`.
+fn answering(tmp: &TempDir, app: &Uvicorn, events: &str) -> Daemon {
+    let url = app.url();
+    Daemon::start(
+        tmp,
+        &[
+            "--hooks-answers",
+            "--hooks-http-urls",
+            &url,
+            "--hooks",
+            events,
+        ],
+    )
+}
+
 /// Creates an upload of 5 bytes whose `answer` metadata tells the receiver what to say.
 fn post_asking(d: &Daemon, answer: &str, filename: &str) -> Response {
     let meta = metadata(&[("answer", answer), ("filename", filename)]);
@@ -225,16 +240,7 @@ fn malformed_answers_are_logged_and_change_nothing() {
         return;
     };
     let tmp = TempDir::new("answers-malformed");
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-answers",
-            "--hooks-http-urls",
-            &app.url(),
-            "--hooks",
-            "pre-create",
-        ],
-    );
+    let d = answering(&tmp, &app, "pre-create");
     for (answer, why) in [
         ("garbage", "not a valid HookResponse"),
         ("wrongtype", "invalid type"),
@@ -400,16 +406,7 @@ fn a_pre_finish_answer_is_the_last_patchs_answer() {
         return;
     };
     let tmp = TempDir::new("answers-pre-finish");
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-answers",
-            "--hooks-http-urls",
-            &app.url(),
-            "--hooks",
-            "pre-finish,post-finish",
-        ],
-    );
+    let d = answering(&tmp, &app, "pre-finish,post-finish");
     // A 2xx with a body: the last PATCH is answered with it (Upload-Offset kept).
     let id = upload_id(&post_asking(&d, "processed", "a.txt"));
     d.patch(&id, 0, b"he").assert_status(204, "first part");
