@@ -232,12 +232,12 @@ pub const MAX_NOTIFIER_KINDS: usize = 8;
 /// The `notifier` labels in use, in the order the hooks registered them; the index of a
 /// label is its slot in the tables below.
 static NOTIFIER_KINDS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-static HOOK_CALLS: [[AtomicU64; MAX_NOTIFIER_KINDS]; 6] =
-    [const { [const { AtomicU64::new(0) }; MAX_NOTIFIER_KINDS] }; 6];
-static HOOK_FAILURES: [[AtomicU64; MAX_NOTIFIER_KINDS]; 6] =
-    [const { [const { AtomicU64::new(0) }; MAX_NOTIFIER_KINDS] }; 6];
-static HOOK_DURATIONS: [[Histogram<11>; MAX_NOTIFIER_KINDS]; 6] =
-    [const { [const { Histogram::new() }; MAX_NOTIFIER_KINDS] }; 6];
+static HOOK_CALLS: [[AtomicU64; MAX_NOTIFIER_KINDS]; Event::ALL.len()] =
+    [const { [const { AtomicU64::new(0) }; MAX_NOTIFIER_KINDS] }; Event::ALL.len()];
+static HOOK_FAILURES: [[AtomicU64; MAX_NOTIFIER_KINDS]; Event::ALL.len()] =
+    [const { [const { AtomicU64::new(0) }; MAX_NOTIFIER_KINDS] }; Event::ALL.len()];
+static HOOK_DURATIONS: [[Histogram<11>; MAX_NOTIFIER_KINDS]; Event::ALL.len()] =
+    [const { [const { Histogram::new() }; MAX_NOTIFIER_KINDS] }; Event::ALL.len()];
 
 fn notifier_kinds() -> Vec<&'static str> {
     NOTIFIER_KINDS

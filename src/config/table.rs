@@ -533,7 +533,10 @@ const HOOKS: &[Flag] = &[
     Flag::value("hooks", "RUSTUS_HOOKS", "EVENTS")
         .default(DEFAULT_HOOKS)
         .help("Comma list of the events sent to the hooks")
-        .doc("comma list of the events sent to the hooks (see [Hooks](#hooks))")
+        .doc(
+            "comma list of the events sent to the hooks (see [Hooks](#hooks)); the default is \
+             rustus's six: `pre-finish` fires only when listed",
+        )
         .env_note("Events sent to the hooks.")
         .example("pre-create")
         .parse(|c, v| put(&mut c.hooks.events, EventSet::parse(v))),

@@ -1298,7 +1298,7 @@ fn errors_are_one_line() {
 #[test]
 fn hook_defaults() {
     let c = cfg(&["-w", "3"]);
-    assert_eq!(c.hooks.events, EventSet::all());
+    assert_eq!(c.hooks.events, EventSet::rustus());
     assert_eq!(c.hooks.format, HookFormat::Default);
     assert_eq!(
         (c.hooks.exec.file.as_ref(), c.hooks.exec.dir.as_ref()),
@@ -1345,7 +1345,7 @@ fn hook_flags() {
     assert!(cfg(&["--hooks="]).hooks.events.is_empty());
     assert_eq!(
         config_of(&[], &[("RUSTUS_HOOKS", "")], None).hooks.events,
-        EventSet::all()
+        EventSet::rustus()
     );
     let c = config_of(
         &[],
@@ -1366,9 +1366,9 @@ fn hook_flags() {
 
 #[test]
 fn bad_hook_values() {
-    let e = err(&["--hooks", "pre-create,pre-finish"]);
+    let e = err(&["--hooks", "pre-create,pre-receive"]);
     assert_eq!(e.flag, "--hooks");
-    assert!(e.message.contains("unknown hook 'pre-finish'"), "{e}");
+    assert!(e.message.contains("unknown hook 'pre-receive'"), "{e}");
     assert!(e.message.contains("post-terminate"), "{e}");
     let e = error_of(&[], &[("RUSTUS_HOOKS", "everything")], None);
     assert!(e.message.contains("RUSTUS_HOOKS (--hooks)"), "{e}");

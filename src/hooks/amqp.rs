@@ -204,11 +204,12 @@ impl AmqpConfig {
     }
 
     /// The queues `--hooks-amqp-declare-queues` declares (each bound with binding key
-    /// = its name): one per event, whatever `--hooks` says, or the one routing-key queue.
+    /// = its name): one per rustus event ([`Event::RUSTUS`]: not `pre-finish`), whatever
+    /// `--hooks` says, or the one routing-key queue.
     pub fn queues(&self) -> Vec<String> {
         match &self.routing_key {
             Some(key) => vec![key.clone()],
-            None => Event::ALL.iter().map(|e| self.routing_key(*e)).collect(),
+            None => Event::RUSTUS.iter().map(|e| self.routing_key(*e)).collect(),
         }
     }
 

@@ -133,12 +133,27 @@ pub enum Event {
     PostReceive,
     PreTerminate,
     PostTerminate,
+    /// Not a rustus event (tusd's): blocking, after the last byte is stored and before
+    /// the request that completed the upload is answered. Never in the default list.
+    PreFinish,
     PostFinish,
 }
 
 impl Event {
-    /// Every event, in rustus's order (the default of `--hooks`).
-    pub const ALL: [Event; 6] = [
+    /// Every event, in rustus's order, `pre-finish` (not rustus's) before `post-finish`.
+    pub const ALL: [Event; 7] = [
+        Event::PreCreate,
+        Event::PostCreate,
+        Event::PostReceive,
+        Event::PreTerminate,
+        Event::PostTerminate,
+        Event::PreFinish,
+        Event::PostFinish,
+    ];
+
+    /// rustus's events: the default of `--hooks` (`pre-finish` fires only when listed,
+    /// so a deployment that does not know it behaves as under rustus).
+    pub const RUSTUS: [Event; 6] = [
         Event::PreCreate,
         Event::PostCreate,
         Event::PostReceive,
@@ -155,6 +170,7 @@ impl Event {
             Event::PostReceive => "post-receive",
             Event::PreTerminate => "pre-terminate",
             Event::PostTerminate => "post-terminate",
+            Event::PreFinish => "pre-finish",
             Event::PostFinish => "post-finish",
         }
     }
@@ -166,7 +182,10 @@ impl Event {
 
     /// Whether the request waits for the hook's verdict.
     pub fn is_pre(self) -> bool {
-        matches!(self, Event::PreCreate | Event::PreTerminate)
+        matches!(
+            self,
+            Event::PreCreate | Event::PreTerminate | Event::PreFinish
+        )
     }
 
     fn bit(self) -> u8 {
@@ -188,6 +207,11 @@ impl EventSet {
     /// Every event.
     pub fn all() -> EventSet {
         EventSet(Event::ALL.iter().fold(0, |m, e| m | e.bit()))
+    }
+
+    /// rustus's events ([`Event::RUSTUS`]): the default of `--hooks`.
+    pub fn rustus() -> EventSet {
+        EventSet(Event::RUSTUS.iter().fold(0, |m, e| m | e.bit()))
     }
 
     /// No event.
@@ -1171,11 +1195,12 @@ impl Inner {
 }
 
 /// The answer event of `event`, when a hook's answer to it is read (`--hooks-answers`).
-/// `post-receive` and `pre-finish` answers are not read yet (see DESIGN.md, Hook answers).
+/// `post-receive` answers are not read yet (see DESIGN.md, Hook answers).
 pub fn answer_event(event: Event) -> Option<answer::AnswerEvent> {
     match event {
         Event::PreCreate => Some(answer::AnswerEvent::PreCreate),
         Event::PreTerminate => Some(answer::AnswerEvent::PreTerminate),
+        Event::PreFinish => Some(answer::AnswerEvent::PreFinish),
         _ => None,
     }
 }
@@ -1223,24 +1248,32 @@ mod tests {
         }
         assert_eq!(Event::from_name("Pre-Create"), None);
         assert!(Event::PreCreate.is_pre() && Event::PreTerminate.is_pre());
-        assert!(!Event::PostFinish.is_pre());
+        assert!(Event::PreFinish.is_pre() && !Event::PostFinish.is_pre());
         let all = EventSet::all();
-        assert_eq!(all.iter().count(), 6);
+        assert_eq!(all.iter().count(), 7);
+        let rustus = EventSet::rustus();
+        assert_eq!(rustus.iter().count(), 6);
+        assert!(!rustus.contains(Event::PreFinish));
         let s = EventSet::parse(" pre-create, ,post-finish,pre-create").unwrap();
         assert_eq!(
             s.iter().collect::<Vec<_>>(),
             [Event::PreCreate, Event::PostFinish]
         );
         assert!(EventSet::parse("").unwrap().is_empty());
-        let e = EventSet::parse("pre-create,pre-finish").unwrap_err();
-        assert!(e.contains("unknown hook 'pre-finish'"), "{e}");
-        assert!(e.contains("post-terminate"), "{e}");
+        let s = EventSet::parse("pre-finish,post-finish").unwrap();
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            [Event::PreFinish, Event::PostFinish]
+        );
+        let e = EventSet::parse("pre-create,pre-receive").unwrap_err();
+        assert!(e.contains("unknown hook 'pre-receive'"), "{e}");
+        assert!(e.contains("post-terminate, pre-finish, post-finish"), "{e}");
         assert_eq!(
             EventSet::parse(
                 "pre-create,post-create,post-receive,pre-terminate,post-terminate,post-finish"
             )
             .unwrap(),
-            all
+            rustus
         );
     }
 
@@ -1296,6 +1329,16 @@ mod tests {
         let reject = br#"{"RejectTermination": true}"#;
         assert!(matches!(
             read(Event::PreTerminate, reject),
+            answer::Answer::Refuse(_)
+        ));
+        let url = br#"{"HTTPResponse": {"StatusCode": 200, "Body": "{\"url\": 1}"}}"#;
+        match read(Event::PreFinish, url) {
+            answer::Answer::Proceed { response, .. } => assert_eq!(response.status, Some(200)),
+            other => panic!("{other:?}"),
+        }
+        let refuse = br#"{"HTTPResponse": {"StatusCode": 422}}"#;
+        assert!(matches!(
+            read(Event::PreFinish, refuse),
             answer::Answer::Refuse(_)
         ));
         // Events whose answers are not read.

@@ -264,14 +264,21 @@ pub async fn create_final(
         if cfg.remove_parts {
             remove_parts(core, &ids, &id).await;
         }
-        // rustus-compat §3.1: a final's creation fires post-finish instead of post-create.
-        super::handler::finished(core, info, origin(core, ctx, "POST", None)).await;
-        let mut resp = Response::new(201);
+        // rustus-compat §3.1: a final's creation fires post-finish instead of post-create
+        // (after pre-finish, when listed).
+        let from = || origin(core, ctx, "POST", None);
+        let finish = super::handler::pre_finish(core, &info, from()).await;
+        super::handler::finished(core, info, from()).await;
+        let mut resp = match finish.refusal() {
+            Some(err) => error_response(err),
+            None => Response::new(201),
+        };
         resp.header("Location", loc);
         resp.header("Upload-Offset", plan.length.to_string());
         if let Some(a) = &answered {
             resp.merge_answer(a.status, &a.headers, &a.body);
         }
+        finish.merge_into(&mut resp);
         return Ok(Reply::new(resp));
     }
     // concatenation-unfinished: empty data (offset 0) until the assembly.

@@ -11,7 +11,7 @@
 //! "-11 §x" is -11 (interop 8). DESIGN.md has the whole mapping.
 
 use super::core::Core;
-use super::handler;
+use super::handler::{self, Finish};
 use super::ingest::{self, close_cause};
 use super::reply::Reply;
 use super::request::{location, origin, RequestCtx};
@@ -369,7 +369,13 @@ async fn create(
     }
     metrics::upload_created(info.length, info.is_complete());
     let exp = super::expire::state_after_write(cfg, &info, true, None);
-    let mut resp = match got.error.as_ref().or(short.as_ref()) {
+    // pre-finish before the answer, as for tus.
+    let finish = if info.is_complete() {
+        handler::pre_finish(core, &info, origin(core, ctx, "POST", None)).await
+    } else {
+        Finish::None
+    };
+    let mut resp = match got.error.as_ref().or(short.as_ref()).or(finish.refusal()) {
         None => Response::new(success_status(v, true, info.is_complete())),
         Some(err) => error_response(v, err),
     };
@@ -378,6 +384,7 @@ async fn create(
     if let (true, Some(a)) = (got.error.is_none() && short.is_none(), &answered) {
         resp.merge_answer(a.status, &a.headers, &a.body);
     }
+    finish.merge_into(&mut resp);
     // post-finish once the data is where it stays (hybrid-s3: in S3), as for tus.
     if info.is_complete() {
         super::handler::finished(core, info, origin(core, ctx, "POST", None)).await;
@@ -508,7 +515,13 @@ async fn append(
         got.end_offset != start,
         upload.modified,
     );
-    let mut resp = match got.error.as_ref().or(short.as_ref()) {
+    let finish = if now_complete {
+        let from = origin(core, ctx, "PATCH", Some(id));
+        handler::pre_finish(core, &upload.info, from).await
+    } else {
+        Finish::None
+    };
+    let mut resp = match got.error.as_ref().or(short.as_ref()).or(finish.refusal()) {
         None => Response::new(success_status(v, false, now_complete)),
         Some(err) => error_response(v, err),
     };
@@ -517,6 +530,7 @@ async fn append(
         resp.header("Location", location(ctx, &cfg.url, &upload.info.id));
     }
     state_headers(&mut resp, cfg, v, &upload.info, exp);
+    finish.merge_into(&mut resp);
     let hooks = &core.shared.hooks;
     if now_complete {
         let from = origin(core, ctx, "PATCH", Some(id));

@@ -447,9 +447,16 @@ async fn create(
     };
     metrics::upload_created(info.length, info.is_complete());
     let location = location(ctx, &cfg.url, &info.id);
-    let mut resp = match &body_error {
-        None => Response::new(201),
+    // pre-finish when this POST completed the upload (creation-with-upload of
+    // everything, an empty upload), before it is answered.
+    let finish = if info.is_complete() {
+        pre_finish(core, &info, origin(core, ctx, "POST", None)).await
+    } else {
+        Finish::None
+    };
+    let mut resp = match body_error.as_ref().or(finish.refusal()) {
         Some(err) => error_response(err),
+        None => Response::new(201),
     };
     resp.header("Location", location);
     resp.header("Upload-Offset", info.offset.to_string());
@@ -460,9 +467,9 @@ async fn create(
     if let (None, Some(a)) = (&body_error, &answered) {
         resp.merge_answer(a.status, &a.headers, &a.body);
     }
+    finish.merge_into(&mut resp);
     // The upload exists (even if its body was cut short): post-finish when this POST
-    // completed it (creation-with-upload of everything, an empty upload), once its data
-    // is where it stays; else post-create.
+    // completed it, once its data is where it stays; else post-create.
     if info.is_complete() {
         finished(core, info, origin(core, ctx, "POST", None)).await;
     } else if hooks.wants(Event::PostCreate) {
@@ -695,20 +702,24 @@ async fn patch(
         got.end_offset != start,
         upload.modified,
     );
-    // post-finish when this PATCH completed the upload (once its data is where it
-    // stays), post-receive when it stored bytes (even if its body then failed: the
-    // upload moved on).
+    // pre-finish then post-finish when this PATCH completed the upload (post-finish
+    // once its data is where it stays), post-receive when it stored bytes (even if its
+    // body then failed: the upload moved on).
     let hooks = &core.shared.hooks;
+    let mut finish = Finish::None;
     if upload.info.is_complete() {
-        finished(core, upload.info, origin(core, ctx, "PATCH", Some(id))).await;
+        let from = || origin(core, ctx, "PATCH", Some(id));
+        finish = pre_finish(core, &upload.info, from()).await;
+        finished(core, upload.info, from()).await;
     } else if got.end_offset != start && hooks.wants(Event::PostReceive) {
         let from = origin(core, ctx, "PATCH", Some(id));
         hooks.post(Event::PostReceive, upload.info, from).await;
     }
-    let mut resp = match &got.error {
-        None => Response::new(204),
+    let mut resp = match got.error.as_ref().or(finish.refusal()) {
         Some(err) => error_response(err),
+        None => Response::new(204),
     };
+    finish.merge_into(&mut resp);
     resp.header("Upload-Offset", got.end_offset.to_string());
     super::expire::expires_header(&mut resp, expiry);
     Ok(Reply {
@@ -774,6 +785,50 @@ pub(super) fn apply_pre_create(info: &mut UploadInfo, answer: Answer) -> Option<
         info.metadata = metadata;
     }
     (!response.is_empty()).then_some(response)
+}
+
+/// What `pre-finish` asks of the answer to the request that completed an upload.
+pub(super) enum Finish {
+    /// No instruction (no pre-finish hook, or one that gave none).
+    None,
+    /// `HTTPResponse` 2xx (`--hooks-answers`): merged into the daemon's own answer.
+    Answered(HttpAnswer),
+    /// A refusal (a 4xx/5xx answer, a failing hook, no verdict in time): the client is
+    /// answered with it; the upload stays complete.
+    Refused(Error),
+}
+
+impl Finish {
+    /// The refusal the client is answered with, if any.
+    pub(super) fn refusal(&self) -> Option<&Error> {
+        match self {
+            Finish::Refused(err) => Some(err),
+            _ => None,
+        }
+    }
+
+    /// Merges a 2xx answer into `resp` (a refusal is the caller's `error_response`).
+    pub(super) fn merge_into(&self, resp: &mut Response) {
+        if let Finish::Answered(a) = self {
+            resp.merge_answer(a.status, &a.headers, &a.body);
+        }
+    }
+}
+
+/// `pre-finish` (not a rustus event: only when `--hooks` lists it): asks the hooks about
+/// an upload that just became complete, before the request that completed it is
+/// answered. Awaits the verdict without blocking the core. Whatever it says, the upload
+/// stays complete and `post-finish` follows (the caller's `finished`).
+pub(super) async fn pre_finish(core: &Rc<Core>, info: &UploadInfo, from: Origin) -> Finish {
+    let hooks = &core.shared.hooks;
+    if !hooks.wants(Event::PreFinish) {
+        return Finish::None;
+    }
+    match hooks.pre(Event::PreFinish, info, from).await {
+        Ok(Answer::Proceed { response, .. }) if !response.is_empty() => Finish::Answered(response),
+        Ok(_) => Finish::None,
+        Err(e) => Finish::Refused(Error::Hook(e)),
+    }
 }
 
 /// An upload just became complete (its record says so): `post-finish` now, or, when

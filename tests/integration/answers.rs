@@ -99,6 +99,21 @@ impl Uvicorn {
     }
 }
 
+/// A daemon with answers on, sending `events` to `app`.
+fn answering(tmp: &TempDir, app: &Uvicorn, events: &str) -> Daemon {
+    let url = app.url();
+    Daemon::start(
+        tmp,
+        &[
+            "--hooks-answers",
+            "--hooks-http-urls",
+            &url,
+            "--hooks",
+            events,
+        ],
+    )
+}
+
 /// Creates an upload of 5 bytes whose `answer` metadata tells the receiver what to say.
 fn post_asking(d: &Daemon, answer: &str, filename: &str) -> Response {
     let meta = metadata(&[("answer", answer), ("filename", filename)]);
@@ -225,16 +240,7 @@ fn malformed_answers_are_logged_and_change_nothing() {
         return;
     };
     let tmp = TempDir::new("answers-malformed");
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-answers",
-            "--hooks-http-urls",
-            &app.url(),
-            "--hooks",
-            "pre-create",
-        ],
-    );
+    let d = answering(&tmp, &app, "pre-create");
     for (answer, why) in [
         ("garbage", "not a valid HookResponse"),
         ("wrongtype", "invalid type"),
@@ -389,4 +395,136 @@ echo '{"ChangeFileInfo": {"MetaData": {"filename": "joined.bin"}}, "HTTPResponse
         recorded_metadata(&d, &f),
         serde_json::json!({"filename": "joined.bin"})
     );
+}
+
+#[test]
+fn a_pre_finish_answer_is_the_last_patchs_answer() {
+    let Some(app) = Uvicorn::start(
+        "a_pre_finish_answer_is_the_last_patchs_answer",
+        "answers_app",
+    ) else {
+        return;
+    };
+    let tmp = TempDir::new("answers-pre-finish");
+    let d = answering(&tmp, &app, "pre-finish,post-finish");
+    // A 2xx with a body: the last PATCH is answered with it (Upload-Offset kept).
+    let id = upload_id(&post_asking(&d, "processed", "a.txt"));
+    d.patch(&id, 0, b"he").assert_status(204, "first part");
+    let r = d.patch(&id, 2, b"llo");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["url"], format!("/processed/{id}"));
+    assert_eq!(r.upload_offset(), 5);
+
+    // A refusal: the client gets it; the upload is complete on disk all the same.
+    let refused = upload_id(&post_asking(&d, "refused", "b.txt"));
+    let r = d.patch(&refused, 0, b"hello");
+    assert_eq!(r.status, 422, "{r:?}");
+    assert_eq!(r.body, b"virus found");
+    assert_eq!(r.header("X-Scan"), Some("infected"));
+    assert_eq!(d.offset(&refused), 5);
+    assert_eq!(d.read_data(&refused), b"hello");
+
+    // No instruction: the PATCH is answered as without the hook.
+    let plain = upload_id(&post_asking(&d, "", "c.txt"));
+    let r = d.patch(&plain, 0, b"hello");
+    assert_eq!(r.status, 204, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+
+    // pre-finish came first, and post-finish followed it for each (the refused one too).
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let seen = fetch_seen(app.port);
+            [&id, &refused, &plain].iter().all(|u| {
+                let events: Vec<&serde_json::Value> = seen
+                    .iter()
+                    .filter(|s| s["id"] == u.as_str())
+                    .map(|s| &s["event"])
+                    .collect();
+                events == ["pre-finish", "post-finish"]
+            })
+        }),
+        "{:#?}",
+        fetch_seen(app.port)
+    );
+    assert_eq!(metric(&d, "tusring_hook_bad_answers_total"), Some(0.0));
+}
+
+#[test]
+fn a_file_hook_answers_pre_finish_and_a_failing_one_refuses() {
+    let tmp = TempDir::new("answers-pre-finish-file");
+    // Answers every pre-finish with a header and a body; exits 1 when the upload's
+    // metadata names the file "bad" (a refusal, with or without answers).
+    let hook = script(
+        &tmp.join("hook.sh"),
+        r#"[ "$1" = pre-finish ] || exit 0
+case "$2" in
+  *'"filename":"bad"'*) exit 1 ;;
+esac
+echo '{"HTTPResponse": {"StatusCode": 200, "Body": "stored", "Header": {"X-Finished-By": "file-hook"}}}'"#,
+    );
+    let args = [
+        "--hooks-file",
+        hook.to_str().unwrap(),
+        "--hooks",
+        "pre-finish",
+    ];
+    let bad = metadata(&[("filename", "bad")]);
+    for answers in [true, false] {
+        let tmp = TempDir::new("answers-pre-finish-file-d");
+        let mut all = args.to_vec();
+        if answers {
+            all.push("--hooks-answers");
+        }
+        let d = Daemon::start(&tmp, &all);
+        let id = d.create(3);
+        let r = d.patch(&id, 0, b"abc");
+        if answers {
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(r.body, b"stored");
+            assert_eq!(r.header("X-Finished-By"), Some("file-hook"));
+            // A concatenation's final, complete at its creation: its POST takes the answer
+            // too (Location kept).
+            let mut parts = Vec::new();
+            for body in [&b"ab"[..], b"cd"] {
+                let part =
+                    upload_id(&d.post(&[("Upload-Length", "2"), ("Upload-Concat", "partial")]));
+                d.patch(&part, 0, body).assert_status(200, "part");
+                parts.push(part);
+            }
+            let concat = format!("final;/files/{} /files/{}", parts[0], parts[1]);
+            let r = d.post(&[("Upload-Concat", concat.as_str())]);
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(r.header("X-Finished-By"), Some("file-hook"));
+            assert_eq!(d.read_data(&upload_id(&r)), b"abcd");
+        } else {
+            // Without --hooks-answers, stdout is only logged.
+            assert_eq!(r.status, 204, "{r:?}");
+            assert!(r.header("X-Finished-By").is_none(), "{r:?}");
+        }
+        // A failing pre-finish refuses the request (as a failing pre-create does); the
+        // upload stays complete. Here, a creation-with-upload that completes it.
+        let r = d.send(
+            &Req::new("POST", "/files/")
+                .tus()
+                .h("Upload-Length", "3")
+                .h("Upload-Metadata", &bad)
+                .h("Content-Type", "application/offset+octet-stream")
+                .body(b"xyz"),
+        );
+        assert_eq!(r.status, 400, "answers {answers}: {r:?}");
+        let id = upload_id(&r);
+        assert_eq!(d.offset(&id), 3);
+        assert_eq!(d.read_data(&id), b"xyz");
+    }
+    // The default --hooks (rustus's six events) has no pre-finish: the hook is not asked.
+    let plain = TempDir::new("answers-pre-finish-default");
+    let p = Daemon::start(
+        &plain,
+        &["--hooks-answers", "--hooks-file", hook.to_str().unwrap()],
+    );
+    let id = p.create(3);
+    let r = p.patch(&id, 0, b"abc");
+    assert_eq!(r.status, 204, "default --hooks: {r:?}");
 }

@@ -870,3 +870,37 @@ fn cors_allows_and_exposes_the_draft_fields() {
         assert!(expose.contains(h), "{h} not in {expose}");
     }
 }
+
+#[test]
+fn a_pre_finish_answer_is_the_completing_appends_answer() {
+    let tmp = TempDir::new("draft-pre-finish");
+    let hook = tmp.join("hook.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\n[ \"$1\" = pre-finish ] || exit 0\necho '{\"HTTPResponse\": {\"Header\": {\"X-Finished-By\": \"file-hook\"}}}'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--hooks-answers",
+            "--hooks",
+            "pre-finish",
+            "--hooks-file",
+            hook.to_str().unwrap(),
+        ],
+    );
+    let r = d.send(
+        &draft("POST", "/files/", "8")
+            .h("Upload-Complete", "?0")
+            .body(b"ab"),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(!r.has("X-Finished-By"), "{r:?}");
+    let path = path_of(r.header("Location").unwrap());
+    let r = append(&d, &path, 2, true, b"cd");
+    assert!((200..300).contains(&r.status), "{r:?}");
+    assert_eq!(r.header("X-Finished-By"), Some("file-hook"), "{r:?}");
+    assert_eq!(r.header("Upload-Complete"), Some("?1"), "{r:?}");
+}

@@ -14,6 +14,8 @@ pre-terminate, so one receiver serves every case of tests/integration/answers.rs
     wrongtype  pre-create: {"RejectUpload": "yes"}
     badid      pre-create: ChangeFileInfo.ID "../escape"
     huge       pre-create: a 10 MiB body
+    processed  pre-finish: a 200 with a JSON body naming the processed file's URL
+    refused    pre-finish: a 422 refusal with a body
     (none)     {} : no instruction
 
 Every message it gets is kept, and GET /seen returns them (event and metadata).
@@ -70,6 +72,13 @@ async def hooks(request: Request, hook_name: Optional[str] = Header(default=None
         if what == "huge":
             return Response(content=b'{"x":"' + b"a" * (10 * 1024 * 1024) + b'"}',
                             media_type="application/json")
+    if hook_name == "pre-finish" and what == "processed":
+        return {"HTTPResponse": {"StatusCode": 200,
+                                 "Body": json.dumps({"url": "/processed/" + str(upload.get("id"))}),
+                                 "Header": {"Content-Type": "application/json"}}}
+    if hook_name == "pre-finish" and what == "refused":
+        return {"HTTPResponse": {"StatusCode": 422, "Body": "virus found",
+                                 "Header": {"X-Scan": "infected"}}}
     if hook_name == "pre-terminate" and what == "keep":
         return {"RejectTermination": True,
                 "HTTPResponse": {"StatusCode": 409, "Body": "this upload is kept",
