@@ -298,7 +298,7 @@ fn the_sweep_does_not_follow_a_symlinked_record() {
             "--tus-extensions",
             "creation,expiration",
             "--expiration-time",
-            "1",
+            "3",
             "--expiration-sweep-interval",
             "0.5",
         ],
