@@ -395,9 +395,28 @@ fn interop_tusjs_draft_whole_in_the_creation() {
 
 #[test]
 fn interop_tusjs_draft_interrupted_and_resumed() {
-    let Some(lines) = tusjs_draft(108, "interrupt", "tus-js-client ietf-draft-05, interrupted")
-    else {
-        return;
+    // The client aborts from its first progress event past 40 %; Node reports progress
+    // only as the socket takes the bytes, and now and then (about 1 run in 5 on an idle
+    // machine) the first event comes with the whole body already sent, so there is
+    // nothing left to interrupt. Such a run says nothing about the server: it is tried
+    // again, up to eight runs in all.
+    let what = "tus-js-client ietf-draft-05, interrupted";
+    let mut attempt = 0;
+    let lines = loop {
+        let Some(lines) = tusjs_draft(108 + attempt, "interrupt", what) else {
+            return;
+        };
+        let aborted_after_all = lines.iter().any(|l| {
+            l.strip_prefix("aborting at ")
+                .and_then(|rest| rest.strip_suffix(" bytes sent"))
+                .and_then(|rest| rest.split_once(" of "))
+                .is_some_and(|(sent, total)| sent == total)
+        });
+        if !aborted_after_all || attempt == 7 {
+            break lines;
+        }
+        eprintln!("{what}: the whole body was sent before the abort; again");
+        attempt += 1;
     };
     assert!(
         lines.iter().any(|l| l == "requests: POST=1 HEAD=1 PATCH=2"),
