@@ -415,3 +415,64 @@ fn interop_tuspy_sees_the_stop_and_cannot_resume() {
     );
     assert_eq!(d.head(&id).status, 404, "{what}");
 }
+
+#[test]
+fn with_redis_records_a_stop_holds_on_every_node() {
+    let tmp = TempDir::new("stops-redis");
+    let Some(redis) = crate::redisd::Redis::start(&tmp) else {
+        return;
+    };
+    // Node A's file hook stops every upload at its first post-receive: kept when its
+    // metadata says `mode keep`, else removed. Node B has no hooks.
+    let hook = script(
+        &tmp.join("hook.sh"),
+        r#"[ "$1" = post-receive ] || exit 0
+case "$2" in
+  *'"mode":"keep"'*) echo '{"StopUpload": true, "KeepUpload": true}' ;;
+  *) echo '{"StopUpload": true}' ;;
+esac"#,
+    );
+    let hook = hook.to_str().unwrap();
+    let a = crate::redis::redis_node(
+        &tmp,
+        &redis,
+        &[
+            "--hooks-answers",
+            "--hooks-file",
+            hook,
+            "--hooks",
+            "post-receive",
+        ],
+    );
+    let b = crate::redis::redis_node(&tmp, &redis, &[]);
+    let keep = metadata(&[("mode", "keep")]);
+    for mode in ["keep", "remove"] {
+        let r = if mode == "keep" {
+            a.post(&[("Upload-Length", "10"), ("Upload-Metadata", keep.as_str())])
+        } else {
+            a.post(&[("Upload-Length", "10")])
+        };
+        assert_eq!(r.status, 201, "{mode}: {r:?}");
+        let id = upload_id(&r);
+        a.patch(&id, 0, b"hello").assert_status(204, mode);
+        if mode == "keep" {
+            // The stop is in the record in Redis: node B refuses the next PATCH.
+            assert!(
+                eventually(Duration::from_secs(10), || redis.get(&id).is_some_and(
+                    |raw| String::from_utf8_lossy(&raw).contains(r#""stopped":true"#)
+                )),
+                "{mode}: the record never said stopped"
+            );
+            let r = b.patch(&id, 5, b"world");
+            assert_eq!(r.status, 403, "{mode}: {r:?}");
+            assert_eq!(b.offset(&id), 5, "{mode}");
+            assert_eq!(crate::redis::record(&redis, &id)["offset"], 5);
+        } else {
+            assert!(
+                eventually(Duration::from_secs(10), || b.head(&id).status == 404),
+                "{mode}: node B still serves the removed upload"
+            );
+            assert_eq!(b.patch(&id, 5, b"world").status, 404, "{mode}");
+        }
+    }
+}
