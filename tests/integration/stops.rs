@@ -105,16 +105,7 @@ fn a_receiver_stops_a_slow_patch_and_the_upload_is_removed() {
         return;
     };
     let tmp = TempDir::new("stops-removed");
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-answers",
-            "--hooks-http-urls",
-            &app.url(),
-            "--hooks",
-            "post-receive,post-terminate",
-        ],
-    );
+    let d = stopping_daemon(&tmp, &app);
     let data = random_bytes(7, LEN);
     for draft in [false, true] {
         let what = if draft { "draft append" } else { "tus PATCH" };
@@ -161,16 +152,7 @@ fn a_kept_stopped_upload_keeps_its_bytes_and_refuses_patches_after_a_restart() {
         return;
     };
     let tmp = TempDir::new("stops-kept");
-    let mut d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-answers",
-            "--hooks-http-urls",
-            &app.url(),
-            "--hooks",
-            "post-receive,post-terminate",
-        ],
-    );
+    let mut d = stopping_daemon(&tmp, &app);
     let data = random_bytes(8, LEN);
     let id = create_asking(&d, "stopkeep");
     let (r, took, _, _c) = slow_patch(&d, patch_of(&id, &data, false), &data);
@@ -318,102 +300,97 @@ fn stopping_daemon(tmp: &TempDir, app: &Uvicorn) -> Daemon {
     )
 }
 
-/// The upload ID on the client's last line, and its other lines.
-fn client_said(out: &str, what: &str) -> (String, Vec<String>) {
+/// Runs a real client (`command(daemon, source file)`) against a daemon stopping
+/// uploads through the answers app; the upload ID on its last line, its lines, and the
+/// daemon. `None` when the client or the app is not installed (skipped loudly).
+fn stopped_client(
+    test: &str,
+    client: Option<std::path::PathBuf>,
+    seed: u64,
+    command: impl FnOnce(Command, &Daemon, &std::path::Path) -> Command,
+    what: &str,
+) -> Option<(String, Vec<String>, Daemon)> {
+    let Some(client) = client else {
+        missing(what);
+        return None;
+    };
+    let app = Uvicorn::start(test, "answers_app")?;
+    let tmp = TempDir::new("stops-client");
+    let d = stopping_daemon(&tmp, &app);
+    let src = tmp.join("source.bin");
+    std::fs::write(&src, random_bytes(seed, LEN)).unwrap();
+    let out = run_client(command(Command::new(client), &d, &src), what);
     let lines: Vec<String> = out.lines().map(str::to_string).collect();
     let url = lines.last().unwrap_or_else(|| panic!("{what}: no output"));
-    let id = url
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(is_uuid_v4(&id), "{what}: {out}");
-    (id, lines)
+    let id = url.trim_end_matches('/').rsplit('/').next().unwrap();
+    assert!(is_uuid_v4(id), "{what}: {out}");
+    // Nothing of the stopped upload is left.
+    assert_eq!(d.head(id).status, 404, "{what}");
+    Some((id.to_string(), lines, d))
 }
 
 #[test]
 fn interop_tusjs_sees_the_stop_mid_patch_and_cannot_resume() {
-    let Some(node) = node() else {
-        missing("tus-js-client (npm package in tests/interop) or node");
-        return;
-    };
-    let Some(app) = Uvicorn::start(
+    let what = "tus-js-client, a slow PATCH stopped";
+    let Some((_, lines, _d)) = stopped_client(
         "interop_tusjs_sees_the_stop_mid_patch_and_cannot_resume",
-        "answers_app",
+        node(),
+        10,
+        |mut cmd, d, src| {
+            cmd.arg(interop_dir().join("tusjs_stopped.mjs"))
+                .arg(d.endpoint())
+                .arg(src)
+                .arg(LIMIT.to_string());
+            cmd
+        },
+        what,
     ) else {
         return;
     };
-    let tmp = TempDir::new("stops-tusjs");
-    let d = stopping_daemon(&tmp, &app);
-    let src = tmp.join("source.bin");
-    std::fs::write(&src, random_bytes(10, LEN)).unwrap();
-    let mut cmd = Command::new(node);
-    cmd.arg(interop_dir().join("tusjs_stopped.mjs"))
-        .arg(d.endpoint())
-        .arg(&src)
-        .arg(LIMIT.to_string());
-    let what = "tus-js-client, a slow PATCH stopped";
-    let out = run_client(cmd, what);
-    let (id, lines) = client_said(&out, what);
     // The PATCH in progress got the stop's own answer; the resume's HEAD found nothing.
+    let said = |want: &str| lines.iter().any(|l| l.starts_with(want));
     assert!(
-        lines
-            .iter()
-            .any(|l| l == r#"stopped: status=413 body={"error": "quota exceeded"}"#),
-        "{what}: {out}"
+        said(r#"stopped: status=413 body={"error": "quota exceeded"}"#),
+        "{what}: {lines:?}"
     );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("resume refused: status=404")),
-        "{what}: {out}"
-    );
-    assert_eq!(d.head(&id).status, 404, "{what}");
+    assert!(said("resume refused: status=404"), "{what}: {lines:?}");
 }
 
 #[test]
 fn interop_tuspy_sees_the_stop_and_cannot_resume() {
-    let Some(py) = python() else {
-        missing("tuspy (Python package `tuspy`)");
-        return;
-    };
-    let Some(app) = Uvicorn::start(
+    let what = "tuspy, stopped between chunks";
+    // 64 KiB PATCHes: each is quick, so the stop comes from the post-receive after one
+    // of them and meets the next (its answer: the stop's 413, or 404 once removed).
+    let Some((_, lines, _d)) = stopped_client(
         "interop_tuspy_sees_the_stop_and_cannot_resume",
-        "answers_app",
+        python(),
+        11,
+        |mut cmd, d, src| {
+            cmd.arg(interop_dir().join("tuspy_stopped.py"))
+                .arg(d.endpoint())
+                .arg(src)
+                .arg((64 * 1024).to_string())
+                .arg(LIMIT.to_string());
+            cmd
+        },
+        what,
     ) else {
         return;
     };
-    let tmp = TempDir::new("stops-tuspy");
-    let d = stopping_daemon(&tmp, &app);
-    let src = tmp.join("source.bin");
-    std::fs::write(&src, random_bytes(11, LEN)).unwrap();
-    // 64 KiB PATCHes: each is quick, so the stop comes from the post-receive after one
-    // of them and meets the next (its answer: the stop's 413, or 404 once removed).
-    let mut cmd = Command::new(py);
-    cmd.arg(interop_dir().join("tuspy_stopped.py"))
-        .arg(d.endpoint())
-        .arg(&src)
-        .arg((64 * 1024).to_string())
-        .arg(LIMIT.to_string());
-    let what = "tuspy, stopped between chunks";
-    let out = run_client(cmd, what);
-    let (id, lines) = client_said(&out, what);
     let stopped = lines
         .iter()
         .find_map(|l| l.strip_prefix("stopped: status="))
-        .unwrap_or_else(|| panic!("{what}: {out}"));
+        .unwrap_or_else(|| panic!("{what}: {lines:?}"));
     assert!(
         stopped.starts_with("413 ") || stopped.starts_with("404 "),
-        "{what}: {out}"
+        "{what}: {lines:?}"
     );
     let offset: u64 = stopped.rsplit("offset=").next().unwrap().parse().unwrap();
-    assert!(offset > LIMIT && offset < LEN as u64, "{what}: {out}");
+    assert!(offset > LIMIT && offset < LEN as u64, "{what}: {lines:?}");
     assert!(
         lines.iter().any(|l| l == "resume refused: status=404"),
-        "{what}: {out}"
+        "{what}: {lines:?}"
     );
-    assert_eq!(d.head(&id).status, 404, "{what}");
 }
 
 #[test]
