@@ -80,6 +80,7 @@ fn assert_stopped(r: &Response, took: Duration, what: &str) {
     assert_eq!(r.header("Content-Type"), Some("application/json"), "{what}");
     let whole = PAUSE * (LEN / PIECE) as u32;
     assert!(took < whole / 2, "{what}: answered after {took:?}");
+    eprintln!("{what}: the stop's answer came {took:?} after the PATCH began");
 }
 
 /// A tus PATCH, or an append of the draft (interop 6), of `data` at 0.
