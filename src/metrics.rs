@@ -821,7 +821,7 @@ fn render_hook_counters(out: &mut String) {
         ),
         (
             "tusring_hook_dropped_total",
-            "Hook events never delivered: no room in the queue in time, a pre-hook nobody waited for any more, or left at shutdown.",
+            "Hook events never delivered: no room in the queue in time (at once for a progress post-receive), a pre-hook nobody waited for any more, or left at shutdown.",
             &c.dropped,
         ),
         (
