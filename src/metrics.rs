@@ -184,7 +184,8 @@ pub struct HookCounters {
     pub rejected: AtomicU64,
     /// HTTP post-hook retries.
     pub retried: AtomicU64,
-    /// Events never delivered: a post-event that found no room in the queue in time, a
+    /// Events never delivered: a post-event that found no room in the queue in time (a
+    /// progress `post-receive` during a body: at once, `Hooks::post_progress`), a
     /// pre-hook whose request had stopped waiting, or events left at the end of the
     /// grace period.
     pub dropped: AtomicU64,
