@@ -184,7 +184,8 @@ pub struct HookCounters {
     pub rejected: AtomicU64,
     /// HTTP post-hook retries.
     pub retried: AtomicU64,
-    /// Events never delivered: a post-event that found no room in the queue in time, a
+    /// Events never delivered: a post-event that found no room in the queue in time (a
+    /// progress `post-receive` during a body: at once, `Hooks::post_progress`), a
     /// pre-hook whose request had stopped waiting, or events left at the end of the
     /// grace period.
     pub dropped: AtomicU64,
@@ -821,7 +822,7 @@ fn render_hook_counters(out: &mut String) {
         ),
         (
             "tusring_hook_dropped_total",
-            "Hook events never delivered: no room in the queue in time, a pre-hook nobody waited for any more, or left at shutdown.",
+            "Hook events never delivered: no room in the queue in time (at once for a progress post-receive), a pre-hook nobody waited for any more, or left at shutdown.",
             &c.dropped,
         ),
         (

@@ -9,11 +9,11 @@
 //!   is, and a trailing newline changes nothing (but the message of a `Json` error);
 //! * whether the bytes are JSON of the right shape does not depend on the event: a
 //!   `Json` error (same message) or `TooLarge` for one event is the same for all four;
-//! * an accepted answer is one the event honours (`Stop` only for post-receive, `Refuse`
-//!   never for it, a `ChangeFileInfo` only for pre-create, nothing but no instruction
-//!   for a post-receive that goes on) and keeps `HttpAnswer`'s invariants: a refusal's
-//!   status is 4xx/5xx, a going-on status 2xx, a body never without a status nor with
-//!   204/205;
+//! * an accepted answer is one the event honours (`Stop` only for post-receive, kept or
+//!   not, `Refuse` never for it, a `ChangeFileInfo` only for pre-create, nothing but no
+//!   instruction for a post-receive that goes on) and keeps `HttpAnswer`'s invariants:
+//!   a refusal's status is 4xx/5xx, a going-on status 2xx, a body never without a
+//!   status nor with 204/205;
 //! * its header fields cannot inject: written as a response head with the body's
 //!   `Content-Length`, httparse reads back exactly that status, those fields (values
 //!   trimmed of blanks) and that length, and the head ends where it was written to end;
@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
     };
 
     match &answer {
-        Answer::Stop(r) => {
+        Answer::Stop { response: r, .. } => {
             assert_eq!(event, AnswerEvent::PostReceive);
             assert!(matches!(r.status, Some(400..=599)), "{r:?}");
             check_response(r);

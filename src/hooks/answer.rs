@@ -1,11 +1,12 @@
 //! Hook answers: what a blocking hook may send back, in the shape of tusd v2's
 //! `HookResponse` (`HTTPResponse` {`StatusCode`, `Body`, `Header`}, `RejectUpload`,
-//! `RejectTermination`, `ChangeFileInfo` {`ID`, `MetaData`}, `StopUpload`), parsed and
-//! checked as one pure function, [`parse_answer`].
+//! `RejectTermination`, `ChangeFileInfo` {`ID`, `MetaData`}, `StopUpload`), plus one
+//! field of tusring's own, `KeepUpload` (with `StopUpload`: keep the stopped upload),
+//! parsed and checked as one pure function, [`parse_answer`].
 //!
-//! Read with `--hooks-answers` for pre-create and pre-terminate (the pool, `hooks`, parses
-//! what a notifier hands it; see DESIGN.md, "Hook answers"); post-receive and pre-finish
-//! answers are parsed here but not read yet. The parser decides everything that does not
+//! Read with `--hooks-answers` for pre-create, post-receive, pre-finish and pre-terminate
+//! (the pool, `hooks`, parses what a notifier hands it; see DESIGN.md, "Hook answers").
+//! The parser decides everything that does not
 //! need the stores, so applying an [`Answer`] can never half-apply: either every
 //! instruction in it is valid for the event, or the answer is refused whole with an
 //! [`AnswerError`] saying why (the caller logs it and takes no instruction).
@@ -137,8 +138,9 @@ pub enum Answer {
     /// 4xx/5xx (the upload stays complete on disk).
     Refuse(HttpAnswer),
     /// `StopUpload` (post-receive): end the upload, answering the PATCH in progress with
-    /// this response.
-    Stop(HttpAnswer),
+    /// `response`; the upload is removed (tusd's way), or kept, its later PATCHes
+    /// refused, when the answer also says `KeepUpload` (tusring's own field).
+    Stop { response: HttpAnswer, keep: bool },
 }
 
 impl Answer {
@@ -192,7 +194,11 @@ impl Answer {
                 s
             }
             Self::Refuse(r) => format!("refuse, answered with {}", response(r)),
-            Self::Stop(r) => format!("stop the upload, answered with {}", response(r)),
+            Self::Stop { response: r, keep } => format!(
+                "stop the upload ({}), answered with {}",
+                if *keep { "kept" } else { "removed" },
+                response(r)
+            ),
         }
     }
 }
@@ -354,6 +360,7 @@ pub fn parse_answer(event: AnswerEvent, bytes: &[u8]) -> Result<Answer, AnswerEr
         reject_upload: raw.reject_upload == Some(true),
         reject_termination: raw.reject_termination == Some(true),
         stop_upload: raw.stop_upload == Some(true),
+        keep_upload: raw.keep_upload == Some(true),
         change: !change.is_empty(),
     };
     given.allowed_for(event)?;
@@ -362,7 +369,14 @@ pub fn parse_answer(event: AnswerEvent, bytes: &[u8]) -> Result<Answer, AnswerEr
         AnswerEvent::PreTerminate if given.reject_termination => {
             Ok(Answer::Refuse(refusal(response)?))
         }
-        AnswerEvent::PostReceive if given.stop_upload => Ok(Answer::Stop(refusal(response)?)),
+        AnswerEvent::PostReceive if given.stop_upload => Ok(Answer::Stop {
+            response: refusal(response)?,
+            keep: given.keep_upload,
+        }),
+        AnswerEvent::PostReceive if given.keep_upload => Err(AnswerError::NotForEvent {
+            instruction: "KeepUpload without StopUpload",
+            event,
+        }),
         AnswerEvent::PostReceive if !response.is_empty() => Err(AnswerError::NotForEvent {
             instruction: "HTTPResponse without StopUpload",
             event,
@@ -382,6 +396,8 @@ struct Given {
     reject_upload: bool,
     reject_termination: bool,
     stop_upload: bool,
+    /// tusring's own: with `StopUpload`, keep the stopped upload rather than remove it.
+    keep_upload: bool,
     change: bool,
 }
 
@@ -398,6 +414,7 @@ impl Given {
                 event == PreTerminate,
             ),
             (self.stop_upload, "StopUpload", event == PostReceive),
+            (self.keep_upload, "KeepUpload", event == PostReceive),
             (self.change, "ChangeFileInfo", event == PreCreate),
         ];
         match checks.iter().find(|(given, _, allowed)| *given && !allowed) {
@@ -531,6 +548,9 @@ struct RawAnswer {
     change_file_info: Option<Object<RawChange>>,
     #[serde(rename = "StopUpload", default)]
     stop_upload: Option<bool>,
+    /// Not tusd's: with `StopUpload`, keep the upload (tusd always removes it).
+    #[serde(rename = "KeepUpload", default)]
+    keep_upload: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -682,11 +702,14 @@ mod tests {
                     "Body": "{\"message\":\"associated project is no longer available\"}",
                     "Header": {"Content-Type": "application/json"}},
                   "StopUpload": true}"#,
-                Answer::Stop(response(
-                    Some(400),
-                    r#"{"message":"associated project is no longer available"}"#,
-                    &json_type,
-                )),
+                Answer::Stop {
+                    response: response(
+                        Some(400),
+                        r#"{"message":"associated project is no longer available"}"#,
+                        &json_type,
+                    ),
+                    keep: false,
+                },
             ),
             // "Sending Results to the Client", without the example's `StopUpload: true`
             // (which pre-finish does not honour; see `tusd_prefinish_example_as_printed`).
@@ -786,12 +809,35 @@ mod tests {
             (
                 PostReceive,
                 r#"{"StopUpload": true}"#,
-                Answer::Stop(response(Some(400), "", &[])),
+                Answer::Stop {
+                    response: response(Some(400), "", &[]),
+                    keep: false,
+                },
             ),
             (
                 PostReceive,
                 r#"{"StopUpload": true, "HTTPResponse": {"StatusCode": 507}}"#,
-                Answer::Stop(response(Some(507), "", &[])),
+                Answer::Stop {
+                    response: response(Some(507), "", &[]),
+                    keep: false,
+                },
+            ),
+            // tusring's own: the stopped upload is kept.
+            (
+                PostReceive,
+                r#"{"StopUpload": true, "KeepUpload": true, "HTTPResponse": {"StatusCode": 413, "Body": "quota"}}"#,
+                Answer::Stop {
+                    response: response(Some(413), "quota", &[]),
+                    keep: true,
+                },
+            ),
+            (
+                PostReceive,
+                r#"{"StopUpload": true, "KeepUpload": false}"#,
+                Answer::Stop {
+                    response: response(Some(400), "", &[]),
+                    keep: false,
+                },
             ),
             // Rejected: the changes are moot (nothing is created).
             (
@@ -875,6 +921,14 @@ mod tests {
     fn instructions_not_for_the_event() {
         let table: &[(AnswerEvent, &str, &str)] = &[
             (PreCreate, r#"{"StopUpload": true}"#, "StopUpload"),
+            (PreCreate, r#"{"KeepUpload": true}"#, "KeepUpload"),
+            (PreFinish, r#"{"KeepUpload": true}"#, "KeepUpload"),
+            (PreTerminate, r#"{"KeepUpload": true}"#, "KeepUpload"),
+            (
+                PostReceive,
+                r#"{"KeepUpload": true}"#,
+                "KeepUpload without StopUpload",
+            ),
             (
                 PreCreate,
                 r#"{"RejectTermination": true}"#,

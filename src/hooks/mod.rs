@@ -67,10 +67,12 @@
 //! # Answers
 //!
 //! With `--hooks-answers`, a notifier that can refuse hands the pool the bytes of its
-//! answer to `pre-create` or `pre-terminate` ([`answer_event`]); the pool parses them
-//! ([`answer::parse_answer`]) on the worker, logs and counts one that is not taken, and
-//! sends the request the checked [`answer::Answer`] (a refusal as
-//! [`HookError::Answered`]).
+//! answer to `pre-create`, `pre-finish`, `pre-terminate` or `post-receive`
+//! ([`answer_event`]); the pool parses them ([`answer::parse_answer`]) on the worker,
+//! logs and counts one that is not taken, and sends the request the checked
+//! [`answer::Answer`] (a refusal as [`HookError::Answered`]). A `post-receive` answer's
+//! `StopUpload` has no request waiting for it: it goes to the stop sink the daemon set
+//! ([`Hooks::on_stop`], `server::stops`) as a [`StopOrder`].
 //!
 //! # Shutdown
 //!
@@ -499,7 +501,67 @@ struct Job {
     reply: Option<oneshot::Sender<Result<answer::Answer, HookError>>>,
 }
 
+/// A `post-receive` answer's `StopUpload` (`--hooks-answers`), for the daemon to carry
+/// out (`server::stops`): the upload as the event showed it, the answer's response for
+/// the PATCH it cuts, whether to keep the upload, and the event's origin (for the
+/// `post-terminate` of a removal).
+#[derive(Debug, Clone)]
+pub struct StopOrder {
+    pub upload: UploadInfo,
+    pub response: answer::HttpAnswer,
+    pub keep: bool,
+    pub origin: Origin,
+}
+
+/// Takes a [`StopOrder`] on a hook worker thread: must not block.
+pub type StopSink = Box<dyn Fn(StopOrder) + Send + Sync>;
+
 impl Hooks {
+    /// Whether a hook can stop an upload from its `post-receive` answer: answers are read
+    /// (`--hooks-answers`), `post-receive` is one of the events, and a notifier can answer
+    /// (one that only queues, AMQP or NATS publishing, cannot).
+    pub fn can_stop(&self) -> bool {
+        self.wants(Event::PostReceive)
+            && self
+                .pool
+                .as_ref()
+                .is_some_and(|p| p.inner.answers && !p.no_verdict)
+    }
+
+    /// Sets where `post-receive` answers' stops go (once, before the cores start; a later
+    /// call is ignored). Without one, a stop is logged and not carried out.
+    pub fn on_stop(&self, sink: StopSink) {
+        if let Some(pool) = &self.pool {
+            let _ = pool.inner.stop_sink.set(sink);
+        }
+    }
+
+    /// Queues a `post-receive` reporting progress during a body ([`Hooks::can_stop`]):
+    /// never waits, since the request is receiving; dropped (and counted) when the queue
+    /// is full, as the next report or the request's own `post-receive` supersedes it.
+    pub fn post_progress(&self, upload: UploadInfo, origin: Origin) {
+        let Some(pool) = self.pool.as_ref().filter(|_| self.can_stop()) else {
+            return;
+        };
+        let mut counted = Counted::new(&pool.inner, &upload.id);
+        let job = Job {
+            event: Event::PostReceive,
+            upload,
+            origin,
+            reply: None,
+        };
+        match pool.post_tx.try_send(job) {
+            Ok(()) => counted.sent(),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                bump(&metrics::HOOK_COUNTERS.dropped, 1);
+                crate::debug!(
+                    "hook post-receive {}: progress report dropped: the queue is full",
+                    job.upload.id
+                );
+            }
+        }
+    }
+
     /// No hooks: every event is ignored.
     pub fn disabled() -> Hooks {
         Hooks {
@@ -552,6 +614,7 @@ impl Hooks {
             format: settings.format,
             answers: settings.answers,
             retry: settings.retry,
+            stop_sink: std::sync::OnceLock::new(),
         });
         // When nothing can refuse, the cores hand every event to the notifiers' queues
         // themselves (`Hooks::post`): a worker would never get a job, so none is started.
@@ -846,6 +909,8 @@ struct Inner {
     /// `--hooks-answers`.
     answers: bool,
     retry: Retry,
+    /// Where a `post-receive` answer's `StopUpload` goes ([`Hooks::on_stop`]).
+    stop_sink: std::sync::OnceLock<StopSink>,
 }
 
 impl Inner {
@@ -1012,7 +1077,7 @@ impl Inner {
                 let _ = reply.send(verdict);
             }
         } else {
-            self.notify(&d);
+            self.notify(&d, &job.upload);
         }
     }
 
@@ -1058,13 +1123,43 @@ impl Inner {
 
     /// A post-event: every notifier on its own, those that only queue first (a slow
     /// receiver does not delay them), then the others in rustus's order.
-    fn notify(&self, d: &Delivery<'_>) {
+    /// With answers, a `post-receive` answer that stops the upload (`StopUpload`) is
+    /// handed to the stop sink ([`Hooks::on_stop`]), the first one only.
+    fn notify(&self, d: &Delivery<'_>, upload: &UploadInfo) {
         let (queues, blocking): (Vec<&Entry>, Vec<&Entry>) = self
             .notifiers
             .iter()
             .partition(|e| !e.notifier.can_refuse());
+        let mut stopped_by: Option<String> = None;
         for entry in queues.into_iter().chain(blocking) {
-            let _ = self.deliver(entry, d);
+            let said = self.deliver(entry, d);
+            let Ok(Some(Answer { bytes: Some(bytes) })) = said else {
+                continue;
+            };
+            if !d.answers {
+                continue;
+            }
+            let via = entry.notifier.name_for(d.event);
+            let answer::Answer::Stop { response, keep } = read_answer(d, &via, &bytes) else {
+                continue;
+            };
+            if let Some(first) = &stopped_by {
+                crate::warn!(
+                    "hook {}: the stop of {via} is left: {first} stopped it first",
+                    d.tag
+                );
+                continue;
+            }
+            stopped_by = Some(via);
+            match self.stop_sink.get() {
+                Some(sink) => sink(StopOrder {
+                    upload: upload.clone(),
+                    response,
+                    keep,
+                    origin: d.origin.clone(),
+                }),
+                None => crate::warn!("hook {}: StopUpload cannot be carried out here", d.tag),
+            }
         }
     }
 
@@ -1195,10 +1290,10 @@ impl Inner {
 }
 
 /// The answer event of `event`, when a hook's answer to it is read (`--hooks-answers`).
-/// `post-receive` answers are not read yet (see DESIGN.md, Hook answers).
 pub fn answer_event(event: Event) -> Option<answer::AnswerEvent> {
     match event {
         Event::PreCreate => Some(answer::AnswerEvent::PreCreate),
+        Event::PostReceive => Some(answer::AnswerEvent::PostReceive),
         Event::PreTerminate => Some(answer::AnswerEvent::PreTerminate),
         Event::PreFinish => Some(answer::AnswerEvent::PreFinish),
         _ => None,
@@ -1289,7 +1384,7 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_read_for_the_pre_events_only_and_never_half_applied() {
+    fn answers_are_read_for_the_blocking_events_only_and_never_half_applied() {
         let origin = Origin {
             request: RequestPart {
                 uri: "/files/".into(),
@@ -1341,8 +1436,14 @@ mod tests {
             read(Event::PreFinish, refuse),
             answer::Answer::Refuse(_)
         ));
+        let stop = br#"{"StopUpload": true, "KeepUpload": true}"#;
+        assert!(matches!(
+            read(Event::PostReceive, stop),
+            answer::Answer::Stop { keep: true, .. }
+        ));
+        assert!(read(Event::PostReceive, reject).is_none());
         // Events whose answers are not read.
-        for e in [Event::PostReceive, Event::PostFinish, Event::PostCreate] {
+        for e in [Event::PostFinish, Event::PostCreate] {
             assert_eq!(answer_event(e), None);
             assert!(read(e, reject).is_none());
         }

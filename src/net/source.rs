@@ -131,6 +131,18 @@ enum BodyState {
     },
 }
 
+/// Progress reported to the hooks during the body ([`BodySource::report_to_hooks`]).
+struct HookProgress {
+    /// Called with the offset the upload's data now ends at.
+    report: Box<dyn FnMut(u64)>,
+    /// At most this often, and only when more was stored.
+    every: Duration,
+    /// The offset last reported (at first, where the body starts).
+    reported: u64,
+    /// When it was last reported (at first, when the body starts).
+    at: Instant,
+}
+
 /// A request body being received.
 pub struct BodySource<'a> {
     /// The socket; `None` for a request handled in-process, whose body is whatever
@@ -163,6 +175,8 @@ pub struct BodySource<'a> {
     /// INVARIANT: only offsets of bytes the store has written (never bytes in a buffer
     /// or the pipe), so a progress answer never acknowledges a byte that is not stored.
     stored: u64,
+    /// Progress for the hooks during the body, if asked for.
+    hook_progress: Option<HookProgress>,
 }
 
 impl<'a> BodySource<'a> {
@@ -203,7 +217,22 @@ impl<'a> BodySource<'a> {
             splice_poll: true,
             progress: None,
             stored: 0,
+            hook_progress: None,
         }
+    }
+
+    /// Asks for `report(end)` during the body, before a socket read, when the data store
+    /// has said (through [`Self::stored_to`]) that the upload's data now ends at `end`,
+    /// past the last report (at first `from`, where the body starts), and at least `every`
+    /// after it (at first, after the body started). A synchronous call: it must not wait
+    /// (`post-receive` during a long PATCH, `server::stops`).
+    pub fn report_to_hooks(&mut self, from: u64, every: Duration, report: Box<dyn FnMut(u64)>) {
+        self.hook_progress = Some(HookProgress {
+            report,
+            every,
+            reported: from,
+            at: Instant::now(),
+        });
     }
 
     /// Asks for progress answers during the body: before a socket read, `interim(end)`
@@ -238,6 +267,13 @@ impl<'a> BodySource<'a> {
     /// Sends a progress answer if one is due (see [`Self::report_progress`]).
     async fn send_progress(&mut self) {
         let stored = self.stored;
+        if let Some(h) = self.hook_progress.as_mut() {
+            if stored > h.reported && h.at.elapsed() >= h.every {
+                (h.report)(stored);
+                h.reported = stored;
+                h.at = Instant::now();
+            }
+        }
         let Some(p) = self.progress.as_mut() else {
             return;
         };

@@ -446,6 +446,7 @@ async fn append(
     let _lock = handler::take_over(core, id, Some(release.clone())).await?;
     let mut upload = stores.load(id).await?;
     let exp = super::expire::check(cfg, &upload)?;
+    super::stops::before_body(core, id, &mut upload.info).await?;
     let facts = UploadFacts {
         offset: upload.offset(),
         length: upload.info.length,
@@ -475,8 +476,17 @@ async fn append(
     }
     let start = upload.offset();
     let checked = check.is_some();
+    super::stops::report_progress(core, ctx, &upload.info, body);
     let mut got = receive(core, v, body, &mut *writer, start, limit, check).await;
     drop(writer);
+    upload.info.offset = got.end_offset;
+    if let Some(stop) = super::stops::after_body(core, id, &mut upload.info).await? {
+        // Stopped by a hook (`server::stops`): as tus's PATCH.
+        return Ok(Reply {
+            closes: close_cause(Some(&stop), release.requested()),
+            ..Reply::new(error_response(v, &stop))
+        });
+    }
     if checked && got.end_offset == start {
         if let Some(err) = got.error {
             // Refused as a whole (a digest mismatch, a cut body): the upload is as

@@ -632,6 +632,8 @@ async fn patch(
     };
     let mut upload = stores.load(id).await?;
     super::expire::check(cfg, &upload)?;
+    // A hook's StopUpload (`--hooks-answers`): a kept stopped upload takes no more.
+    super::stops::before_body(core, id, &mut upload.info).await?;
     let request = PatchRequest {
         offset,
         new_length,
@@ -663,10 +665,22 @@ async fn patch(
     }
     let start = upload.offset();
     let checked = check.is_some();
+    super::stops::report_progress(core, ctx, &upload.info, body);
     let mut got = ingest::receive(core, body, &mut *writer, start, limit, check).await;
     // Closed synchronously by the drop: close(2) of a regular file does not wait for
     // I/O, and an io_uring close would cost the core one more wake-up.
     drop(writer);
+    upload.info.offset = got.end_offset;
+    if let Some(stop) = super::stops::after_body(core, id, &mut upload.info).await? {
+        // Stopped by a hook while this PATCH held the upload: the bytes stored are kept
+        // (or went with the upload); the client gets the hook's answer.
+        let mut resp = error_response(&stop);
+        resp.header("Upload-Offset", got.end_offset.to_string());
+        return Ok(Reply {
+            closes: close_cause(Some(&stop), release.requested()),
+            ..Reply::new(resp)
+        });
+    }
     if checked && got.end_offset == start {
         if let Some(err) = got.error {
             // Refused as a whole (a mismatch, a bad trailer, a cut body): the upload is

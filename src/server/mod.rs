@@ -32,6 +32,7 @@ pub mod listen;
 pub mod notify;
 pub mod reply;
 pub mod request;
+pub mod stops;
 
 use crate::config::Config;
 use crate::hooks::Hooks;
@@ -159,6 +160,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // missing hook files are logged here, once.
     let hooks = Hooks::start(&config.hooks).map_err(StartError)?;
     let shared = Arc::new(Shared::new(config, storage, hooks));
+    // A hook's post-receive answer can stop an upload (`--hooks-answers`): the table
+    // the PATCHes look at and the thread that carries the stops out.
+    stops::start(&shared).map_err(|e| StartError(format!("cannot start the stop thread: {e}")))?;
     let sweeper = expire::Sweeper::start(&shared);
     // hybrid-s3: the thread that moves complete uploads to S3 (and finds, at once and
     // every few minutes, those a restart or a dead node left waiting).

@@ -42,6 +42,16 @@ pub struct UploadInfo {
     pub storage: String,
     #[serde(default, deserialize_with = "null_as_empty")]
     pub metadata: Metadata,
+    /// tusring's own, not rustus's: a hook's `post-receive` answer stopped the upload and
+    /// kept it (`StopUpload` with `KeepUpload`, `server::stops`); its PATCHes are refused.
+    /// Written only when true, after rustus's fields, so every other record stays
+    /// rustus's byte for byte; rustus reads it and ignores the field (serde's default).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stopped: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_storage() -> String {
@@ -67,6 +77,7 @@ impl UploadInfo {
             parts: None,
             storage: STORAGE_NAME.to_owned(),
             metadata,
+            stopped: false,
         }
     }
 
@@ -132,7 +143,20 @@ mod tests {
             parts: None,
             storage: STORAGE_NAME.to_owned(),
             metadata: Metadata::new(),
+            stopped: false,
         }
+    }
+
+    #[test]
+    fn a_stopped_record_adds_one_field_after_rustuss() {
+        let mut info = rustus_example();
+        info.stopped = true;
+        let json = String::from_utf8(info.to_json()).unwrap();
+        let want = format!("{},\"stopped\":true}}", &RUSTUS[..RUSTUS.len() - 1]);
+        assert_eq!(json, want);
+        assert_eq!(UploadInfo::from_json(json.as_bytes()), Ok(info));
+        // Not stopped: rustus's record exactly (`serialises_byte_exact`).
+        assert!(!UploadInfo::from_json(RUSTUS.as_bytes()).unwrap().stopped);
     }
 
     #[test]

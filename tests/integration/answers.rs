@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// `Upload-Metadata` of `pairs` (values base64-encoded).
-fn metadata(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn metadata(pairs: &[(&str, &str)]) -> String {
     use base64::Engine;
     pairs
         .iter()
@@ -35,9 +35,9 @@ fn recorded_metadata(d: &Daemon, id: &str) -> serde_json::Value {
 }
 
 /// A uvicorn serving `tests/interop/<module>:app`; killed when dropped.
-struct Uvicorn {
+pub(crate) struct Uvicorn {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Uvicorn {
@@ -50,7 +50,7 @@ impl Drop for Uvicorn {
 impl Uvicorn {
     /// `None` (the test skips, loudly) when fastapi/uvicorn are not installed, unless
     /// `TUSRING_REQUIRE_INTEROP` is set.
-    fn start(test: &str, module: &str) -> Option<Uvicorn> {
+    pub(crate) fn start(test: &str, module: &str) -> Option<Uvicorn> {
         let Some(python) = python_with("fastapi, uvicorn") else {
             if std::env::var_os("TUSRING_REQUIRE_INTEROP").is_some_and(|v| !v.is_empty()) {
                 panic!("fastapi/uvicorn are not installed and TUSRING_REQUIRE_INTEROP is set; run scripts/test.sh");
@@ -94,7 +94,7 @@ impl Uvicorn {
         Some(server)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks", self.port)
     }
 }
@@ -216,7 +216,7 @@ fn a_fastapi_receiver_answers_each_instruction() {
 }
 
 /// GET /seen of the answers app: every message it got.
-fn fetch_seen(port: u16) -> Vec<serde_json::Value> {
+pub(crate) fn fetch_seen(port: u16) -> Vec<serde_json::Value> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -267,7 +267,7 @@ fn malformed_answers_are_logged_and_change_nothing() {
 }
 
 /// Writes an executable `#!/bin/sh` script.
-fn script(path: &Path, body: &str) -> PathBuf {
+pub(crate) fn script(path: &Path, body: &str) -> PathBuf {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path.to_path_buf()

@@ -37,5 +37,6 @@ mod ports;
 mod redis;
 mod redisd;
 mod s3;
+mod stops;
 mod takeover;
 mod vanish;

@@ -16,6 +16,9 @@ pre-terminate, so one receiver serves every case of tests/integration/answers.rs
     huge       pre-create: a 10 MiB body
     processed  pre-finish: a 200 with a JSON body naming the processed file's URL
     refused    pre-finish: a 422 refusal with a body
+    stop       post-receive: once the offset passes the metadata's `limit`, StopUpload with
+               a 413, a JSON body and a header (tusd's default: the upload is removed)
+    stopkeep   the same with KeepUpload (tusring's own field): the upload is kept
     (none)     {} : no instruction
 
 Every message it gets is kept, and GET /seen returns them (event and metadata).
@@ -44,6 +47,7 @@ async def hooks(request: Request, hook_name: Optional[str] = Header(default=None
     upload = upload_of(message)
     metadata = upload.get("metadata") or upload.get("MetaData") or {}
     seen.append({"event": hook_name, "id": upload.get("id") or upload.get("ID"),
+                 "offset": upload.get("offset", upload.get("Offset")),
                  "metadata": metadata})
     what = metadata.get("answer", "")
     if hook_name == "pre-create":
@@ -79,6 +83,17 @@ async def hooks(request: Request, hook_name: Optional[str] = Header(default=None
     if hook_name == "pre-finish" and what == "refused":
         return {"HTTPResponse": {"StatusCode": 422, "Body": "virus found",
                                  "Header": {"X-Scan": "infected"}}}
+    if hook_name == "post-receive" and what in ("stop", "stopkeep"):
+        offset = upload.get("offset", upload.get("Offset")) or 0
+        if int(offset) > int(metadata.get("limit", "0")):
+            answer = {"StopUpload": True,
+                      "HTTPResponse": {"StatusCode": 413,
+                                       "Body": json.dumps({"error": "quota exceeded"}),
+                                       "Header": {"Content-Type": "application/json",
+                                                  "X-Quota": "exceeded"}}}
+            if what == "stopkeep":
+                answer["KeepUpload"] = True
+            return answer
     if hook_name == "pre-terminate" and what == "keep":
         return {"RejectTermination": True,
                 "HTTPResponse": {"StatusCode": 409, "Body": "this upload is kept",
