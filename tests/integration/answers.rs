@@ -1,8 +1,9 @@
 //! Hook answers (`--hooks-answers`, tusd v2's `HookResponse`) through the real binary:
 //! a FastAPI receiver under uvicorn (`tests/interop/answers_app.py`) answering each
 //! instruction, a file hook and a directory hook printing JSON, and malformed answers
-//! (not JSON, wrong types, an ID with `..`, a 10 MiB body) that are logged and taken as
-//! no instruction while the daemon keeps serving. (NATS replies: `nats.rs`.)
+//! (not JSON, wrong types, a 10 MiB body) that are logged and taken as no instruction
+//! while the daemon keeps serving, or, for an ID with `..`, refuse the creation with 400.
+//! (NATS replies: `nats.rs`; a chosen upload ID end to end: `ids.rs`.)
 
 use crate::harness::*;
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// `Upload-Metadata` of `pairs` (values base64-encoded).
-fn metadata(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn metadata(pairs: &[(&str, &str)]) -> String {
     use base64::Engine;
     pairs
         .iter()
@@ -28,16 +29,16 @@ fn metadata(pairs: &[(&str, &str)]) -> String {
 }
 
 /// The upload's metadata as its `.info` record holds it.
-fn recorded_metadata(d: &Daemon, id: &str) -> serde_json::Value {
+pub(crate) fn recorded_metadata(d: &Daemon, id: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(d.info_path(id)).expect("the info record");
     let info: serde_json::Value = serde_json::from_str(&text).unwrap();
     info["metadata"].clone()
 }
 
 /// A uvicorn serving `tests/interop/<module>:app`; killed when dropped.
-struct Uvicorn {
+pub(crate) struct Uvicorn {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Uvicorn {
@@ -50,7 +51,7 @@ impl Drop for Uvicorn {
 impl Uvicorn {
     /// `None` (the test skips, loudly) when fastapi/uvicorn are not installed, unless
     /// `TUSRING_REQUIRE_INTEROP` is set.
-    fn start(test: &str, module: &str) -> Option<Uvicorn> {
+    pub(crate) fn start(test: &str, module: &str) -> Option<Uvicorn> {
         let Some(python) = python_with("fastapi, uvicorn") else {
             if std::env::var_os("TUSRING_REQUIRE_INTEROP").is_some_and(|v| !v.is_empty()) {
                 panic!("fastapi/uvicorn are not installed and TUSRING_REQUIRE_INTEROP is set; run scripts/test.sh");
@@ -94,7 +95,7 @@ impl Uvicorn {
         Some(server)
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks", self.port)
     }
 }
@@ -216,7 +217,7 @@ fn a_fastapi_receiver_answers_each_instruction() {
 }
 
 /// GET /seen of the answers app: every message it got.
-fn fetch_seen(port: u16) -> Vec<serde_json::Value> {
+pub(crate) fn fetch_seen(port: u16) -> Vec<serde_json::Value> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -244,7 +245,6 @@ fn malformed_answers_are_logged_and_change_nothing() {
     for (answer, why) in [
         ("garbage", "not a valid HookResponse"),
         ("wrongtype", "invalid type"),
-        ("badid", "ID"),
         ("huge", "65536"),
     ] {
         let r = post_asking(&d, answer, "Keep.Me");
@@ -256,6 +256,28 @@ fn malformed_answers_are_logged_and_change_nothing() {
             .unwrap_or_else(|| panic!("{answer}: no log line naming {why:?}: {}", d.stderr_text()));
         assert!(line.contains("pre-create"), "{line}");
     }
+    // An ID that is not valid ("../escape") refuses the creation (400, saying why),
+    // logged and counted as a bad answer; nothing is created.
+    let before = list_files(d.data_dir()).len();
+    let r = post_asking(&d, "badid", "Keep.Me");
+    assert_eq!(r.status, 400, "{r:?}");
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("upload ID the pre-create hook chose is not valid"),
+        "{body}"
+    );
+    assert!(r.header("Location").is_none(), "{r:?}");
+    assert_eq!(
+        list_files(d.data_dir()).len(),
+        before,
+        "something was created"
+    );
+    assert!(
+        d.wait_log_line(&["chose an upload ID that is not taken", "escape"])
+            .is_some(),
+        "{}",
+        d.stderr_text()
+    );
     assert!(!list_files(d.data_dir())
         .iter()
         .any(|p| p.to_string_lossy().contains("escape")));
@@ -267,7 +289,7 @@ fn malformed_answers_are_logged_and_change_nothing() {
 }
 
 /// Writes an executable `#!/bin/sh` script.
-fn script(path: &Path, body: &str) -> PathBuf {
+pub(crate) fn script(path: &Path, body: &str) -> PathBuf {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path.to_path_buf()

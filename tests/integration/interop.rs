@@ -65,7 +65,7 @@ pub(crate) fn python() -> Option<PathBuf> {
 }
 
 /// `node`, if it runs and tus-js-client is installed in tests/interop.
-fn node() -> Option<PathBuf> {
+pub(crate) fn node() -> Option<PathBuf> {
     let installed = interop_dir()
         .join("node_modules/tus-js-client/package.json")
         .is_file();
