@@ -76,6 +76,22 @@ fn named(d: &Daemon, filename: &str, extra: &[(&str, &str)]) -> Response {
     d.post(&h)
 }
 
+/// The record (rustus's JSON) of a complete 4-byte upload `id` whose data file is in a
+/// subdirectory (as a record rustus wrote under a `--dir-structure` may say), so that
+/// nothing sits where a new upload of that ID would put its data: only the record
+/// claim can refuse the new one.
+fn complete_elsewhere(d: &Daemon, id: &str) -> String {
+    let elsewhere = d.data_dir().join("sub").join(id);
+    std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    std::fs::write(&elsewhere, b"kept").unwrap();
+    format!(
+        "{{\"id\":\"{id}\",\"offset\":4,\"length\":4,\"path\":\"{}\",\"created_at\":1,\
+         \"deferred_size\":false,\"is_partial\":false,\"is_final\":false,\"parts\":null,\
+         \"storage\":\"file_storage\",\"metadata\":{{}}}}",
+        elsewhere.display()
+    )
+}
+
 #[test]
 fn a_fastapi_receiver_chooses_the_upload_id() {
     let Some(app) = Uvicorn::start("a_fastapi_receiver_chooses_the_upload_id", "answers_app")
@@ -259,15 +275,7 @@ fn a_file_hook_chooses_the_id_and_a_race_for_it_is_one_201() {
     // The claim itself is atomic, not only the lock: a record that names a data file
     // elsewhere (as rustus may write one) keeps its ID when no lock is held on it and no
     // file sits where the new upload's data would go.
-    let elsewhere = d.data_dir().join("sub").join("taken-1");
-    std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
-    std::fs::write(&elsewhere, b"kept").unwrap();
-    let rec = format!(
-        "{{\"id\":\"taken-1\",\"offset\":4,\"length\":4,\"path\":\"{}\",\"created_at\":1,\
-         \"deferred_size\":false,\"is_partial\":false,\"is_final\":false,\"parts\":null,\
-         \"storage\":\"file_storage\",\"metadata\":{{}}}}",
-        elsewhere.display()
-    );
+    let rec = complete_elsewhere(&d, "taken-1");
     std::fs::write(d.info_path("taken-1"), &rec).unwrap();
     refused(
         &named(&d, "taken-1", &[("Upload-Length", "4")]),
@@ -359,11 +367,12 @@ fn chosen_ids_survive_a_restart_and_expire() {
     );
     created_as(&named(&e, "old-1", &[("Upload-Length", "10")]), "old-1");
     assert!(e.info_path("old-1").is_file() && e.data_path("old-1").is_file());
+    // The sweep removes the record, then the data.
     assert!(
-        eventually(Duration::from_secs(10), || !e.info_path("old-1").exists()),
+        eventually(Duration::from_secs(10), || !e.info_path("old-1").exists()
+            && !e.data_path("old-1").exists()),
         "the expired upload was not swept"
     );
-    assert!(!e.data_path("old-1").exists());
     assert_eq!(e.head("old-1").status, 404);
 }
 
@@ -402,15 +411,7 @@ fn redis_records_take_a_chosen_id() {
         "already in use",
     );
     // SET NX: a record whose data lies elsewhere keeps its key; nothing is left behind.
-    let elsewhere = d.data_dir().join("sub").join("r-taken");
-    std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
-    std::fs::write(&elsewhere, b"kept").unwrap();
-    let rec = format!(
-        "{{\"id\":\"r-taken\",\"offset\":4,\"length\":4,\"path\":\"{}\",\"created_at\":1,\
-         \"deferred_size\":false,\"is_partial\":false,\"is_final\":false,\"parts\":null,\
-         \"storage\":\"file_storage\",\"metadata\":{{}}}}",
-        elsewhere.display()
-    );
+    let rec = complete_elsewhere(&d, "r-taken");
     redis.set("r-taken", rec.as_bytes());
     refused(
         &named(&d, "r-taken", &[("Upload-Length", "4")]),
@@ -422,10 +423,10 @@ fn redis_records_take_a_chosen_id() {
     // The sweep's SCAN finds a chosen ID's record (the finished one above stays).
     created_as(&named(&d, "r-old", &[("Upload-Length", "10")]), "r-old");
     assert!(
-        eventually(Duration::from_secs(10), || redis.get("r-old").is_none()),
+        eventually(Duration::from_secs(10), || redis.get("r-old").is_none()
+            && !d.data_path("r-old").exists()),
         "the expired record was not swept"
     );
-    assert!(!d.data_path("r-old").exists());
     assert!(redis.get("r-key.1").is_some());
 }
 
@@ -437,16 +438,11 @@ fn source(tmp: &TempDir, seed: u64) -> (PathBuf, Vec<u8>) {
     (path, data)
 }
 
-#[test]
-fn tus_js_client_resumes_at_the_chosen_url() {
-    let Some(node) = node() else {
-        missing("node and tus-js-client");
-        return;
-    };
-    let Some(app) = Uvicorn::start("tus_js_client_resumes_at_the_chosen_url", "answers_app") else {
-        return;
-    };
-    let tmp = TempDir::new("ids-tusjs");
+/// A daemon whose pre-create goes to the answers app, and a 4 MiB source file, for a
+/// client test (`None`: the app cannot run, the test is skipped).
+fn client_rig(test: &str, seed: u64) -> Option<(Uvicorn, TempDir, Daemon, PathBuf, Vec<u8>)> {
+    let app = Uvicorn::start(test, "answers_app")?;
+    let tmp = TempDir::new(test);
     let d = Daemon::start(
         &tmp,
         &[
@@ -457,7 +453,21 @@ fn tus_js_client_resumes_at_the_chosen_url() {
             "pre-create",
         ],
     );
-    let (file, data) = source(&tmp, 71);
+    let (file, data) = source(&tmp, seed);
+    Some((app, tmp, d, file, data))
+}
+
+#[test]
+fn tus_js_client_resumes_at_the_chosen_url() {
+    let Some(node) = node() else {
+        missing("node and tus-js-client");
+        return;
+    };
+    let Some((_app, _tmp, d, file, data)) =
+        client_rig("tus_js_client_resumes_at_the_chosen_url", 71)
+    else {
+        return;
+    };
     let id = "js_upload-71";
     let mut cmd = Command::new(node);
     cmd.arg(interop_dir().join("tusjs_resume.mjs"))
@@ -497,21 +507,9 @@ fn tuspy_resumes_at_the_chosen_url() {
         missing("tuspy (Python package `tuspy`)");
         return;
     };
-    let Some(app) = Uvicorn::start("tuspy_resumes_at_the_chosen_url", "answers_app") else {
+    let Some((_app, tmp, d, file, data)) = client_rig("tuspy_resumes_at_the_chosen_url", 72) else {
         return;
     };
-    let tmp = TempDir::new("ids-tuspy");
-    let d = Daemon::start(
-        &tmp,
-        &[
-            "--hooks-answers",
-            "--hooks-http-urls",
-            &app.url(),
-            "--hooks",
-            "pre-create",
-        ],
-    );
-    let (file, data) = source(&tmp, 72);
     let id = "py.upload-72";
     let mut cmd = Command::new(py);
     cmd.arg(interop_dir().join("tuspy_resume.py"))
