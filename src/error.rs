@@ -269,6 +269,11 @@ impl Error {
     }
 }
 
+/// The 409 of a creation whose ID (chosen by a pre-create hook) is another upload's,
+/// or is being created by another request.
+pub const ID_IN_USE: &str =
+    "The upload ID the pre-create hook chose is already in use by another upload";
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
@@ -277,6 +282,7 @@ impl From<StoreError> for Error {
             StoreError::TooLarge(m) => Error::TooLarge(m),
             StoreError::Io { what, err } => Error::storage(what, err),
             StoreError::Unavailable(m) => Error::StorageUnavailable(m),
+            StoreError::Exists => Error::Conflict(ID_IN_USE),
         }
     }
 }

@@ -57,8 +57,10 @@ pub const MAX_HOOK_ANSWER_HEADERS: usize = 32;
 /// response head it makes stays far below what clients accept (Node.js stops at 16 KiB).
 pub const MAX_HOOK_ANSWER_HEADER_BYTES: usize = 8 * 1024;
 
-/// Longest upload ID a hook may choose (`ChangeFileInfo.ID`), in bytes: well inside a
-/// file name (255 bytes, with `.info.tmp` appended) and a URL path segment.
+/// Longest upload ID, in bytes (`storage::id::UploadId`, which holds it inline): what a
+/// hook may choose (`ChangeFileInfo.ID`; longer is 400) and what a request path may name
+/// (longer is 404). Well inside a file name (255 bytes, with `.info.tmp` appended) and a
+/// URL path segment.
 pub const MAX_HOOK_UPLOAD_ID_BYTES: usize = 128;
 
 /// Chains of linked file operations (a small upload's data file; an info record) in

@@ -19,7 +19,9 @@
 //!   trimmed of blanks) and that length, and the head ends where it was written to end;
 //!   no field is one the daemon owns, none twice;
 //! * a new upload ID is 1 to `MAX_HOOK_UPLOAD_ID_BYTES` of `A-Z a-z 0-9 - . _ ~`, with
-//!   no `..`, not starting with `.`, not ending in `.info` or `.tmp`;
+//!   no `..`, not starting with `.`, not ending in a side-file suffix (`.info`, `.tmp`,
+//!   `.chk`, `.assembling`); one that is not is `AnswerError::Id`, and only for
+//!   pre-create (to another event a `ChangeFileInfo` is not for the event);
 //! * new metadata is within `MAX_METADATA_BYTES` as a header and parses back from it.
 #![no_main]
 
@@ -81,6 +83,9 @@ fuzz_target!(|data: &[u8]| {
             ));
         }
     }
+    if let Err(AnswerError::Id { .. }) = &got {
+        assert_eq!(event, AnswerEvent::PreCreate, "an ID error for {event:?}");
+    }
     let Ok(answer) = got else {
         return;
     };
@@ -109,7 +114,7 @@ fuzz_target!(|data: &[u8]| {
             );
             check_response(response);
             if let Some(id) = &change.id {
-                check_id(id);
+                check_id(id.as_str());
             }
             if let Some(m) = &change.metadata {
                 let header = m.to_header();
@@ -131,7 +136,9 @@ fn check_id(id: &str) {
         "{id:?}"
     );
     assert!(!id.contains("..") && !id.starts_with('.'), "{id:?}");
-    assert!(!id.ends_with(".info") && !id.ends_with(".tmp"), "{id:?}");
+    for suffix in [".info", ".tmp", ".chk", ".assembling"] {
+        assert!(!id.ends_with(suffix), "{id:?}");
+    }
 }
 
 /// `r`'s invariants, and that written as a response head it reads back as itself.

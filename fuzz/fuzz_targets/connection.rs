@@ -32,7 +32,7 @@
 //! * bit 3: send the bytes in two writes, split at P/256 of their length, 2 ms apart, so
 //!   the head and body readers see a request arrive in pieces;
 //! * every `$ID` in the bytes is replaced by the created upload's ID (or, without one, a
-//!   valid v4 UUID that names no upload), so PATCH, HEAD and DELETE reach a real upload.
+//!   valid upload ID that names no upload), so PATCH, HEAD and DELETE reach a real upload.
 //!
 //! The client connects, writes the bytes, half-closes (FIN), and reads until the daemon
 //! closes. Then, before the next input, the harness checks:
@@ -72,7 +72,7 @@ use tusring::storage::info::UploadInfo;
 /// How long the daemon may take to close a connection after the client's FIN.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A v4 UUID that names no upload (used for `$ID` when none was created).
+/// An upload ID that names no upload (used for `$ID` when none was created).
 const UNKNOWN_ID: &str = "00000000-0000-4000-8000-000000000000";
 
 struct Daemon {

@@ -11,8 +11,9 @@
 //! * `patch_plan`: a `Write` plan's `limit` never lets `offset + limit` pass the known
 //!   length, `--max-file-size` for a deferred one, 2^63-1, or `--max-body-size`; a known
 //!   Content-Length that is accepted fits in `limit`; a mismatched offset is always 409;
-//! * `route`: an `Upload(id)` is a canonical lowercase v4 UUID that is exactly the last
-//!   path segment, so a path never names a file outside the upload directories.
+//! * `route`: an `Upload(id)` is exactly the last path segment, and that segment passes
+//!   the upload ID rule (`UploadId::parse`: no `/`, `%`, `..`, leading `.` or side-file
+//!   suffix), so a path never names a file outside the upload directories.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -257,8 +258,9 @@ fn routes(path: &str, base: &str) {
     };
     match route(path, &base) {
         Route::Upload(id) => {
-            assert_eq!(id.get_version_num(), 4);
-            let text = id.hyphenated().to_string();
+            let text = id.to_string();
+            assert_eq!(tusring::storage::id::UploadId::parse(&text), Ok(id));
+            assert!(!text.contains(['/', '%', '\\']) && !text.starts_with('.'));
             assert!(
                 path == format!("{base}/{text}") || path == format!("{base}/{text}/"),
                 "{path:?} under {base:?} routed to upload {text}"

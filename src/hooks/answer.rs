@@ -26,8 +26,9 @@ use serde::{Deserialize, Deserializer};
 use crate::http::body::is_tchar;
 use crate::limits::{
     MAX_HOOK_ANSWER_BYTES, MAX_HOOK_ANSWER_HEADERS, MAX_HOOK_ANSWER_HEADER_BYTES,
-    MAX_HOOK_UPLOAD_ID_BYTES, MAX_METADATA_BYTES,
+    MAX_METADATA_BYTES,
 };
+use crate::storage::id::UploadId;
 use crate::tus::metadata::{is_valid_key, Metadata};
 
 /// The status of a refusal or a stop whose answer names none: tusd's
@@ -108,9 +109,9 @@ impl HttpAnswer {
 /// is created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FileInfoChange {
-    /// The upload's ID instead of a random one. Invariant: passes [`check_upload_id`]
-    /// (uniqueness is for the store to check).
-    pub id: Option<String>,
+    /// The upload's ID instead of a random one, checked by [`UploadId::parse`]
+    /// (uniqueness is for the store to check, when the upload is created).
+    pub id: Option<UploadId>,
     /// Replaces the client's metadata whole (`Some` of an empty set clears it).
     /// Invariant: keys are valid `Upload-Metadata` keys and the header form is at most
     /// [`MAX_METADATA_BYTES`].
@@ -224,7 +225,8 @@ pub enum AnswerError {
     DuplicateHeader(String),
     /// More than [`MAX_HOOK_ANSWER_HEADERS`] fields or [`MAX_HOOK_ANSWER_HEADER_BYTES`].
     TooManyHeaders,
-    /// `ChangeFileInfo.ID` is not a safe upload ID ([`check_upload_id`]).
+    /// `ChangeFileInfo.ID` is not a valid upload ID ([`UploadId::parse`]): the
+    /// creation is refused with 400 (see `hooks::read_answer`).
     Id { id: String, why: &'static str },
     /// A `ChangeFileInfo.MetaData` key that `Upload-Metadata` cannot carry.
     MetadataKey(String),
@@ -294,36 +296,6 @@ fn shown(s: &str) -> String {
     format!("{out:?}")
 }
 
-/// Whether an upload ID a hook chose is safe as a file name next to the others (data
-/// `<id>`, record `<id>.info`, its `<id>.info.tmp`) and as a URL path segment: 1 to
-/// [`MAX_HOOK_UPLOAD_ID_BYTES`] bytes of RFC 3986 unreserved characters (`A-Z a-z 0-9 -
-/// . _ ~`; so no `/`, `%` or anything that needs escaping), not starting with `.`, no
-/// `..`, not ending in `.info` or `.tmp`. The reason when not.
-pub fn check_upload_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() {
-        return Err("is empty");
-    }
-    if id.len() > MAX_HOOK_UPLOAD_ID_BYTES {
-        return Err("is too long");
-    }
-    if !id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-    {
-        return Err("may hold only A-Z a-z 0-9 - . _ ~");
-    }
-    if id.starts_with('.') {
-        return Err("may not start with '.'");
-    }
-    if id.contains("..") {
-        return Err("may not contain '..'");
-    }
-    if id.ends_with(".info") || id.ends_with(".tmp") {
-        return Err("may not end in .info or .tmp (the names of upload records)");
-    }
-    Ok(())
-}
-
 /// Whether the daemon owns the header field `name` (compared ignoring case).
 pub fn is_reserved_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -352,18 +324,28 @@ pub fn parse_answer(event: AnswerEvent, bytes: &[u8]) -> Result<Answer, AnswerEr
         Some(Object(r)) => check_response(r)?,
         None => HttpAnswer::default(),
     };
-    let change = match raw.change_file_info {
-        Some(Object(c)) => check_change(c)?,
-        None => FileInfoChange::default(),
-    };
+    // A ChangeFileInfo.ID that is not valid is said last, once the rest is known good:
+    // it alone refuses a creation (see `AnswerError::Id`).
+    let change = raw.change_file_info.map(|Object(c)| check_change(c));
     let given = Given {
         reject_upload: raw.reject_upload == Some(true),
         reject_termination: raw.reject_termination == Some(true),
         stop_upload: raw.stop_upload == Some(true),
         keep_upload: raw.keep_upload == Some(true),
-        change: !change.is_empty(),
+        change: match &change {
+            Some(Ok(c)) => !c.is_empty(),
+            Some(Err(AnswerError::Id { .. })) => true,
+            Some(Err(_)) | None => false,
+        },
     };
+    if let Some(Err(e)) = change {
+        if matches!(e, AnswerError::Id { .. }) {
+            given.allowed_for(event)?;
+        }
+        return Err(e);
+    }
     given.allowed_for(event)?;
+    let change = change.and_then(Result::ok).unwrap_or_default();
     match event {
         AnswerEvent::PreCreate if given.reject_upload => Ok(Answer::Refuse(refusal(response)?)),
         AnswerEvent::PreTerminate if given.reject_termination => {
@@ -506,10 +488,6 @@ fn check_change(raw: RawChange) -> Result<FileInfoChange, AnswerError> {
     if raw.storage.is_some_and(|s| !s.is_empty()) {
         return Err(AnswerError::Unsupported("ChangeFileInfo.Storage"));
     }
-    let id = raw.id.filter(|id| !id.is_empty());
-    if let Some(id) = &id {
-        check_upload_id(id).map_err(|why| AnswerError::Id { id: shown(id), why })?;
-    }
     if let Some(metadata) = &raw.metadata {
         if let Some((key, _)) = metadata.iter().find(|(k, _)| !is_valid_key(k.as_bytes())) {
             return Err(AnswerError::MetadataKey(shown(key)));
@@ -518,6 +496,13 @@ fn check_change(raw: RawChange) -> Result<FileInfoChange, AnswerError> {
             return Err(AnswerError::MetadataTooLarge);
         }
     }
+    let id = match raw.id.filter(|id| !id.is_empty()) {
+        Some(id) => Some(UploadId::parse(&id).map_err(|why| AnswerError::Id {
+            id: shown(&id),
+            why: why.0,
+        })?),
+        None => None,
+    };
     Ok(FileInfoChange {
         id,
         metadata: raw.metadata,
@@ -736,7 +721,7 @@ mod tests {
                   "StopUpload": false}"#,
                 Answer::Proceed {
                     change: FileInfoChange {
-                        id: Some("my-custom-upload-id".into()),
+                        id: Some(UploadId::parse("my-custom-upload-id").unwrap()),
                         metadata: Some(metadata(&[("my-custom-field", "...")])),
                     },
                     response: HttpAnswer::default(),
@@ -901,7 +886,7 @@ mod tests {
                     "MetaData": {"filename": "a b,c.png", "owner": "42", "flag": ""}}}"#,
                 Answer::Proceed {
                     change: FileInfoChange {
-                        id: Some("2026_db~Key-7.png".into()),
+                        id: Some(UploadId::parse("2026_db~Key-7.png").unwrap()),
                         metadata: Some(metadata(&[
                             ("filename", "a b,c.png"),
                             ("owner", "42"),
@@ -961,6 +946,18 @@ mod tests {
             (
                 PreTerminate,
                 r#"{"ChangeFileInfo": {"ID": "x"}}"#,
+                "ChangeFileInfo",
+            ),
+            // An ID that is not valid is said only once the rest is allowed: to an event
+            // that takes no ChangeFileInfo, it is that instruction that is wrong.
+            (
+                PreTerminate,
+                r#"{"ChangeFileInfo": {"ID": "../x"}}"#,
+                "ChangeFileInfo",
+            ),
+            (
+                PreFinish,
+                r#"{"ChangeFileInfo": {"ID": "x.chk"}}"#,
                 "ChangeFileInfo",
             ),
         ];
@@ -1077,71 +1074,44 @@ mod tests {
 
     #[test]
     fn upload_ids() {
+        // The rules are `UploadId::parse`'s (table-tested in storage::id); here, that an
+        // answer carries what they allow and names what they refuse, escaped.
         let good = [
             "a",
             "my-custom-upload-id",
-            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a01",
             "db_key.2026~v1",
-            "a.b.c",
-            "info",
             "x.information",
         ];
         for id in good {
-            assert_eq!(check_upload_id(id), Ok(()), "{id:?}");
             let json = format!(r#"{{"ChangeFileInfo": {{"ID": "{id}"}}}}"#);
             let Ok(Answer::Proceed { change, .. }) = parse(PreCreate, &json) else {
                 panic!("{id:?} refused");
             };
-            assert_eq!(change.id.as_deref(), Some(id));
+            assert_eq!(change.id.map(|i| i.to_string()).as_deref(), Some(id));
         }
-        assert_eq!(
-            check_upload_id(&"k".repeat(MAX_HOOK_UPLOAD_ID_BYTES)),
-            Ok(())
-        );
-
-        let long = "k".repeat(MAX_HOOK_UPLOAD_ID_BYTES + 1);
-        let bad: &[(&str, &str)] = &[
-            ("a/b", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("/abs", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("trailing/", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("../../etc/passwd", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("..", "may not start with '.'"),
-            (".", "may not start with '.'"),
-            (".hidden", "may not start with '.'"),
-            ("a..b", "may not contain '..'"),
-            ("a..", "may not contain '..'"),
-            (
-                "x.info",
-                "may not end in .info or .tmp (the names of upload records)",
-            ),
-            (
-                "x.info.tmp",
-                "may not end in .info or .tmp (the names of upload records)",
-            ),
-            ("%2f", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("a%2e%2e", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("a b", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("a\\b", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("a?b", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("a#b", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("a:b", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("a\0b", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("a\r\nb", "may hold only A-Z a-z 0-9 - . _ ~"),
-            ("é", "may hold only A-Z a-z 0-9 - . _ ~"),
-            (long.as_str(), "is too long"),
+        let long = "k".repeat(crate::limits::MAX_HOOK_UPLOAD_ID_BYTES + 1);
+        let bad = [
+            "a/b",
+            "../x",
+            "..",
+            "x.info",
+            "x.chk",
+            "x.assembling",
+            "a\0b",
+            "a\r\nb",
+            long.as_str(),
         ];
-        for (id, why) in bad {
-            assert_eq!(check_upload_id(id), Err(*why), "{id:?}");
+        for id in bad {
             let json = serde_json::json!({"ChangeFileInfo": {"ID": id}}).to_string();
             let err = parse(PreCreate, &json).unwrap_err();
+            let why = UploadId::parse(id).unwrap_err().0;
             assert!(
-                matches!(&err, AnswerError::Id { why: w, .. } if w == why),
+                matches!(&err, AnswerError::Id { why: w, .. } if *w == why),
                 "{id:?}: {err:?}"
             );
             // The log line escapes what the hook sent.
             assert!(!err.to_string().contains(['\r', '\n', '\0']), "{err}");
         }
-        assert_eq!(check_upload_id(""), Err("is empty"));
     }
 
     #[test]

@@ -1300,20 +1300,16 @@ pub fn answer_event(event: Event) -> Option<answer::AnswerEvent> {
     }
 }
 
-/// Parses the answer `via` gave to delivery `d`. One that is not valid, or asks for what
-/// is not supported yet, is logged (WARN, with the reason) and is no instruction: nothing
-/// of it is applied.
+/// Parses the answer `via` gave to delivery `d`. One that is not valid is logged (WARN,
+/// with the reason), counted, and is no instruction: nothing of it is applied. One whose
+/// only fault is a `ChangeFileInfo.ID` that is not a valid upload ID refuses the creation
+/// instead, with 400 and the reason: the hook meant the upload to have another ID, and
+/// creating it under a random one would lose that.
 fn read_answer(d: &Delivery<'_>, via: &str, bytes: &[u8]) -> answer::Answer {
     let Some(event) = answer_event(d.event) else {
         return answer::Answer::NONE;
     };
-    let parsed = answer::parse_answer(event, bytes).and_then(|a| match &a {
-        answer::Answer::Proceed { change, .. } if change.id.is_some() => Err(
-            answer::AnswerError::Unsupported("ChangeFileInfo.ID in this version"),
-        ),
-        _ => Ok(a),
-    });
-    match parsed {
+    match answer::parse_answer(event, bytes) {
         Ok(a) => {
             if !a.is_none() {
                 crate::info!("hook {}: {via} answered: {}", d.tag, a.summary());
@@ -1322,6 +1318,20 @@ fn read_answer(d: &Delivery<'_>, via: &str, bytes: &[u8]) -> answer::Answer {
         }
         Err(e) => {
             bump(&metrics::HOOK_COUNTERS.bad_answers, 1);
+            if let answer::AnswerError::Id { why, .. } = &e {
+                crate::warn!(
+                    "hook {}: {via} chose an upload ID that is not taken: {e}; the creation \
+                     is refused with 400",
+                    d.tag
+                );
+                return answer::Answer::Refuse(answer::HttpAnswer {
+                    status: Some(400),
+                    body: format!(
+                        "The upload ID the pre-create hook chose is not valid: it {why}\n"
+                    ),
+                    headers: Vec::new(),
+                });
+            }
             crate::warn!(
                 "hook {}: {via} gave an answer that is not taken: {e}; going on as if it \
                  had given no instruction",
@@ -1417,9 +1427,32 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // A changed ID is not supported yet: the whole answer is left, metadata included.
         let with_id = br#"{"ChangeFileInfo": {"ID": "abc", "MetaData": {"filename": "x"}}}"#;
-        assert!(read(Event::PreCreate, with_id).is_none());
+        match read(Event::PreCreate, with_id) {
+            answer::Answer::Proceed { change, .. } => {
+                assert_eq!(change.id.map(|i| i.to_string()).as_deref(), Some("abc"));
+                assert_eq!(change.metadata.unwrap().get("filename"), Some("x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An ID that is not valid refuses the creation whole (400, saying why).
+        for bad in [
+            &br#"{"ChangeFileInfo": {"ID": "../x", "MetaData": {"a": "1"}}}"#[..],
+            br#"{"ChangeFileInfo": {"ID": "x.chk"}}"#,
+        ] {
+            match read(Event::PreCreate, bad) {
+                answer::Answer::Refuse(r) => {
+                    assert_eq!(r.status, Some(400));
+                    assert!(
+                        r.body
+                            .starts_with("The upload ID the pre-create hook chose is not valid"),
+                        "{}",
+                        r.body
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         assert!(read(Event::PreCreate, b"not json").is_none());
         let reject = br#"{"RejectTermination": true}"#;
         assert!(matches!(

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::hooks::{Event, Origin};
 use crate::http::response::Response;
 use crate::metrics;
+use crate::storage::id::UploadId;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::{new_upload_id, parse_upload_id};
 use crate::storage::{Lock, StoreError, Stores, Upload};
@@ -25,12 +26,11 @@ use crate::tus::expiry::Expiry;
 use crate::tus::metadata::Metadata;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use uuid::Uuid;
 
 /// The part IDs recorded in a final's info record.
-fn recorded_parts(info: &UploadInfo) -> Result<Vec<Uuid>, Error> {
+fn recorded_parts(info: &UploadInfo) -> Result<Vec<UploadId>, Error> {
     let parts = info.parts.as_deref().unwrap_or(&[]);
-    let ids: Option<Vec<Uuid>> = parts.iter().map(|p| parse_upload_id(p)).collect();
+    let ids: Option<Vec<UploadId>> = parts.iter().map(|p| parse_upload_id(p)).collect();
     match ids {
         Some(ids) if !ids.is_empty() => Ok(ids),
         _ => {
@@ -142,7 +142,7 @@ pub fn recover(core: &Rc<Core>, upload: &Upload, from: Origin) {
 
 /// A PATCH completed `part`: assemble, in tasks of this core, every waiting final whose
 /// parts are now all complete.
-pub fn part_finished(core: &Rc<Core>, part: &Uuid, from: &Origin) {
+pub fn part_finished(core: &Rc<Core>, part: &UploadId, from: &Origin) {
     for id in core.shared.finals.waiting_on(part) {
         let core = core.clone();
         let from = from.clone();
@@ -156,21 +156,21 @@ pub fn part_finished(core: &Rc<Core>, part: &Uuid, from: &Origin) {
 
 /// Loads the parts (each once) and says what they are, in the listed order. An unknown
 /// part is 404; an expired one 410.
-async fn load_parts(core: &Rc<Core>, ids: &[Uuid]) -> Result<Vec<Upload>, Error> {
-    let mut loaded: BTreeMap<u128, Upload> = BTreeMap::new();
+async fn load_parts(core: &Rc<Core>, ids: &[UploadId]) -> Result<Vec<Upload>, Error> {
+    let mut loaded: BTreeMap<UploadId, Upload> = BTreeMap::new();
     for id in ids {
-        if loaded.contains_key(&id.as_u128()) {
+        if loaded.contains_key(id) {
             continue;
         }
         let upload = core.stores.load(id).await?;
         if super::expire::state(&core.shared.config, &upload) == Expiry::Expired {
             return Err(Error::Gone);
         }
-        loaded.insert(id.as_u128(), upload);
+        loaded.insert(*id, upload);
     }
     Ok(ids
         .iter()
-        .filter_map(|id| loaded.get(&id.as_u128()).cloned())
+        .filter_map(|id| loaded.get(id).cloned())
         .collect())
 }
 
@@ -182,8 +182,8 @@ fn part_state(u: &Upload) -> PartState {
     }
 }
 
-fn parts_error(err: PartsError, ids: &[Uuid]) -> Error {
-    let name = |i: usize| ids.get(i).map(Uuid::to_string).unwrap_or_default();
+fn parts_error(err: PartsError, ids: &[UploadId]) -> Error {
+    let name = |i: usize| ids.get(i).map(UploadId::to_string).unwrap_or_default();
     match err {
         // rustus's texts.
         PartsError::NotPartial(i) => {
@@ -209,7 +209,7 @@ fn parts_error(err: PartsError, ids: &[Uuid]) -> Error {
 pub async fn create_final(
     core: &Rc<Core>,
     ctx: &RequestCtx<'_>,
-    ids: Vec<Uuid>,
+    ids: Vec<UploadId>,
     metadata: Metadata,
     has_body: bool,
 ) -> Result<Reply, Error> {
@@ -238,24 +238,45 @@ pub async fn create_final(
     );
     info.storage = stores.data.storage_name().to_owned();
     info.is_final = true;
-    info.parts = Some(ids.iter().map(Uuid::to_string).collect());
+    info.parts = Some(ids.iter().map(UploadId::to_string).collect());
     let hooks = &core.shared.hooks;
     let mut answered = None;
+    let mut chosen = None;
     if hooks.wants(Event::PreCreate) {
         let from = origin(core, ctx, "POST", None);
         let answer = hooks.pre(Event::PreCreate, &info, from).await?;
-        answered = super::handler::apply_pre_create(&mut info, answer);
+        (answered, chosen) = super::handler::apply_pre_create(&mut info, answer);
     }
+    let (id, lock) = match chosen {
+        Some(chosen) => {
+            drop(lock);
+            (chosen, super::handler::lock_chosen(core, chosen).await?)
+        }
+        None => (id, lock),
+    };
     let loc = location(ctx, &cfg.url, &info.id);
     if plan.ready {
         let parts: Vec<UploadInfo> = parts.into_iter().map(|p| p.info).collect();
+        // An ID a hook chose is claimed first (its record, offset 0), so the assembly
+        // can never write where another upload of that ID keeps its data.
+        if chosen.is_some() {
+            stores.info.create(&info).await?;
+        }
         // Assembled before the record is written: when the assembly fails, nothing of
         // the final is left (the store removes its partial file) and the error carries
         // no Location, so a client's retry creates the one final there is.
-        stores.data.concat(&parts, &mut info).await?;
+        if let Err(e) = stores.data.concat(&parts, &mut info).await {
+            if chosen.is_some() {
+                let _ = stores.info.remove(&id).await;
+            }
+            return Err(e.into());
+        }
         info.offset = plan.length;
         if let Err(e) = stores.info.put(&info).await {
             let _ = stores.data.remove(&info).await;
+            if chosen.is_some() {
+                let _ = stores.info.remove(&id).await;
+            }
             return Err(e.into());
         }
         metrics::upload_created(info.length, true);
@@ -283,7 +304,11 @@ pub async fn create_final(
     }
     // concatenation-unfinished: empty data (offset 0) until the assembly.
     drop(stores.data.create(&mut info).await?);
-    if let Err(e) = stores.info.put(&info).await {
+    let recorded = match chosen {
+        Some(_) => stores.info.create(&info).await,
+        None => stores.info.put(&info).await,
+    };
+    if let Err(e) = recorded {
         let _ = stores.data.remove(&info).await;
         return Err(e.into());
     }
@@ -325,7 +350,7 @@ const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Assembles a waiting final if every part is complete. Returns whether the final is
 /// complete afterwards. A failure marks the final to be tried again by its next HEAD.
-async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, Error> {
+async fn try_assemble(core: &Rc<Core>, id: UploadId, from: Origin) -> Result<bool, Error> {
     let result = assemble_waiting(core, id, from).await;
     if result.is_err() {
         core.shared.finals.retry_later(&id);
@@ -333,7 +358,7 @@ async fn try_assemble(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, E
     result
 }
 
-async fn assemble_waiting(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<bool, Error> {
+async fn assemble_waiting(core: &Rc<Core>, id: UploadId, from: Origin) -> Result<bool, Error> {
     let stores = &core.stores;
     let finals = &core.shared.finals;
     let Some(_lock) = lock_within(stores, id, LOCK_WAIT).await? else {
@@ -399,7 +424,7 @@ async fn assemble_waiting(core: &Rc<Core>, id: Uuid, from: Origin) -> Result<boo
 /// [`LOCK_RETRY`], never blocking the core); `None` if it is still held then.
 async fn lock_within(
     stores: &Stores,
-    id: Uuid,
+    id: UploadId,
     wait: std::time::Duration,
 ) -> Result<Option<Lock>, Error> {
     let deadline = std::time::Instant::now() + wait;
@@ -421,8 +446,8 @@ async fn lock_within(
 /// answered "already complete", a DELETE); what can outlast the wait is a DELETE whose
 /// `pre-terminate` hook is slower than that, or the PATCH that completed the part
 /// waiting for room in a full hook queue (up to `POST_ROOM_WAIT`).
-async fn remove_parts(core: &Rc<Core>, ids: &[Uuid], assembled: &Uuid) {
-    let mut done: Vec<Uuid> = Vec::new();
+async fn remove_parts(core: &Rc<Core>, ids: &[UploadId], assembled: &UploadId) {
+    let mut done: Vec<UploadId> = Vec::new();
     for id in ids {
         if done.contains(id) {
             continue;

@@ -31,6 +31,7 @@ use crate::http::response::{reason, Response};
 use crate::limits::MAX_METADATA_BYTES;
 use crate::metrics::{self, Interim};
 use crate::net::BodySource;
+use crate::storage::id::UploadId;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
 use crate::storage::{Acquired, DataWriter, Written};
@@ -41,7 +42,6 @@ use crate::tus::routes::Route;
 use std::borrow::Cow;
 use std::rc::Rc;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// A progress `104` (-05 §4, §6; -11 §4.2.2, §4.4.2) is sent once at least this many
 /// more bytes are stored since the last one...
@@ -319,7 +319,7 @@ async fn create(
     // -11 §4.6: a later request for the upload (its client lost this connection after
     // the 104) takes the upload over, as from a PATCH.
     let release = body.release();
-    let _lock = match stores.locker.lock(id, Some(release.clone())).await? {
+    let lock = match stores.locker.lock(id, Some(release.clone())).await? {
         Acquired::Lock(lock, _) => lock,
         Acquired::Busy => return Err(Error::Locked),
     };
@@ -333,19 +333,47 @@ async fn create(
     let hooks = &core.shared.hooks;
     // As for tus: before anything exists; a refusal reaches the client, no 104 is sent.
     let mut answered = None;
+    let mut chosen = None;
     if hooks.wants(Event::PreCreate) {
         let answer = hooks
             .pre(Event::PreCreate, &info, origin(core, ctx, "POST", None))
             .await?;
-        answered = super::handler::apply_pre_create(&mut info, answer);
+        (answered, chosen) = super::handler::apply_pre_create(&mut info, answer);
     }
+    // An ID a hook chose: its lock, taken without taking over (409 when held).
+    let chosen_lock = match chosen {
+        Some(chosen) => Some((chosen, handler::lock_chosen(core, chosen).await?)),
+        None => None,
+    };
     let mut writer = stores.data.create(&mut info).await?;
-    // Recorded before the 104, so the Location it gives answers HEAD at once.
-    if let Err(e) = stores.info.put(&info).await {
+    // Recorded before the 104, so the Location it gives answers HEAD at once; an ID a
+    // hook chose is claimed by this write (409 when another upload has it).
+    let recorded = match chosen {
+        Some(_) => stores.info.create(&info).await,
+        None => stores.info.put(&info).await,
+    };
+    if let Err(e) = recorded {
         drop(writer);
         let _ = stores.data.remove(&info).await;
         return Err(e.into());
     }
+    // The upload is this request's now: its lock is taken again as the random ID's
+    // was, so a later request for it takes it over (-11 §4.6).
+    let _lock = match chosen_lock {
+        Some((chosen, held)) => {
+            drop(held);
+            drop(lock);
+            match stores.locker.lock(chosen, Some(release.clone())).await {
+                Ok(Acquired::Lock(lock, _)) => lock,
+                Ok(Acquired::Busy) | Err(_) => {
+                    // A request for the new upload came first: it is that request's.
+                    drop(writer);
+                    return Err(Error::Locked);
+                }
+            }
+        }
+        None => lock,
+    };
     let location = location(ctx, &cfg.url, &info.id);
     if body.has_body() {
         let mut interim = Response::new(104);
@@ -406,7 +434,7 @@ async fn offset(
     core: &Rc<Core>,
     ctx: &RequestCtx<'_>,
     v: Interop,
-    id: &Uuid,
+    id: &UploadId,
 ) -> Result<Reply, Error> {
     let fields = RequestFields::of(ctx.head);
     check_no_state_fields(v, &fields.fields(None), true).map_err(Error::Draft)?;
@@ -427,7 +455,7 @@ async fn append(
     core: &Rc<Core>,
     ctx: &RequestCtx<'_>,
     v: Interop,
-    id: &Uuid,
+    id: &UploadId,
     body: &mut BodySource<'_>,
 ) -> Result<Reply, Error> {
     let cfg = &core.shared.config;
@@ -561,7 +589,7 @@ async fn cancel(
     core: &Rc<Core>,
     ctx: &RequestCtx<'_>,
     v: Interop,
-    id: &Uuid,
+    id: &UploadId,
 ) -> Result<Reply, Error> {
     let fields = RequestFields::of(ctx.head);
     check_no_state_fields(v, &fields.fields(None), false).map_err(Error::Draft)?;

@@ -15,6 +15,7 @@ use super::Shared;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::response::Response;
+use crate::storage::id::UploadId;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::parse_upload_id;
 use crate::storage::Upload;
@@ -23,7 +24,6 @@ use crate::tus::expiry::{expiry, Expiry};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use uuid::Uuid;
 
 /// The lifetime of an unfinished upload in seconds, when the extension is on.
 pub fn lifetime(cfg: &Config) -> Option<u64> {
@@ -185,7 +185,7 @@ pub async fn sweep_once(
 }
 
 /// Removes the upload `id` if it has expired; whether it did.
-async fn sweep_one(stores: &Stores, finals: &WaitingFinals, id: &Uuid, lifetime: u64) -> bool {
+async fn sweep_one(stores: &Stores, finals: &WaitingFinals, id: &UploadId, lifetime: u64) -> bool {
     let Ok(info) = stores.info.get(id).await else {
         return false;
     };

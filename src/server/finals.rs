@@ -1,9 +1,9 @@
 //! The index of finals waiting for their parts (`concatenation-unfinished`), one object
 //! every core and the sweep share through [`super::Shared`].
 
+use crate::storage::id::UploadId;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
-use uuid::Uuid;
 
 /// Finals created before all their parts were complete and not yet reported assembled:
 /// final ID → its part IDs. Invariant: a final is in the map from the moment its info
@@ -23,13 +23,13 @@ use uuid::Uuid;
 /// PATCH of a part is left to do it.
 #[derive(Debug, Default)]
 pub struct WaitingFinals {
-    map: Mutex<BTreeMap<u128, Waiting>>,
+    map: Mutex<BTreeMap<UploadId, Waiting>>,
 }
 
 /// One waiting final.
 #[derive(Debug)]
 struct Waiting {
-    parts: Vec<u128>,
+    parts: Vec<UploadId>,
     /// Its next HEAD tries the assembly (see [`WaitingFinals`]).
     retry: bool,
 }
@@ -40,68 +40,65 @@ impl WaitingFinals {
         WaitingFinals::default()
     }
 
-    fn map(&self) -> MutexGuard<'_, BTreeMap<u128, Waiting>> {
+    fn map(&self) -> MutexGuard<'_, BTreeMap<UploadId, Waiting>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records that `final_id` waits for `parts`.
-    pub fn register(&self, final_id: Uuid, parts: &[Uuid]) {
-        let parts = parts.iter().map(|p| p.as_u128()).collect();
+    pub fn register(&self, final_id: UploadId, parts: &[UploadId]) {
+        let parts = parts.to_vec();
         let waiting = Waiting {
             parts,
             retry: false,
         };
-        self.map().insert(final_id.as_u128(), waiting);
+        self.map().insert(final_id, waiting);
     }
 
     /// Marks a final in the index to be assembled by its next HEAD (its assembly failed,
     /// or the index was rebuilt after a restart); nothing if it is not in the index.
-    pub fn retry_later(&self, final_id: &Uuid) {
-        if let Some(w) = self.map().get_mut(&final_id.as_u128()) {
+    pub fn retry_later(&self, final_id: &UploadId) {
+        if let Some(w) = self.map().get_mut(final_id) {
             w.retry = true;
         }
     }
 
     /// Whether the final was marked by [`WaitingFinals::retry_later`]; clears the mark,
     /// so one HEAD, not every HEAD, tries the assembly again.
-    pub fn take_retry(&self, final_id: &Uuid) -> bool {
+    pub fn take_retry(&self, final_id: &UploadId) -> bool {
         self.map()
-            .get_mut(&final_id.as_u128())
+            .get_mut(final_id)
             .is_some_and(|w| std::mem::take(&mut w.retry))
     }
 
     /// Takes a final out of the index (assembled, deleted or swept).
-    pub fn forget(&self, final_id: &Uuid) {
-        self.map().remove(&final_id.as_u128());
+    pub fn forget(&self, final_id: &UploadId) {
+        self.map().remove(final_id);
     }
 
     /// Whether `final_id` is in the index.
-    pub fn contains(&self, final_id: &Uuid) -> bool {
-        self.map().contains_key(&final_id.as_u128())
+    pub fn contains(&self, final_id: &UploadId) -> bool {
+        self.map().contains_key(final_id)
     }
 
     /// Whether a waiting final names this upload as a part (such a part is not deleted by
     /// DELETE or `--remove-parts`).
-    pub fn part_in_use(&self, part: &Uuid) -> bool {
+    pub fn part_in_use(&self, part: &UploadId) -> bool {
         self.needed_by_another(part, None)
     }
 
     /// Whether a final in the index other than `assembled` names `part`.
-    pub fn needed_by_another(&self, part: &Uuid, assembled: Option<&Uuid>) -> bool {
-        let p = part.as_u128();
-        let skip = assembled.map(Uuid::as_u128);
+    pub fn needed_by_another(&self, part: &UploadId, assembled: Option<&UploadId>) -> bool {
         self.map()
             .iter()
-            .any(|(f, w)| Some(*f) != skip && w.parts.contains(&p))
+            .any(|(f, w)| Some(f) != assembled && w.parts.contains(part))
     }
 
     /// The waiting finals that name `part`.
-    pub fn waiting_on(&self, part: &Uuid) -> Vec<Uuid> {
-        let p = part.as_u128();
+    pub fn waiting_on(&self, part: &UploadId) -> Vec<UploadId> {
         self.map()
             .iter()
-            .filter(|(_, w)| w.parts.contains(&p))
-            .map(|(f, _)| Uuid::from_u128(*f))
+            .filter(|(_, w)| w.parts.contains(part))
+            .map(|(f, _)| *f)
             .collect()
     }
 }
@@ -113,8 +110,8 @@ mod tests {
     #[test]
     fn finals_are_found_by_their_parts_until_forgotten() {
         let index = WaitingFinals::new();
-        let (f1, f2) = (Uuid::new_v4(), Uuid::new_v4());
-        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (f1, f2) = (UploadId::random(), UploadId::random());
+        let (a, b, c) = (UploadId::random(), UploadId::random(), UploadId::random());
         index.register(f1, &[a, b]);
         index.register(f2, &[b, c]);
         assert!(index.contains(&f1) && index.contains(&f2));
@@ -141,7 +138,7 @@ mod tests {
     #[test]
     fn a_retry_mark_is_taken_once_and_only_for_a_final_in_the_index() {
         let index = WaitingFinals::new();
-        let (f, p, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (f, p, other) = (UploadId::random(), UploadId::random(), UploadId::random());
         index.retry_later(&f);
         assert!(!index.take_retry(&f), "not in the index: no mark");
         index.register(f, &[p]);
@@ -158,7 +155,7 @@ mod tests {
     #[test]
     fn two_indexes_do_not_share_state() {
         let (one, two) = (WaitingFinals::new(), WaitingFinals::new());
-        let (f, p) = (Uuid::new_v4(), Uuid::new_v4());
+        let (f, p) = (UploadId::random(), UploadId::random());
         one.register(f, &[p]);
         assert!(one.part_in_use(&p));
         assert!(!two.part_in_use(&p));

@@ -19,6 +19,7 @@ use crate::http::response::Response;
 use crate::limits::MAX_TUS_INTEGER;
 use crate::metrics::{self, Endpoint};
 use crate::net::{BodySource, Release};
+use crate::storage::id::UploadId;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::new_upload_id;
 use crate::storage::{Acquired, Announce, Lock, Upload, Written};
@@ -35,7 +36,6 @@ use crate::tus::rules::{
     CreateLimits, PatchLimits, PatchPlan, PatchRequest, UploadState, TUS_VERSION,
 };
 use std::rc::Rc;
-use uuid::Uuid;
 
 /// The method after `X-HTTP-Method-Override`, which rustus honours on every request.
 fn effective_method(head: &RequestHead) -> Method {
@@ -265,7 +265,7 @@ pub(super) fn allowed(route: Route, ext: &Extensions) -> &'static str {
 
 /// rustus-compat §2.7 (`getting`): the upload's bytes as stored so far, with a
 /// single `Range` honoured. The body is streamed from the data store by the connection.
-async fn get(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, Error> {
+async fn get(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &UploadId) -> Result<Reply, Error> {
     let stores = &core.stores;
     let mut info = stores.info.get(id).await?;
     let reader = stores.data.read(&info).await?;
@@ -403,7 +403,7 @@ async fn create(
     let id = new_upload_id();
     let stores = &core.stores;
     // Nobody else knows the new ID before the 201.
-    let _lock = stores.locker.lock_new(id).await?.ok_or(Error::Locked)?;
+    let lock = stores.locker.lock_new(id).await?.ok_or(Error::Locked)?;
     let mut info = UploadInfo::new(id.to_string(), length, crate::time::now_unix(), metadata);
     info.storage = stores.data.storage_name().to_owned();
     info.is_partial = concat == Some(Concat::Partial);
@@ -411,20 +411,40 @@ async fn create(
     // rustus-compat §3.1: after validation, before anything exists; a refusal leaves
     // nothing behind (the body, if any, is never read).
     let mut answered = None;
+    let mut chosen = None;
     if hooks.wants(Event::PreCreate) {
         let from = origin(core, ctx, "POST", None);
         let answer = hooks.pre(Event::PreCreate, &info, from).await?;
-        answered = apply_pre_create(&mut info, answer);
+        (answered, chosen) = apply_pre_create(&mut info, answer);
     }
+    let (id, _lock) = match chosen {
+        Some(chosen) => {
+            drop(lock);
+            (chosen, lock_chosen(core, chosen).await?)
+        }
+        None => (id, lock),
+    };
     // A small upload whose whole body came with the head (the common case for small
     // files) takes the short path: see `create_whole`. A body to verify is staged
-    // first (see `DataWriter::write_body`), so it takes the general path.
-    let whole =
-        check.is_none() && with_body && body.whole_in_hand() && body.content_length() == length;
+    // first (see `DataWriter::write_body`), so it takes the general path, and so does
+    // an upload whose ID a hook chose (its record is claimed before its body is read).
+    let whole = check.is_none()
+        && chosen.is_none()
+        && with_body
+        && body.whole_in_hand()
+        && body.content_length() == length;
     let (info, body_error) = if whole {
         create_whole(core, body, id, info).await?
     } else {
         let mut writer = stores.data.create(&mut info).await?;
+        if chosen.is_some() {
+            // The claim of the chosen ID, before the body is read: a 409 reads nothing.
+            if let Err(e) = stores.info.create(&info).await {
+                drop(writer);
+                let _ = stores.data.remove(&info).await;
+                return Err(e.into());
+            }
+        }
         let mut body_error = None;
         if with_body {
             let got = ingest::receive(core, body, &mut *writer, 0, limit, check).await;
@@ -433,6 +453,9 @@ async fn create(
                 // creation that cannot take its body is refused as a whole).
                 drop(writer);
                 let _ = stores.data.remove(&info).await;
+                if chosen.is_some() {
+                    let _ = stores.info.remove(&id).await;
+                }
                 return Err(got.error.unwrap_or(Error::InsufficientStorage));
             }
             info.offset = got.end_offset;
@@ -441,6 +464,9 @@ async fn create(
         drop(writer); // a synchronous close(2): see `patch`
         if let Err(e) = stores.info.put(&info).await {
             let _ = stores.data.remove(&info).await;
+            if chosen.is_some() {
+                let _ = stores.info.remove(&id).await;
+            }
             return Err(e.into());
         }
         (info, body_error)
@@ -506,7 +532,7 @@ fn no_room(got: &Written, body: &BodySource<'_>) -> bool {
 async fn create_whole(
     core: &Rc<Core>,
     body: &mut BodySource<'_>,
-    id: Uuid,
+    id: UploadId,
     mut info: UploadInfo,
 ) -> Result<(UploadInfo, Option<Error>), Error> {
     let stores = &core.stores;
@@ -559,7 +585,7 @@ async fn create_whole(
 }
 
 /// §1.3: the offset and what else the server knows of an upload.
-async fn head(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &Uuid) -> Result<Reply, Error> {
+async fn head(core: &Rc<Core>, ctx: &RequestCtx<'_>, id: &UploadId) -> Result<Reply, Error> {
     let upload = core.stores.load(id).await?;
     let expiry = super::expire::check(&core.shared.config, &upload)?;
     let mut resp = Response::new(200);
@@ -592,7 +618,7 @@ fn upload_headers(upload: &Upload, resp: &mut Response) {
 async fn patch(
     core: &Rc<Core>,
     ctx: &RequestCtx<'_>,
-    id: &Uuid,
+    id: &UploadId,
     body: &mut BodySource<'_>,
 ) -> Result<Reply, Error> {
     let cfg = &core.shared.config;
@@ -748,7 +774,7 @@ async fn patch(
 pub(super) async fn delete(
     core: &Rc<Core>,
     ctx: &RequestCtx<'_>,
-    id: &Uuid,
+    id: &UploadId,
 ) -> Result<Reply, Error> {
     // A DELETE takes the upload over from a PATCH still holding it; it cannot be taken
     // over itself (no body to stop).
@@ -786,19 +812,37 @@ pub(super) async fn delete(
 }
 
 /// Applies what a pre-create answer asks of the upload before anything exists
-/// (`--hooks-answers`): `ChangeFileInfo.MetaData` replaces its metadata. Returns the
-/// response fields the answer adds to the 201, if any. (`ChangeFileInfo.ID` never gets
-/// here: `hooks` refuses such an answer whole, not supported yet.)
-pub(super) fn apply_pre_create(info: &mut UploadInfo, answer: Answer) -> Option<HttpAnswer> {
+/// (`--hooks-answers`): `ChangeFileInfo.MetaData` replaces its metadata, and
+/// `ChangeFileInfo.ID` its ID (already checked by [`UploadId::parse`]). Returns the
+/// response fields the answer adds to the 201, if any, and the chosen ID, if one was:
+/// the caller then takes its lock ([`lock_chosen`]) and claims its record atomically
+/// (`InfoStore::create`) before anything else of the upload exists.
+pub(super) fn apply_pre_create(
+    info: &mut UploadInfo,
+    answer: Answer,
+) -> (Option<HttpAnswer>, Option<UploadId>) {
     let Answer::Proceed { change, response } = answer else {
         // Refusals are `Hooks::pre`'s `Err`; a stop is not a pre-create answer.
-        return None;
+        return (None, None);
     };
-    debug_assert!(change.id.is_none(), "hooks refuses a changed ID");
     if let Some(metadata) = change.metadata {
         info.metadata = metadata;
     }
-    (!response.is_empty()).then_some(response)
+    if let Some(id) = change.id {
+        info.id = id.to_string();
+    }
+    ((!response.is_empty()).then_some(response), change.id)
+}
+
+/// The lock of an upload ID a pre-create hook chose, taken without ever taking over
+/// (another upload of that ID may be being written): 409 when another request holds it
+/// (that upload's, or another creation of the same ID).
+pub(super) async fn lock_chosen(core: &Core, id: UploadId) -> Result<Lock, Error> {
+    core.stores
+        .locker
+        .try_lock(id)
+        .await?
+        .ok_or(Error::Conflict(crate::error::ID_IN_USE))
 }
 
 /// What `pre-finish` asks of the answer to the request that completed an upload.
@@ -867,7 +911,7 @@ pub(super) async fn finished(core: &Rc<Core>, info: UploadInfo, from: Origin) {
 /// `release` is given when this request may itself be taken over (a PATCH).
 pub(super) async fn take_over(
     core: &Core,
-    id: &Uuid,
+    id: &UploadId,
     release: Option<Release>,
 ) -> Result<Lock, Error> {
     match core.stores.locker.lock(*id, release).await? {

@@ -14,6 +14,7 @@ use crate::config::{load, Action};
 use crate::hooks::Hooks;
 use crate::http::head::parse_head;
 use crate::net::{BodySource, Release};
+use crate::storage::id::UploadId;
 use crate::storage::info::UploadInfo;
 use crate::storage::{Acquired, Storage};
 use std::ffi::OsString;
@@ -21,7 +22,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// A core serving from its own temporary directory.
 struct Rig {
@@ -36,7 +36,7 @@ impl Drop for Rig {
 }
 
 fn rig(extra: &[&str]) -> Rig {
-    let root = std::env::temp_dir().join(format!("tusring-inprocess-{}", Uuid::new_v4()));
+    let root = std::env::temp_dir().join(format!("tusring-inprocess-{}", UploadId::random()));
     let (data, info) = (root.join("data"), root.join("info"));
     let mut args: Vec<OsString> = vec![
         "--data-dir".into(),
@@ -77,7 +77,7 @@ impl Answer {
         self.reply.resp.get(name)
     }
 
-    fn id(&self) -> Uuid {
+    fn id(&self) -> UploadId {
         let loc = self.header("Location").expect("Location");
         loc.rsplit('/')
             .next()
@@ -140,7 +140,7 @@ async fn handle(rig: &Rig, raw: &[u8]) -> Answer {
 
 const OCTETS: (&str, &str) = ("Content-Type", "application/offset+octet-stream");
 
-async fn create(rig: &Rig, length: u64) -> Uuid {
+async fn create(rig: &Rig, length: u64) -> UploadId {
     let len = length.to_string();
     let a = handle(
         rig,
@@ -151,7 +151,7 @@ async fn create(rig: &Rig, length: u64) -> Uuid {
     a.id()
 }
 
-async fn patch(rig: &Rig, id: &Uuid, offset: u64, body: &[u8]) -> Answer {
+async fn patch(rig: &Rig, id: &UploadId, offset: u64, body: &[u8]) -> Answer {
     let off = offset.to_string();
     let target = format!("/files/{id}");
     let raw = request("PATCH", &target, &[OCTETS, ("Upload-Offset", &off)], body);
@@ -159,7 +159,7 @@ async fn patch(rig: &Rig, id: &Uuid, offset: u64, body: &[u8]) -> Answer {
 }
 
 /// The record of `id` as stored, and its data file's bytes.
-fn stored(rig: &Rig, id: &Uuid) -> (UploadInfo, Vec<u8>) {
+fn stored(rig: &Rig, id: &UploadId) -> (UploadInfo, Vec<u8>) {
     let record = rig.root.join("info").join(format!("{id}.info"));
     let info = UploadInfo::from_json(&std::fs::read(record).expect("record")).expect("json");
     let data = std::fs::read(info.path.as_deref().expect("a path")).expect("data");
@@ -202,7 +202,7 @@ fn options_and_refusals_before_the_body() {
         }
         let (info, data) = stored(&rig, &id);
         assert_eq!((info.offset, data.len()), (0, 0));
-        let unknown = format!("/files/{}", Uuid::new_v4());
+        let unknown = format!("/files/{}", UploadId::random());
         let a = handle(&rig, &request("HEAD", &unknown, &[], b"")).await;
         assert_eq!(a.status(), 404);
     });

@@ -103,13 +103,14 @@ mod tests {
     fn store_errors_map_to_answers() {
         let eio = || std::io::Error::from_raw_os_error(libc::EIO);
         let enospc = || std::io::Error::from_raw_os_error(libc::ENOSPC);
-        let cases: [(StoreError, u16, Option<&str>); 6] = [
+        let cases: [(StoreError, u16, Option<&str>); 7] = [
             (StoreError::NotFound, 404, None),
             (StoreError::Corrupt, 500, None),
             (StoreError::TooLarge("too long"), 413, None),
             (StoreError::io("write data file", eio()), 500, None),
             (StoreError::io("write data file", enospc()), 507, None),
             (StoreError::Unavailable("Redis is down"), 503, Some("1")),
+            (StoreError::Exists, 409, None),
         ];
         for (store_err, status, retry) in cases {
             let shown = format!("{store_err:?}");

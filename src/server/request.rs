@@ -4,8 +4,8 @@
 use super::core::Core;
 use crate::hooks::Origin;
 use crate::http::head::RequestHead;
+use crate::storage::id::UploadId;
 use std::net::SocketAddr;
-use uuid::Uuid;
 
 /// What the connection passes on about a request besides its body.
 pub struct RequestCtx<'a> {
@@ -18,8 +18,8 @@ pub struct RequestCtx<'a> {
 }
 
 /// Where a hook event of this request comes from (the message's request part).
-pub fn origin(core: &Core, ctx: &RequestCtx<'_>, method: &str, id: Option<&Uuid>) -> Origin {
-    let id = id.map(Uuid::to_string);
+pub fn origin(core: &Core, ctx: &RequestCtx<'_>, method: &str, id: Option<&UploadId>) -> Origin {
+    let id = id.map(UploadId::to_string);
     core.shared.hooks.origin(
         ctx.head,
         method,

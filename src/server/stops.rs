@@ -39,7 +39,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uuid::Uuid;
+use crate::storage::id::UploadId;
 
 /// How often a PATCH reports its progress to the hooks (`post-receive`) while its body
 /// arrives, when a hook can stop it ([`crate::hooks::Hooks::can_stop`]): tusd's
@@ -83,7 +83,7 @@ fn table() -> std::sync::MutexGuard<'static, BTreeMap<u128, Stop>> {
     TABLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn enter(id: Uuid, stop: Stop) {
+fn enter(id: UploadId, stop: Stop) {
     let mut t = table();
     if t.insert(id.as_u128(), stop).is_none() {
         WAITING.fetch_add(1, Ordering::Relaxed);
@@ -91,14 +91,14 @@ fn enter(id: Uuid, stop: Stop) {
 }
 
 /// The order waiting for `id`, if any.
-pub fn waiting(id: &Uuid) -> Option<Stop> {
+pub fn waiting(id: &UploadId) -> Option<Stop> {
     if WAITING.load(Ordering::Relaxed) == 0 {
         return None;
     }
     table().get(&id.as_u128()).cloned()
 }
 
-fn forget(id: &Uuid) {
+fn forget(id: &UploadId) {
     if table().remove(&id.as_u128()).is_some() {
         WAITING.fetch_sub(1, Ordering::Relaxed);
     }
@@ -110,10 +110,10 @@ pub fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
     if !shared.hooks.can_stop() {
         return Ok(());
     }
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<UploadId>();
     shared.hooks.on_stop(Box::new(move |order: StopOrder| {
         // On a hook worker: one map insert and a channel send, never a wait.
-        let Ok(id) = Uuid::parse_str(&order.upload.id) else {
+        let Ok(id) = UploadId::parse(&order.upload.id) else {
             crate::warn!("stop of upload {}: not an upload ID", order.upload.id);
             return;
         };
@@ -139,7 +139,7 @@ pub fn start(shared: &Arc<Shared>) -> std::io::Result<()> {
 async fn applier(
     stores: Stores,
     shared: Arc<Shared>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Uuid>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<UploadId>,
 ) {
     while let Some(id) = rx.recv().await {
         apply_alone(&stores, &shared, id).await;
@@ -150,7 +150,7 @@ async fn applier(
 /// PATCH in progress, which then carries the order out itself) and carries it out if it
 /// still waits. A lock it cannot get is asked for again; after [`APPLY_TRIES`] the order
 /// stays in the table for this process's requests.
-async fn apply_alone(stores: &Stores, shared: &Shared, id: Uuid) {
+async fn apply_alone(stores: &Stores, shared: &Shared, id: UploadId) {
     for _ in 0..APPLY_TRIES {
         if waiting(&id).is_none() {
             return;
@@ -197,7 +197,7 @@ async fn apply(
     info: &mut UploadInfo,
     stop: &Stop,
 ) -> Result<(), Error> {
-    let Ok(id) = Uuid::parse_str(&info.id) else {
+    let Ok(id) = UploadId::parse(&info.id) else {
         return Ok(());
     };
     if info.is_complete() {
@@ -228,7 +228,7 @@ async fn apply(
 
 /// In a PATCH holding the upload's lock, before its body: a kept stopped upload is
 /// refused (403); an order waiting for it is carried out now and answers this request.
-pub async fn before_body(core: &Core, id: &Uuid, info: &mut UploadInfo) -> Result<(), Error> {
+pub async fn before_body(core: &Core, id: &UploadId, info: &mut UploadInfo) -> Result<(), Error> {
     if info.stopped {
         return Err(Error::Forbidden(STOPPED));
     }
@@ -244,7 +244,7 @@ pub async fn before_body(core: &Core, id: &Uuid, info: &mut UploadInfo) -> Resul
 /// `None` when no order waits, or the upload is complete (the order is dropped).
 pub async fn after_body(
     core: &Core,
-    id: &Uuid,
+    id: &UploadId,
     info: &mut UploadInfo,
 ) -> Result<Option<Error>, Error> {
     let Some(stop) = waiting(id) else {
@@ -272,7 +272,7 @@ pub fn report_progress(
     if !shared.hooks.can_stop() {
         return;
     }
-    let Ok(id) = Uuid::parse_str(&info.id) else {
+    let Ok(id) = UploadId::parse(&info.id) else {
         return;
     };
     let from = origin(core, ctx, "PATCH", Some(&id));
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn the_table_holds_one_order_per_upload_until_forgotten() {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (UploadId::new_v4(), UploadId::new_v4());
         assert!(waiting(&a).is_none());
         enter(a, stop(false));
         enter(a, stop(true));

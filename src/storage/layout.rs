@@ -5,20 +5,23 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
+use crate::storage::id::UploadId;
 use crate::time::civil_from_unix;
 
-/// Length of a hyphenated UUID.
-const UUID_LEN: usize = 36;
+/// The suffix of an upload's record: `<id>.info`.
+pub const INFO_SUFFIX: &str = ".info";
 
-/// Parses an upload ID from a URL segment: only a canonical lowercase hyphenated v4 UUID
-/// is accepted. This is the only gate between request paths and file names.
-pub fn parse_upload_id(segment: &str) -> Option<Uuid> {
-    if segment.len() != UUID_LEN {
-        return None;
-    }
-    let id = Uuid::parse_str(segment).ok()?;
-    let canonical = id.hyphenated().encode_lower(&mut Uuid::encode_buffer()) == segment;
-    (id.get_version_num() == 4 && canonical).then_some(id)
+/// The suffix of a file written then renamed over another (a record's `<id>.info.tmp`).
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// The suffix of a checksum's named staging file, `<data>.chk` (only where `O_TMPFILE`
+/// is not available: see `file::write`).
+pub const STAGING_SUFFIX: &str = ".chk";
+
+/// Parses an upload ID from a URL segment, a record's name or a key:
+/// [`UploadId::parse`], the one gate between such strings and file names.
+pub fn parse_upload_id(segment: &str) -> Option<UploadId> {
+    UploadId::parse(segment).ok()
 }
 
 /// Random bytes fetched from the kernel at once per thread for upload IDs: one
@@ -58,8 +61,14 @@ fn fill_random(buf: &mut [u8]) -> bool {
 }
 
 /// A fresh random (v4) upload ID: 122 random bits from the kernel's CSPRNG, as
-/// `Uuid::new_v4` gives, but taken from a per-thread batch.
-pub fn new_upload_id() -> Uuid {
+/// `Uuid::new_v4` gives, but taken from a per-thread batch. Its lowercase hyphenated
+/// form is the ID ([`UploadId::random`]).
+pub fn new_upload_id() -> UploadId {
+    UploadId::random()
+}
+
+/// The random (v4) UUID behind [`new_upload_id`].
+pub fn new_uuid() -> Uuid {
     ID_RANDOM.with(|r| {
         let mut r = r.borrow_mut();
         if r.used + 16 > ID_RANDOM_BATCH {
@@ -142,19 +151,27 @@ pub fn upload_data_path(
 
 /// `info_dir/<id>.info` (one flat directory, whatever the template says).
 pub fn info_path(info_dir: &Path, id: &str) -> PathBuf {
-    info_dir.join(format!("{id}.info"))
+    info_dir.join(format!("{id}{INFO_SUFFIX}"))
 }
 
 /// The upload ID an info directory entry is the record of (`<id>.info`), if it is one.
-pub fn id_of_info_file(name: &std::ffi::OsStr) -> Option<Uuid> {
+pub fn id_of_info_file(name: &std::ffi::OsStr) -> Option<UploadId> {
     name.to_str()
-        .and_then(|n| n.strip_suffix(".info"))
+        .and_then(|n| n.strip_suffix(INFO_SUFFIX))
         .and_then(parse_upload_id)
 }
 
 /// `info_dir/<id>.info.tmp`, written then renamed over the record.
 pub fn info_tmp_path(info_dir: &Path, id: &str) -> PathBuf {
-    info_dir.join(format!("{id}.info.tmp"))
+    info_dir.join(format!("{id}{INFO_SUFFIX}{TMP_SUFFIX}"))
+}
+
+/// The named staging file of an upload whose data is at `data_path`
+/// (`<data>.chk`), used only where `O_TMPFILE` is not available.
+pub fn staging_path(data_path: &Path) -> PathBuf {
+    let mut name = data_path.as_os_str().to_os_string();
+    name.push(STAGING_SUFFIX);
+    PathBuf::from(name)
 }
 
 #[cfg(test)]
@@ -165,27 +182,30 @@ mod tests {
 
     #[test]
     fn id_gate() {
-        assert_eq!(
-            parse_upload_id(V4).map(|u| u.to_string()),
-            Some(V4.to_owned())
-        );
+        // Any ID the one rule allows (storage::id's table), not only generated UUIDs;
+        // an uppercase or older-version UUID is an ID no upload has here (404).
+        let accepted = [
+            V4,
+            "9E9DD6F5-44B5-4A4E-9A57-2C2D1F0B6A01",
+            "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+            "9e9dd6f544b54a4e9a572c2d1f0b6a01",
+            "my-db-key_7",
+        ];
+        for s in accepted {
+            assert_eq!(
+                parse_upload_id(s).map(|u| u.to_string()),
+                Some(s.to_owned())
+            );
+        }
         let rejected = [
-            "9E9DD6F5-44B5-4A4E-9A57-2C2D1F0B6A01",   // uppercase
-            "9e9dd6f5-44b5-4a4e-9a57-2C2d1f0b6a01",   // one uppercase digit
-            "6ba7b810-9dad-11d1-80b4-00c04fd430c8",   // v1
-            "00000000-0000-0000-0000-000000000000",   // nil
-            "9e9dd6f5-44b5-5a4e-9a57-2c2d1f0b6a01",   // v5
             "{9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a01}", // braced
             "urn:uuid:9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a01",
-            "9e9dd6f544b54a4e9a572c2d1f0b6a01",      // simple form
-            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a0",   // 35 chars
-            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a011", // 37 chars
             " 9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a0",
             "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a0\0",
             "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a0/",
             "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a%2f",
-            "9e9dd6f5-44b54-a4e-9a57-2c2d1f0b6a01", // hyphen moved
-            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6aé",  // 36 bytes, non-ASCII
+            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6aé", // non-ASCII
+            "9e9dd6f5-44b5-4a4e-9a57-2c2d1f0b6a01.info",
             "..",
             "../../../../../../../../etc/passwd",
             "%2f",
@@ -212,13 +232,15 @@ mod tests {
         // Several refills of the per-thread batch, on two threads.
         let n = 3 * ID_RANDOM_BATCH / 16 + 7;
         let other = std::thread::spawn(move || (0..n).map(|_| new_upload_id()).collect::<Vec<_>>());
-        let mut all: Vec<Uuid> = (0..n).map(|_| new_upload_id()).collect();
+        let mut all: Vec<UploadId> = (0..n).map(|_| new_upload_id()).collect();
         all.extend(other.join().unwrap());
         let before = all.len();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), before, "an ID was handed out twice");
-        assert!(all.iter().all(|u| u.get_version_num() == 4));
+        assert!(all
+            .iter()
+            .all(|u| Uuid::parse_str(u.as_str()).unwrap().get_version_num() == 4));
     }
 
     #[test]

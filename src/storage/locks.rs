@@ -33,11 +33,11 @@
 
 use super::{Acquired, Lock, LockGuard, Locker, StoreError, StoreFuture};
 use crate::net::Release;
+use crate::storage::id::UploadId;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// Shards of the lock table (a power of two).
 const SHARDS: usize = 64;
@@ -66,7 +66,7 @@ struct Entry {
 }
 
 /// Invariant: an ID is in its shard's map exactly while one [`UploadLock`] for it exists.
-static TABLE: [Mutex<BTreeMap<u128, Entry>>; SHARDS] =
+static TABLE: [Mutex<BTreeMap<UploadId, Entry>>; SHARDS] =
     [const { Mutex::new(BTreeMap::new()) }; SHARDS];
 
 /// Locks held in the whole process: the uploads a request is writing (PATCH, a creation)
@@ -84,9 +84,8 @@ pub fn held() -> usize {
     HELD.load(Ordering::Relaxed)
 }
 
-fn shard(id: u128) -> &'static Mutex<BTreeMap<u128, Entry>> {
-    // UUID v4 bits are random: the low bits spread evenly.
-    &TABLE[(id as usize) & (SHARDS - 1)]
+fn shard(id: &UploadId) -> &'static Mutex<BTreeMap<UploadId, Entry>> {
+    &TABLE[(id.spread() as usize) & (SHARDS - 1)]
 }
 
 /// What a request that finds the upload held does about it (pure; table-tested).
@@ -127,14 +126,14 @@ pub fn contend(
 pub struct ProcessLocks;
 
 impl Locker for ProcessLocks {
-    fn try_lock(&self, id: Uuid) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
+    fn try_lock(&self, id: UploadId) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
         let got = UploadLock::try_acquire(id).map(|l| Lock::new(Box::new(l)));
         Box::pin(std::future::ready(Ok(got)))
     }
 
     fn lock(
         &self,
-        id: Uuid,
+        id: UploadId,
         release: Option<Release>,
     ) -> StoreFuture<'_, Result<Acquired, StoreError>> {
         Box::pin(async move { Ok(UploadLock::acquire(id, release).await) })
@@ -148,7 +147,7 @@ impl Locker for ProcessLocks {
 /// Exclusive hold on one upload; released when dropped.
 #[derive(Debug)]
 pub struct UploadLock {
-    id: u128,
+    id: UploadId,
     /// How a newer request asks this holder to let go (`None`: it cannot be asked).
     release: Option<Release>,
 }
@@ -158,16 +157,16 @@ impl LockGuard for UploadLock {}
 impl UploadLock {
     /// Takes the lock on `id` at once, not interruptible, or `None` when another
     /// request holds it (creation: its ID is new).
-    pub fn try_acquire(id: Uuid) -> Option<UploadLock> {
+    pub fn try_acquire(id: UploadId) -> Option<UploadLock> {
         let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
-        Self::attempt(id.as_u128(), ticket, None, false).ok()
+        Self::attempt(id, ticket, None, false).ok()
     }
 
     /// Takes the lock on `id` for a request that may take it over from an older holder.
     /// `release` is this request's release handle when it may itself be taken over
     /// later (a PATCH), `None` otherwise (a DELETE). Waits, asynchronously, at most
     /// [`TAKEOVER_WAIT`].
-    pub async fn acquire(id: Uuid, release: Option<Release>) -> Acquired {
+    pub async fn acquire(id: UploadId, release: Option<Release>) -> Acquired {
         match Self::acquire_until(id, release, Instant::now() + TAKEOVER_WAIT).await {
             Some((lock, asked)) => Acquired::Lock(Lock::new(Box::new(lock)), asked),
             None => Acquired::Busy,
@@ -179,11 +178,10 @@ impl UploadLock {
     /// elsewhere (Redis, across nodes) takes this one first and spends what is left of
     /// the same wait there.
     pub async fn acquire_until(
-        id: Uuid,
+        id: UploadId,
         release: Option<Release>,
         deadline: Instant,
     ) -> Option<(UploadLock, bool)> {
-        let id = id.as_u128();
         let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
         let mut asked = false;
         loop {
@@ -203,12 +201,12 @@ impl UploadLock {
     /// One look at the table: the lock, or what was done about its holder (nothing, and
     /// `GiveUp`, unless `take_over`).
     fn attempt(
-        id: u128,
+        id: UploadId,
         ticket: u64,
         release: Option<Release>,
         take_over: bool,
     ) -> Result<UploadLock, Contend> {
-        let mut map = shard(id).lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = shard(&id).lock().unwrap_or_else(|p| p.into_inner());
         match map.get_mut(&id) {
             None => {
                 map.insert(
@@ -255,9 +253,8 @@ impl UploadLock {
 /// this process would (a newer request on another node wants it, or the cross-node lock
 /// was lost): its `Release::request`, under the shard mutex. Whether there was a holder
 /// that can be asked (one that gave a release handle).
-pub fn request_release(id: Uuid) -> bool {
-    let id = id.as_u128();
-    let map = shard(id).lock().unwrap_or_else(|p| p.into_inner());
+pub fn request_release(id: UploadId) -> bool {
+    let map = shard(&id).lock().unwrap_or_else(|p| p.into_inner());
     match map.get(&id).and_then(|e| e.release.as_ref()) {
         Some(release) => {
             // The entry is present and the shard is locked: the release's socket is the
@@ -271,7 +268,7 @@ pub fn request_release(id: Uuid) -> bool {
 
 impl Drop for UploadLock {
     fn drop(&mut self) {
-        let mut map = shard(self.id).lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = shard(&self.id).lock().unwrap_or_else(|p| p.into_inner());
         if map.remove(&self.id).is_some() {
             HELD.fetch_sub(1, Ordering::Relaxed);
         }
@@ -284,11 +281,11 @@ mod tests {
 
     #[test]
     fn exclusive_until_dropped() {
-        let id = Uuid::new_v4();
+        let id = UploadId::random();
         let a = UploadLock::try_acquire(id).expect("free");
         assert!(held() >= 1);
         assert!(UploadLock::try_acquire(id).is_none());
-        let other = UploadLock::try_acquire(Uuid::new_v4());
+        let other = UploadLock::try_acquire(UploadId::random());
         assert!(other.is_some());
         drop(a);
         assert!(UploadLock::try_acquire(id).is_some());
@@ -296,7 +293,7 @@ mod tests {
 
     #[test]
     fn across_threads_only_one_wins() {
-        let id = Uuid::new_v4();
+        let id = UploadId::random();
         let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
         let handles: Vec<_> = (0..8)
             .map(|_| {
@@ -339,7 +336,7 @@ mod tests {
 
     #[test]
     fn takeover_sets_the_holders_flag_and_waits_for_it() {
-        let id = Uuid::new_v4();
+        let id = UploadId::random();
         // A socket pair stands in for the holder's connection: the takeover shuts it
         // down for reading, so a read on it returns end-of-file.
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -347,7 +344,7 @@ mod tests {
         let release = Release::new(Some(a.as_raw_fd()));
         let holder = {
             let ticket = TICKETS.fetch_add(1, Ordering::Relaxed);
-            UploadLock::attempt(id.as_u128(), ticket, Some(release.clone()), false).unwrap()
+            UploadLock::attempt(id, ticket, Some(release.clone()), false).unwrap()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -375,7 +372,7 @@ mod tests {
 
     #[test]
     fn an_uninterruptible_holder_gives_423_after_the_wait() {
-        let id = Uuid::new_v4();
+        let id = UploadId::random();
         let _holder = UploadLock::try_acquire(id).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()

@@ -28,6 +28,7 @@
 
 pub mod fault;
 pub mod file;
+pub mod id;
 pub mod info;
 pub mod layout;
 pub mod locks;
@@ -37,13 +38,13 @@ pub mod s3;
 use crate::config::Config;
 use crate::error::Error;
 use crate::net::{BodySink, BodySource, Release};
+use crate::storage::id::UploadId;
 use info::UploadInfo;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use uuid::Uuid;
 
 /// The future of a store call: it runs on the runtime of the thread that made the
 /// store's handle (a core's, or a helper thread's own), so it need not be `Send`.
@@ -69,6 +70,9 @@ pub enum StoreError {
     /// The store cannot answer now (a remote store that is down or slow): 503 with
     /// `Retry-After`; nothing was changed.
     Unavailable(&'static str),
+    /// A new upload's record or data is already there (an ID a hook chose that another
+    /// upload has): 409; nothing was changed.
+    Exists,
 }
 
 impl StoreError {
@@ -83,12 +87,16 @@ pub trait InfoStore {
     /// The record of `id`, read by the store's one reader (for files: no symlinks, a size
     /// cap, and the record must name `id`). Its `offset` is as recorded; the true offset
     /// is the data's ([`Stores::load`]).
-    fn get<'a>(&'a self, id: &'a Uuid) -> StoreFuture<'a, Result<UploadInfo, StoreError>>;
+    fn get<'a>(&'a self, id: &'a UploadId) -> StoreFuture<'a, Result<UploadInfo, StoreError>>;
     /// Writes the record atomically: a reader sees the old one or the new one, never a
     /// mix (with `--force-fsync`, durably before it returns).
     fn put<'a>(&'a self, info: &'a UploadInfo) -> StoreFuture<'a, Result<(), StoreError>>;
+    /// Writes the record of a new upload only if the upload has none, as one atomic step
+    /// ([`StoreError::Exists`] if it has, with nothing changed): the claim of an ID a
+    /// hook chose, so of two creations with the same ID exactly one gets it, on any node.
+    fn create<'a>(&'a self, info: &'a UploadInfo) -> StoreFuture<'a, Result<(), StoreError>>;
     /// Removes the record; [`StoreError::NotFound`] when there is none.
-    fn remove<'a>(&'a self, id: &'a Uuid) -> StoreFuture<'a, Result<(), StoreError>>;
+    fn remove<'a>(&'a self, id: &'a UploadId) -> StoreFuture<'a, Result<(), StoreError>>;
     /// Every upload that has a record, in batches. Used only off the cores (the startup
     /// index of waiting finals, the expiration sweep), so an implementation may block
     /// while listing.
@@ -100,7 +108,7 @@ pub trait InfoStore {
 /// A scan in progress ([`InfoStore::scan`]).
 pub trait InfoScan {
     /// The next IDs (an empty batch may come before the end), or `None` at the end.
-    fn next_batch(&mut self) -> StoreFuture<'_, Option<Result<Vec<Uuid>, StoreError>>>;
+    fn next_batch(&mut self) -> StoreFuture<'_, Option<Result<Vec<UploadId>, StoreError>>>;
 }
 
 /// What a data store holds of one upload.
@@ -243,11 +251,11 @@ pub trait DataReader {
 pub trait Locker {
     /// Takes the lock on `id` at once, or `None` when another request holds it; never
     /// takes anything over (a creation, an assembly, the sweep, `--remove-parts`).
-    fn try_lock(&self, id: Uuid) -> StoreFuture<'_, Result<Option<Lock>, StoreError>>;
+    fn try_lock(&self, id: UploadId) -> StoreFuture<'_, Result<Option<Lock>, StoreError>>;
     /// The lock of an upload being created, whose ID nobody else knows yet (it is told
     /// in the creation's answer, after the lock is let go of): a locker that also holds
     /// locks elsewhere (Redis) may skip that. As `try_lock` otherwise.
-    fn lock_new(&self, id: Uuid) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
+    fn lock_new(&self, id: UploadId) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
         self.try_lock(id)
     }
     /// Takes the lock on `id` for a request that may take it over from an older holder,
@@ -256,7 +264,7 @@ pub trait Locker {
     /// when it may be taken over in turn (a PATCH).
     fn lock(
         &self,
-        id: Uuid,
+        id: UploadId,
         release: Option<Release>,
     ) -> StoreFuture<'_, Result<Acquired, StoreError>>;
     /// Locks this process holds now (uploads being written or deleted).
@@ -325,7 +333,7 @@ pub struct Stores {
 
 impl Stores {
     /// Loads an upload: its record and, from its data, its offset and last write.
-    pub async fn load(&self, id: &Uuid) -> Result<Upload, StoreError> {
+    pub async fn load(&self, id: &UploadId) -> Result<Upload, StoreError> {
         let mut info = self.info.get(id).await?;
         let stat = self.data.stat(&info).await?;
         if stat.size != info.offset {
@@ -344,7 +352,7 @@ impl Stores {
 
     /// Removes an upload: the record first (the upload is gone for every later request),
     /// then its data. [`StoreError::NotFound`] when it has no record.
-    pub async fn remove(&self, id: &Uuid, info: &UploadInfo) -> Result<(), StoreError> {
+    pub async fn remove(&self, id: &UploadId, info: &UploadInfo) -> Result<(), StoreError> {
         self.info.remove(id).await?;
         self.data.remove(info).await
     }

@@ -2,9 +2,9 @@
 //! step 4, §2.5): parsing `Upload-Concat`, the HEAD value, and the checks a final's
 //! parts must pass.
 
+use crate::storage::id::UploadId;
 use crate::storage::layout::parse_upload_id;
 use crate::tus::routes::{route, Route};
-use uuid::Uuid;
 
 /// Most parts one final may name. A 64 KiB head holds at most ~1500 absolute URLs; this
 /// bounds the work of one POST (each part is opened and stat'ed).
@@ -17,7 +17,7 @@ pub enum Concat {
     Partial,
     /// `final;<url> <url> ...`: the parts in order. Invariant: not empty, at most
     /// [`MAX_CONCAT_PARTS`], no ID twice.
-    Final(Vec<Uuid>),
+    Final(Vec<UploadId>),
 }
 
 /// Why an `Upload-Concat` value was refused (400).
@@ -98,7 +98,7 @@ pub fn parse_upload_concat(value: &[u8], base: &str) -> Result<Concat, ConcatErr
 }
 
 /// The upload ID a part URL names, if it names one under `base`.
-fn part_id(url: &str, base: &str) -> Option<Uuid> {
+fn part_id(url: &str, base: &str) -> Option<UploadId> {
     if let Some(id) = parse_upload_id(url.strip_suffix('/').unwrap_or(url)) {
         return Some(id); // a bare ID
     }
@@ -214,7 +214,7 @@ mod tests {
     const A: &str = "9e9dd6f5-44b5-4c1c-a0a6-43e1d9c7a0b1";
     const B: &str = "0b5d2a58-3f0e-4d7e-9d2b-7f1e6c1a2b3c";
 
-    fn id(s: &str) -> Uuid {
+    fn id(s: &str) -> UploadId {
         parse_upload_id(s).unwrap()
     }
 
@@ -244,6 +244,12 @@ mod tests {
                 &format!("final;{A}  {B}\t"),
                 "/files",
                 Concat::Final(vec![a, b]),
+            ),
+            // IDs a hook chose, bare or in URLs.
+            (
+                "final;my-part_1 http://h/files/db.key~2/",
+                "/files",
+                Concat::Final(vec![id("my-part_1"), id("db.key~2")]),
             ),
             (
                 &format!("final;/{A} http://h/{B}"),
@@ -276,8 +282,12 @@ mod tests {
                 ConcatError::BadUrl(format!("/other/{A}")),
             ),
             (
-                "final;/files/not-an-id",
-                ConcatError::BadUrl("/files/not-an-id".into()),
+                "final;/files/not..an-id",
+                ConcatError::BadUrl("/files/not..an-id".into()),
+            ),
+            (
+                "final;/files/x.info",
+                ConcatError::BadUrl("/files/x.info".into()),
             ),
             (
                 &format!("final;/files/{A}/x"),
@@ -326,8 +336,8 @@ mod tests {
             Err(ConcatError::Malformed)
         );
         // MAX_CONCAT_PARTS distinct IDs parse; one more is too many.
-        let distinct: Vec<String> = (0..=MAX_CONCAT_PARTS as u128)
-            .map(|n| Uuid::from_u128(n | (4 << 76) | (0b10 << 62)).to_string())
+        let distinct: Vec<String> = (0..=MAX_CONCAT_PARTS)
+            .map(|n| format!("part-{n}"))
             .collect();
         let many = format!("final;{}", distinct[..MAX_CONCAT_PARTS].join(" "));
         assert!(parse_upload_concat(many.as_bytes(), "/files").is_ok());

@@ -1,8 +1,8 @@
 //! Which resource a request path names. Upload IDs are validated here, before any
 //! file path is ever built from them.
 
+use crate::storage::id::UploadId;
 use crate::storage::layout::parse_upload_id;
-use uuid::Uuid;
 
 /// A routed request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,8 +10,8 @@ pub enum Route {
     /// `<base>` or `<base>/`: OPTIONS and POST (creation).
     Collection,
     /// `<base>/<id>` or `<base>/<id>/` with a valid upload ID.
-    Upload(Uuid),
-    /// Under the base path but not a valid upload ID (`<base>/not-a-uuid`): 404, with
+    Upload(UploadId),
+    /// Under the base path but not a valid upload ID (`<base>/a%2fb`): 404, with
     /// the tus headers every answer under the base path carries.
     BadId,
     /// `/health`, always at the root.
@@ -101,10 +101,14 @@ mod tests {
                 Route::BadId,
             ),
             (
-                "/files/9E9DD6F5-44B5-4C1C-A0A6-43E1D9C7A0B1",
+                "/files/my-db_key.7",
                 "/files",
-                Route::BadId,
+                Route::Upload(parse_upload_id("my-db_key.7").unwrap()),
             ),
+            ("/files/x.info", "/files", Route::BadId),
+            ("/files/x.chk/", "/files", Route::BadId),
+            ("/files/a%2fb", "/files", Route::BadId),
+            ("/files/.hidden", "/files", Route::BadId),
             ("/files/../etc/passwd", "/files", Route::BadId),
             ("/files/..%2f..%2fetc", "/files", Route::BadId),
             ("/files/a/b", "/files", Route::BadId),

@@ -1,8 +1,9 @@
 //! Hook answers (`--hooks-answers`, tusd v2's `HookResponse`) through the real binary:
 //! a FastAPI receiver under uvicorn (`tests/interop/answers_app.py`) answering each
 //! instruction, a file hook and a directory hook printing JSON, and malformed answers
-//! (not JSON, wrong types, an ID with `..`, a 10 MiB body) that are logged and taken as
-//! no instruction while the daemon keeps serving. (NATS replies: `nats.rs`.)
+//! (not JSON, wrong types, a 10 MiB body) that are logged and taken as no instruction
+//! while the daemon keeps serving, or, for an ID with `..`, refuse the creation with 400.
+//! (NATS replies: `nats.rs`; a chosen upload ID end to end: `ids.rs`.)
 
 use crate::harness::*;
 use std::io::Write;
@@ -28,7 +29,7 @@ pub(crate) fn metadata(pairs: &[(&str, &str)]) -> String {
 }
 
 /// The upload's metadata as its `.info` record holds it.
-fn recorded_metadata(d: &Daemon, id: &str) -> serde_json::Value {
+pub(crate) fn recorded_metadata(d: &Daemon, id: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(d.info_path(id)).expect("the info record");
     let info: serde_json::Value = serde_json::from_str(&text).unwrap();
     info["metadata"].clone()
@@ -244,7 +245,6 @@ fn malformed_answers_are_logged_and_change_nothing() {
     for (answer, why) in [
         ("garbage", "not a valid HookResponse"),
         ("wrongtype", "invalid type"),
-        ("badid", "ID"),
         ("huge", "65536"),
     ] {
         let r = post_asking(&d, answer, "Keep.Me");
@@ -256,6 +256,28 @@ fn malformed_answers_are_logged_and_change_nothing() {
             .unwrap_or_else(|| panic!("{answer}: no log line naming {why:?}: {}", d.stderr_text()));
         assert!(line.contains("pre-create"), "{line}");
     }
+    // An ID that is not valid ("../escape") refuses the creation (400, saying why),
+    // logged and counted as a bad answer; nothing is created.
+    let before = list_files(d.data_dir()).len();
+    let r = post_asking(&d, "badid", "Keep.Me");
+    assert_eq!(r.status, 400, "{r:?}");
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("upload ID the pre-create hook chose is not valid"),
+        "{body}"
+    );
+    assert!(r.header("Location").is_none(), "{r:?}");
+    assert_eq!(
+        list_files(d.data_dir()).len(),
+        before,
+        "something was created"
+    );
+    assert!(
+        d.wait_log_line(&["chose an upload ID that is not taken", "escape"])
+            .is_some(),
+        "{}",
+        d.stderr_text()
+    );
     assert!(!list_files(d.data_dir())
         .iter()
         .any(|p| p.to_string_lossy().contains("escape")));

@@ -797,6 +797,18 @@ pub fn upload_id(r: &Response) -> String {
     id
 }
 
+/// The last path segment of `Location`, whatever it is (an ID a hook chose).
+pub fn location_id(r: &Response) -> String {
+    let loc = r
+        .header("Location")
+        .unwrap_or_else(|| panic!("no Location in {r:?}"));
+    loc.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 pub fn is_uuid_v4(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() != 36 {

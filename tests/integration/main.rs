@@ -27,6 +27,7 @@ mod hookabuse;
 mod hooks;
 mod hostile;
 mod http1;
+mod ids;
 mod interop;
 mod load;
 mod metrics;

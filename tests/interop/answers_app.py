@@ -13,6 +13,8 @@ pre-terminate, so one receiver serves every case of tests/integration/answers.rs
     garbage    pre-create: a 200 whose body is not JSON
     wrongtype  pre-create: {"RejectUpload": "yes"}
     badid      pre-create: ChangeFileInfo.ID "../escape"
+    chooseid   pre-create: ChangeFileInfo.ID set to the metadata value `id` (as given,
+               valid or not)
     huge       pre-create: a 10 MiB body
     processed  pre-finish: a 200 with a JSON body naming the processed file's URL
     refused    pre-finish: a 422 refusal with a body
@@ -73,6 +75,8 @@ async def hooks(request: Request, hook_name: Optional[str] = Header(default=None
             return {"RejectUpload": "yes"}
         if what == "badid":
             return {"ChangeFileInfo": {"ID": "../escape"}}
+        if what == "chooseid":
+            return {"ChangeFileInfo": {"ID": metadata.get("id", "")}}
         if what == "huge":
             return Response(content=b'{"x":"' + b"a" * (10 * 1024 * 1024) + b'"}',
                             media_type="application/json")

@@ -5,13 +5,14 @@
 use super::assemble::{assemble_blocking, assembling_path, AssembleError, PartFile};
 use super::chain::{c_path, clone_err, open_into, Chains, Keep};
 use super::read::FileReader;
-use super::write::{staging_path, FileWriter};
+use super::write::FileWriter;
 use super::{create_exclusive, is_not_found, probe, sync_entry_dirs, FileSettings};
 use crate::error::Error;
 use crate::net::BodySource;
 use crate::storage::fault;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout;
+use crate::storage::layout::staging_path;
 use crate::storage::{
     DataReader, DataStat, DataStore, DataWriter, StoreError, StoreFuture, Written,
 };
@@ -123,11 +124,9 @@ impl FileData {
                         .await
                         .map_err(|e| StoreError::io("create data directory", e))?;
                 }
-                create_exclusive(&path)
-                    .await
-                    .map_err(|e| StoreError::io("create data file", e))?
+                create_exclusive(&path).await.map_err(create_failed)?
             }
-            Err(e) => return Err(StoreError::io("create data file", e)),
+            Err(e) => return Err(create_failed(e)),
         };
         if self.inner.settings.force_fsync {
             if let Err(e) = sync_entry_dirs(&path, &self.inner.settings.data_dir).await {
@@ -201,7 +200,7 @@ impl FileData {
             }
             Err(e) => {
                 body.restore_early(buf);
-                return Some(Err(StoreError::io("create data file", clone_err(e))));
+                return Some(Err(create_failed(clone_err(e))));
             }
         }
         info.path = Some(path.to_string_lossy().into_owned());
@@ -380,6 +379,16 @@ impl FileData {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(StoreError::io("remove data file", e)),
         }
+    }
+}
+
+/// Why a new data file could not be created: [`StoreError::Exists`] when a file is
+/// there already (an ID a hook chose, whose data path another upload's file holds).
+fn create_failed(e: std::io::Error) -> StoreError {
+    if e.raw_os_error() == Some(libc::EEXIST) {
+        StoreError::Exists
+    } else {
+        StoreError::io("create data file", e)
     }
 }
 

@@ -593,7 +593,7 @@ async fn buffered(
 /// of the upload at `data_path` (the checksum extension): an anonymous `O_TMPFILE`
 /// in the data file's directory, so it has no name, is never mistaken for an
 /// upload, and vanishes with its descriptor, even after a crash. A filesystem
-/// without `O_TMPFILE` gets `<data>.chk` (not a UUID, so never an upload), opened
+/// without `O_TMPFILE` gets `<data>.chk` (a name no upload ID may have), opened
 /// under the upload's lock with `O_TRUNC` and unlinked at once: a stale one left by
 /// a crash in between is reused by the next checksummed request of the upload and
 /// removed with the upload.
@@ -613,7 +613,7 @@ async fn open_staging(inner: &Inner, data_path: &Path) -> Result<File, StoreErro
                 || e.raw_os_error() == Some(libc::EISDIR) => {}
         Err(e) => return Err(StoreError::io("create staging file", e)),
     }
-    let named = staging_path(data_path);
+    let named = crate::storage::layout::staging_path(data_path);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -629,13 +629,6 @@ async fn open_staging(inner: &Inner, data_path: &Path) -> Result<File, StoreErro
         return Err(StoreError::io("unlink staging file", e));
     }
     Ok(file)
-}
-
-/// The named staging file of an upload, used only where `O_TMPFILE` is not available.
-pub(super) fn staging_path(data_path: &Path) -> PathBuf {
-    let mut name = data_path.as_os_str().to_os_string();
-    name.push(".chk");
-    PathBuf::from(name)
 }
 
 /// Copies the first `len` bytes of `staging` into `file` at `start`, reading the next

@@ -20,6 +20,7 @@
 
 use super::conn::{bounded, RedisConn, Retry, CONNECT_TIMEOUT, REPLY_TIMEOUT};
 use super::protocol::{self, lock_key, parse_release_message, presumed_lost, renew_period};
+use crate::storage::id::UploadId;
 use futures_util::StreamExt;
 use redis::{Client, Script};
 use std::collections::HashMap;
@@ -28,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
-use uuid::Uuid;
 
 /// Most locks renewed or released by one script call.
 const BATCH: usize = 256;
@@ -68,9 +68,9 @@ struct Inner {
     /// was taken in Redis until its guard's drop (or until it is found lost); with the
     /// token it was taken with. Lock order: this mutex, then a lock-table shard (never
     /// the other way round).
-    held: Mutex<HashMap<Uuid, Held>>,
+    held: Mutex<HashMap<UploadId, Held>>,
     /// Locks let go of, to be deleted in Redis (upload, token).
-    releases: Mutex<Vec<(Uuid, String)>>,
+    releases: Mutex<Vec<(UploadId, String)>>,
     /// Wakes the releaser.
     release_wake: Notify,
     /// The subscriber listens now (release requests from other nodes reach us).
@@ -96,7 +96,7 @@ impl std::fmt::Debug for Keeper {
 impl Keeper {
     /// Starts the keeper thread of a process whose locks expire after `lock_expiry`.
     pub fn start(client: Client, shown: String, lock_expiry: Duration) -> Result<Keeper, String> {
-        let node = Uuid::new_v4().simple().to_string()[..12].to_string();
+        let node = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let inner = Arc::new(Inner {
             client,
             shown,
@@ -147,7 +147,7 @@ impl Keeper {
 
     /// A lock was taken in Redis with `token`; the request to take it was sent at
     /// `sent` (its expiry runs from no earlier than that).
-    pub fn hold(&self, id: Uuid, token: String, sent: Instant) {
+    pub fn hold(&self, id: UploadId, token: String, sent: Instant) {
         self.inner.held_map().insert(
             id,
             Held {
@@ -159,7 +159,7 @@ impl Keeper {
 
     /// The lock taken with `token` is let go of: no more renewals, and it is deleted in
     /// Redis (if it is still ours there).
-    pub fn release(&self, id: Uuid, token: &str) {
+    pub fn release(&self, id: UploadId, token: &str) {
         {
             let mut held = self.inner.held_map();
             if held.get(&id).is_some_and(|h| h.token == token) {
@@ -199,7 +199,7 @@ impl Keeper {
 }
 
 impl Inner {
-    fn held_map(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
+    fn held_map(&self) -> std::sync::MutexGuard<'_, HashMap<UploadId, Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -207,7 +207,7 @@ impl Inner {
     /// it is forgotten and its holder asked to let go. Under the map's mutex, so the
     /// holder asked is the one that took it (its guard removes it from the map before
     /// it lets go of this process's lock).
-    fn lost(&self, id: Uuid, token: &str, why: &str) {
+    fn lost(&self, id: UploadId, token: &str, why: &str) {
         let mut held = self.held_map();
         if held.get(&id).is_some_and(|h| h.token == token) {
             held.remove(&id);
@@ -226,7 +226,7 @@ impl Inner {
 
     /// A node asks for the upload `id` held with `token`: if that is a lock of ours,
     /// its holder is asked to let go.
-    fn release_requested(&self, id: Uuid, token: &str) {
+    fn release_requested(&self, id: UploadId, token: &str) {
         if !protocol::is_own_token(token, &self.prefix) {
             return;
         }
@@ -279,7 +279,7 @@ async fn pause(d: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
 async fn renewer(inner: &Inner, conn: &RedisConn, mut stopped: watch::Receiver<bool>) {
     let ttl_ms = inner.lock_expiry.as_millis() as u64;
     while pause(renew_period(inner.lock_expiry), &mut stopped).await {
-        let snapshot: Vec<(Uuid, String, Instant)> = inner
+        let snapshot: Vec<(UploadId, String, Instant)> = inner
             .held_map()
             .iter()
             .map(|(id, h)| (*id, h.token.clone(), h.renewed))
@@ -307,7 +307,7 @@ async fn renewer(inner: &Inner, conn: &RedisConn, mut stopped: watch::Receiver<b
                 Ok(got) => got,
                 Err(_) => Err(super::conn::CallError::Timeout),
             };
-            let batch: Vec<(Uuid, String)> = batch
+            let batch: Vec<(UploadId, String)> = batch
                 .iter()
                 .map(|(id, token, _)| (*id, token.clone()))
                 .collect();
@@ -335,7 +335,7 @@ async fn renewer(inner: &Inner, conn: &RedisConn, mut stopped: watch::Receiver<b
                         );
                     }
                     let now = Instant::now();
-                    let late: Vec<(Uuid, String)> = inner
+                    let late: Vec<(UploadId, String)> = inner
                         .held_map()
                         .iter()
                         .filter(|(_, h)| presumed_lost(now - h.renewed, inner.lock_expiry))
@@ -352,7 +352,7 @@ async fn renewer(inner: &Inner, conn: &RedisConn, mut stopped: watch::Receiver<b
 
 async fn releaser(inner: &Inner, conn: &RedisConn, mut stopped: watch::Receiver<bool>) {
     loop {
-        let batch: Vec<(Uuid, String)> = {
+        let batch: Vec<(UploadId, String)> = {
             let mut q = inner.releases.lock().unwrap_or_else(|p| p.into_inner());
             let n = q.len().min(BATCH);
             q.drain(..n).collect()

@@ -21,7 +21,9 @@
 //! node: it takes it (see [`protocol::ACQUIRE`]).
 //!
 //! **A creation** (`lock_new`) needs no lock in Redis: nobody else knows the new ID
-//! until its answer, which comes after the lock is let go of.
+//! until its answer, which comes after the lock is let go of. An ID a pre-create hook
+//! chose may be known to others (another creation given the same ID, on any node): that
+//! creation takes `try_lock`, in Redis too, and claims the record with `SET NX`.
 //!
 //! The calls run on the runtime that made the locker (a core, a helper thread), on its
 //! own connection; a lock can be taken from any runtime, and its guard dropped on any
@@ -32,6 +34,7 @@ use super::conn::{RedisConn, Retry};
 use super::keeper::Keeper;
 use super::protocol::{self, lock_key, waiter_key, Acquire, Mode};
 use crate::net::Release;
+use crate::storage::id::UploadId;
 use crate::storage::locks::{UploadLock, TAKEOVER_WAIT};
 use crate::storage::{Acquired, Lock, LockGuard, Locker, StoreError, StoreFuture};
 use redis::Script;
@@ -39,7 +42,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// How often a request waiting for an upload held on another node looks again.
 pub const REMOTE_POLL: Duration = Duration::from_millis(10);
@@ -65,7 +67,7 @@ impl RedisLocks {
     }
 
     /// One [`protocol::ACQUIRE`] call.
-    async fn ask(&self, id: &Uuid, token: &str, mode: Mode) -> Result<Acquire, StoreError> {
+    async fn ask(&self, id: &UploadId, token: &str, mode: Mode) -> Result<Acquire, StoreError> {
         let lock_ms = self.keeper.lock_expiry().as_millis() as u64;
         let waiter_ms =
             protocol::waiter_expiry(self.keeper.lock_expiry(), TAKEOVER_WAIT).as_millis() as u64;
@@ -92,7 +94,7 @@ impl RedisLocks {
     }
 
     /// Asks the node holding `id` with `holder` to let go.
-    async fn ask_release(&self, id: &Uuid, holder: &str) -> Result<(), StoreError> {
+    async fn ask_release(&self, id: &UploadId, holder: &str) -> Result<(), StoreError> {
         let msg = &protocol::release_message(id, holder);
         self.conn
             .call("ask for a release", Retry::Once, |mut c| async move {
@@ -108,7 +110,7 @@ impl RedisLocks {
         Ok(())
     }
 
-    fn guard(&self, id: Uuid, token: String, local: UploadLock) -> Lock {
+    fn guard(&self, id: UploadId, token: String, local: UploadLock) -> Lock {
         Lock::new(Box::new(RedisLock {
             id,
             token,
@@ -117,7 +119,7 @@ impl RedisLocks {
         }))
     }
 
-    async fn take(&self, id: Uuid, release: Option<Release>) -> Result<Acquired, StoreError> {
+    async fn take(&self, id: UploadId, release: Option<Release>) -> Result<Acquired, StoreError> {
         let deadline = Instant::now() + TAKEOVER_WAIT;
         let Some((local, mut asked)) =
             UploadLock::acquire_until(id, release.clone(), deadline).await
@@ -155,7 +157,7 @@ impl RedisLocks {
         }
     }
 
-    async fn take_if_free(&self, id: Uuid) -> Result<Option<Lock>, StoreError> {
+    async fn take_if_free(&self, id: UploadId) -> Result<Option<Lock>, StoreError> {
         let Some(local) = UploadLock::try_acquire(id) else {
             return Ok(None);
         };
@@ -172,18 +174,18 @@ impl RedisLocks {
 }
 
 impl Locker for RedisLocks {
-    fn try_lock(&self, id: Uuid) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
+    fn try_lock(&self, id: UploadId) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
         Box::pin(self.take_if_free(id))
     }
 
-    fn lock_new(&self, id: Uuid) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
+    fn lock_new(&self, id: UploadId) -> StoreFuture<'_, Result<Option<Lock>, StoreError>> {
         let got = UploadLock::try_acquire(id).map(|l| Lock::new(Box::new(l)));
         Box::pin(std::future::ready(Ok(got)))
     }
 
     fn lock(
         &self,
-        id: Uuid,
+        id: UploadId,
         release: Option<Release>,
     ) -> StoreFuture<'_, Result<Acquired, StoreError>> {
         Box::pin(self.take(id, release))
@@ -196,7 +198,7 @@ impl Locker for RedisLocks {
 
 /// A held upload lock: this process's, and the one in Redis (see the module's docs).
 struct RedisLock {
-    id: Uuid,
+    id: UploadId,
     token: String,
     keeper: Arc<Keeper>,
     /// Dropped after `drop` below has handed the Redis lock to the keeper.

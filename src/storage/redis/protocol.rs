@@ -11,25 +11,27 @@
 //! * A request that finds the upload held publishes `<id> <holder's token>` on
 //!   [`RELEASE_CHANNEL`]; the node whose token it is asks its holder to let go.
 
+use crate::storage::id::UploadId;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// The pub/sub channel of release requests (one for all uploads: they are rare, one per
 /// contended lock, and every node must hear them).
 pub const RELEASE_CHANNEL: &str = "tusring:release";
 
-/// SCAN's `MATCH` for record keys: a hyphenated UUID (each candidate is then checked
-/// with the request path's ID rule). It leaves out tusring's own `tusring:*` keys.
-pub const RECORD_PATTERN: &str = "????????-????-????-????-????????????";
+/// SCAN's `MATCH` for record keys: every key, since an upload ID a hook chose can be
+/// any ID; each candidate is then checked with the ID rule (`UploadId::parse`), which
+/// leaves out tusring's own `tusring:*` keys (an ID holds no `:`), and `SCAN`'s `TYPE
+/// string` leaves out keys that cannot be records.
+pub const RECORD_PATTERN: &str = "*";
 
 /// The key of the upload's lock.
-pub fn lock_key(id: &Uuid) -> String {
+pub fn lock_key(id: &UploadId) -> String {
     format!("tusring:lock:{id}")
 }
 
 /// The key naming the newest request waiting for the upload.
-pub fn waiter_key(id: &Uuid) -> String {
+pub fn waiter_key(id: &UploadId) -> String {
     format!("tusring:waiter:{id}")
 }
 
@@ -49,12 +51,12 @@ pub fn is_own_token(token: &str, prefix: &str) -> bool {
 }
 
 /// The release request for the upload `id` held by `holder` (a token).
-pub fn release_message(id: &Uuid, holder: &str) -> String {
+pub fn release_message(id: &UploadId, holder: &str) -> String {
     format!("{id} {holder}")
 }
 
 /// Parses a release request: the upload and the holder's token.
-pub fn parse_release_message(msg: &[u8]) -> Option<(Uuid, &str)> {
+pub fn parse_release_message(msg: &[u8]) -> Option<(UploadId, &str)> {
     let text = std::str::from_utf8(msg).ok()?;
     let (id, token) = text.split_once(' ')?;
     let id = crate::storage::layout::parse_upload_id(id)?;
@@ -227,7 +229,7 @@ mod tests {
 
     #[test]
     fn release_messages_round_trip_and_refuse_junk() {
-        let id = Uuid::parse_str("5c8d9f1e-0b7a-4c1e-9d3f-2a6b8c4e1f00").unwrap();
+        let id = UploadId::parse("5c8d9f1e-0b7a-4c1e-9d3f-2a6b8c4e1f00").unwrap();
         let msg = release_message(&id, "ab12:7");
         assert_eq!(msg, "5c8d9f1e-0b7a-4c1e-9d3f-2a6b8c4e1f00 ab12:7");
         assert_eq!(parse_release_message(msg.as_bytes()), Some((id, "ab12:7")));
@@ -235,7 +237,7 @@ mod tests {
             &b""[..],
             b"5c8d9f1e-0b7a-4c1e-9d3f-2a6b8c4e1f00",
             b"5c8d9f1e-0b7a-4c1e-9d3f-2a6b8c4e1f00 ",
-            b"5C8D9F1E-0B7A-4C1E-9D3F-2A6B8C4E1F00 ab:1",
+            b"tusring:lock:x ab:1",
             b"../etc/passwd ab:1",
             b"5c8d9f1e-0b7a-4c1e-9d3f-2a6b8c4e1f00 a b",
             b"\xff\xfe x",

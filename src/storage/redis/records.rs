@@ -13,6 +13,7 @@ use super::conn::{CallError, RedisConn, Retry};
 use super::keeper::Keeper;
 use super::protocol;
 use crate::storage::file::MAX_INFO_BYTES;
+use crate::storage::id::UploadId;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::parse_upload_id;
 use crate::storage::{InfoScan, InfoStore, StoreError, StoreFuture};
@@ -20,7 +21,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Keys SCAN is asked to look at per call (a hint to Redis; it may return more or
 /// fewer).
@@ -57,7 +57,7 @@ impl RedisRecords {
         }
     }
 
-    async fn read(&self, id: &Uuid) -> Result<UploadInfo, StoreError> {
+    async fn read(&self, id: &UploadId) -> Result<UploadInfo, StoreError> {
         let key = &id.to_string();
         // At most one byte past the cap: a larger value is corrupt, and is never pulled
         // whole into memory.
@@ -109,34 +109,52 @@ impl RedisRecords {
         Ok(info)
     }
 
-    async fn write(&self, info: &UploadInfo) -> Result<(), StoreError> {
+    /// `SET`, or with `new` `SET ... NX`: set only if the key does not exist, so of two
+    /// creations with the same ID, on any node, exactly one writes its record.
+    async fn write(&self, info: &UploadInfo, new: bool) -> Result<(), StoreError> {
         let json = &info.to_json();
         let key = &info.id;
         let ex = self.expiration.map(|d| d.as_secs().max(1));
-        self.conn
-            .call("write a record", Retry::Once, |mut c| async move {
+        // A claim is not retried: a first attempt that reached Redis and then lost its
+        // answer would make the retry find its own record.
+        let retry = if new { Retry::Never } else { Retry::Once };
+        let set = self
+            .conn
+            .call("write a record", retry, |mut c| async move {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(key).arg(json);
                 if let Some(secs) = ex {
                     cmd.arg("EX").arg(secs);
                 }
-                cmd.query_async::<()>(&mut c).await
+                if new {
+                    cmd.arg("NX");
+                }
+                // "OK", or nil when NX found the key.
+                cmd.query_async::<Option<String>>(&mut c).await
             })
             .await
-            .map_err(|e| e.unavailable())
+            .map_err(|e| e.unavailable())?;
+        match set {
+            None => Err(StoreError::Exists),
+            Some(_) => Ok(()),
+        }
     }
 }
 
 impl InfoStore for RedisRecords {
-    fn get<'a>(&'a self, id: &'a Uuid) -> StoreFuture<'a, Result<UploadInfo, StoreError>> {
+    fn get<'a>(&'a self, id: &'a UploadId) -> StoreFuture<'a, Result<UploadInfo, StoreError>> {
         Box::pin(self.read(id))
     }
 
     fn put<'a>(&'a self, info: &'a UploadInfo) -> StoreFuture<'a, Result<(), StoreError>> {
-        Box::pin(self.write(info))
+        Box::pin(self.write(info, false))
     }
 
-    fn remove<'a>(&'a self, id: &'a Uuid) -> StoreFuture<'a, Result<(), StoreError>> {
+    fn create<'a>(&'a self, info: &'a UploadInfo) -> StoreFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.write(info, true))
+    }
+
+    fn remove<'a>(&'a self, id: &'a UploadId) -> StoreFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let key = &id.to_string();
             let removed = self
@@ -203,7 +221,7 @@ struct Scan<'a> {
 }
 
 impl InfoScan for Scan<'_> {
-    fn next_batch(&mut self) -> StoreFuture<'_, Option<Result<Vec<Uuid>, StoreError>>> {
+    fn next_batch(&mut self) -> StoreFuture<'_, Option<Result<Vec<UploadId>, StoreError>>> {
         Box::pin(async move {
             let cursor = self.cursor?;
             let got = self
@@ -215,6 +233,8 @@ impl InfoScan for Scan<'_> {
                         .arg(protocol::RECORD_PATTERN)
                         .arg("COUNT")
                         .arg(SCAN_COUNT)
+                        .arg("TYPE")
+                        .arg("string")
                         .query_async::<(u64, Vec<String>)>(&mut c)
                         .await
                 })

@@ -39,6 +39,7 @@ use super::client::{S3Client, S3Fail};
 use super::hybrid::Hybrid;
 use super::settings::{backoff, part_plan};
 use crate::metrics;
+use crate::storage::id::UploadId;
 use crate::storage::info::UploadInfo;
 use crate::storage::layout::parse_upload_id;
 use crate::storage::{Announce, Lock, StoreError, Stores};
@@ -52,7 +53,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_uring::buf::BoundedBuf;
-use uuid::Uuid;
 
 /// Transfers running at once (each with up to [`PARTS_IN_FLIGHT`] parts in memory).
 pub const TRANSFERS_AT_ONCE: usize = 4;
@@ -81,7 +81,7 @@ const LOCK_RETRY: Duration = Duration::from_millis(20);
 
 enum Msg {
     /// Move this upload; announce it with this when it is stored.
-    Start(Uuid, Announce),
+    Start(UploadId, Announce),
     /// Remove this object (a DELETE whose S3 call failed).
     Delete(String),
     /// The daemon stops: abandon what runs (it is found again at the next start).
@@ -134,13 +134,11 @@ impl Transfers {
     }
 }
 
-/// The lock ID of an upload's transfer claim: the upload's ID with its version nibble
-/// set to 8. Upload IDs are v4, so a claim never names an upload and two uploads never
-/// share a claim.
-pub fn claim_id(id: Uuid) -> Uuid {
-    let mut bytes = *id.as_bytes();
-    bytes[6] = (bytes[6] & 0x0f) | 0x80;
-    Uuid::from_bytes(bytes)
+/// The lock ID of an upload's transfer claim: `<id>:s3` ([`UploadId::derived`]). No
+/// upload ID holds a `:`, so a claim never names an upload and two uploads never share a
+/// claim.
+pub fn claim_id(id: UploadId) -> UploadId {
+    id.derived("s3")
 }
 
 /// What the thread works with.
@@ -151,7 +149,7 @@ struct Ctx {
     announcer: Announcer,
     /// Announcements of uploads queued or running, taken by the transfer that stores
     /// the upload.
-    announce: RefCell<HashMap<Uuid, Announce>>,
+    announce: RefCell<HashMap<UploadId, Announce>>,
     stopping: std::cell::Cell<bool>,
 }
 
@@ -196,10 +194,10 @@ impl TransferWorker {
             stopping: std::cell::Cell::new(false),
         });
         // Uploads to move, in the order they came; and those running.
-        let mut queue: std::collections::VecDeque<Uuid> = Default::default();
-        let mut queued: HashSet<Uuid> = HashSet::new();
-        let running: Rc<RefCell<HashSet<Uuid>>> = Rc::default();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Uuid>();
+        let mut queue: std::collections::VecDeque<UploadId> = Default::default();
+        let mut queued: HashSet<UploadId> = HashSet::new();
+        let running: Rc<RefCell<HashSet<UploadId>>> = Rc::default();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<UploadId>();
         let mut next_scan = Instant::now();
         loop {
             while running.borrow().len() < TRANSFERS_AT_ONCE {
@@ -214,9 +212,9 @@ impl TransferWorker {
             }
             let pending = queue.len() + running.borrow().len();
             metrics::S3_PENDING.store(pending as i64, Ordering::Relaxed);
-            let add = |id: Uuid,
-                       queue: &mut std::collections::VecDeque<Uuid>,
-                       queued: &mut HashSet<Uuid>| {
+            let add = |id: UploadId,
+                       queue: &mut std::collections::VecDeque<UploadId>,
+                       queued: &mut HashSet<UploadId>| {
                 if !running.borrow().contains(&id) && queued.insert(id) {
                     queue.push_back(id);
                 }
@@ -263,7 +261,7 @@ impl TransferWorker {
 
 /// The uploads whose records say they are complete hybrid-s3 uploads (not partial) and
 /// whose file is still there and complete: waiting for a transfer.
-async fn waiting_uploads(ctx: &Ctx) -> Result<Vec<Uuid>, Failed> {
+async fn waiting_uploads(ctx: &Ctx) -> Result<Vec<UploadId>, Failed> {
     let mut found = Vec::new();
     let mut scan = ctx.stores.info.scan()?;
     while let Some(batch) = scan.next_batch().await {
@@ -298,7 +296,7 @@ async fn waiting_uploads(ctx: &Ctx) -> Result<Vec<Uuid>, Failed> {
 
 /// Moves one upload, trying again until it is done, the upload needs nothing more, or
 /// the thread stops.
-async fn transfer(ctx: &Ctx, id: Uuid) {
+async fn transfer(ctx: &Ctx, id: UploadId) {
     // Step 1: the claim, held until the transfer ends.
     let claim = loop {
         match ctx.stores.locker.try_lock(claim_id(id)).await {
@@ -371,7 +369,7 @@ enum PartsEnd {
 /// One try: steps 2 to 5.
 async fn try_transfer(
     ctx: &Ctx,
-    id: Uuid,
+    id: UploadId,
     multipart: &mut Option<Multipart>,
 ) -> Result<Outcome, Failed> {
     let info = match ctx.stores.info.get(&id).await {
@@ -434,7 +432,7 @@ async fn try_transfer(
 /// meanwhile (its multipart upload is aborted).
 async fn upload(
     ctx: &Ctx,
-    id: Uuid,
+    id: UploadId,
     file: &tokio_uring::fs::File,
     key: &str,
     len: u64,
@@ -494,7 +492,7 @@ async fn upload(
 /// between two windows, whether the upload still exists.
 async fn upload_parts(
     ctx: &Ctx,
-    id: Uuid,
+    id: UploadId,
     file: &tokio_uring::fs::File,
     len: u64,
     part: u64,
@@ -590,7 +588,7 @@ async fn read_part(file: &tokio_uring::fs::File, at: u64, len: usize) -> Result<
 
 /// Step 5, under the upload's lock: the record again, the announcement, the file's
 /// removal.
-async fn finish(ctx: &Ctx, id: Uuid, key: &str, len: u64) -> Result<Outcome, Failed> {
+async fn finish(ctx: &Ctx, id: UploadId, key: &str, len: u64) -> Result<Outcome, Failed> {
     let Some(lock) = lock_within(&ctx.stores, id).await? else {
         return Err(Failed("the upload stayed locked by a request".into()));
     };
@@ -633,7 +631,7 @@ async fn finish(ctx: &Ctx, id: Uuid, key: &str, len: u64) -> Result<Outcome, Fai
 }
 
 /// The upload's lock, waiting up to [`LOCK_WAIT`] for its holder.
-async fn lock_within(stores: &Stores, id: Uuid) -> Result<Option<Lock>, StoreError> {
+async fn lock_within(stores: &Stores, id: UploadId) -> Result<Option<Lock>, StoreError> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         if let Some(lock) = stores.locker.try_lock(id).await? {
@@ -685,13 +683,11 @@ mod tests {
     #[test]
     fn claims_never_name_an_upload() {
         for _ in 0..1000 {
-            let id = Uuid::new_v4();
+            let id = UploadId::random();
             let claim = claim_id(id);
             assert_ne!(claim, id);
-            assert_eq!(claim.get_version_num(), 8);
             assert!(parse_upload_id(&claim.to_string()).is_none());
-            // Only the version nibble differs: distinct uploads, distinct claims.
-            assert_eq!(claim.as_u128() & !(0xf << 76), id.as_u128() & !(0xf << 76));
+            assert_eq!(claim.to_string(), format!("{id}:s3"));
         }
     }
 
