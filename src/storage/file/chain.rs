@@ -277,7 +277,10 @@ impl Chains {
         let n = steps.len();
         assert!(
             (1..=MAX_CHAIN_OPS).contains(&n)
-                && steps.iter().enumerate().all(|(i, s)| (s.link == Link::End) == (i + 1 == n)),
+                && steps
+                    .iter()
+                    .enumerate()
+                    .all(|(i, s)| (s.link == Link::End) == (i + 1 == n)),
             "a chain has 1 to {MAX_CHAIN_OPS} steps, only its last one the end"
         );
         let skips = self.inner.skips;
@@ -311,7 +314,11 @@ impl Chains {
             if skips && step.link != Link::End {
                 flags |= squeue::Flags::SKIP_SUCCESS;
             }
-            ops.push(step.op.flags(flags).user_data(user_data(generation, slot, i)));
+            ops.push(
+                step.op
+                    .flags(flags)
+                    .user_data(user_data(generation, slot, i)),
+            );
         }
         self.inner.state.borrow_mut().chains[slot as usize] = Some(pending);
         {
@@ -782,7 +789,9 @@ mod tests {
                             link: Link::Soft,
                         },
                         Step {
-                            op: opcode::Write::new(slot, k.bytes.as_ptr(), 4).offset(0).build(),
+                            op: opcode::Write::new(slot, k.bytes.as_ptr(), 4)
+                                .offset(0)
+                                .build(),
                             ok: 4,
                             link: Link::Hard,
                         },
@@ -800,7 +809,10 @@ mod tests {
                 .unwrap();
             assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
             assert_eq!(r[1].as_ref().ok(), Some(&4));
-            assert_eq!(chains.inner.posted.get() - before, if skips { 1 } else { 3 });
+            assert_eq!(
+                chains.inner.posted.get() - before,
+                if skips { 1 } else { 3 }
+            );
             assert_eq!(std::fs::read(d.join("a")).unwrap(), b"body");
             // The write fails: the close runs all the same, and says so.
             let r = data_chain(libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL, "b")
@@ -814,9 +826,18 @@ mod tests {
             let r = data_chain(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, "a")
                 .await
                 .unwrap();
-            assert_eq!(r[0].as_ref().unwrap_err().raw_os_error(), Some(libc::EEXIST));
-            assert_eq!(r[1].as_ref().unwrap_err().raw_os_error(), Some(libc::ECANCELED));
-            assert_eq!(r[2].as_ref().unwrap_err().raw_os_error(), Some(libc::ECANCELED));
+            assert_eq!(
+                r[0].as_ref().unwrap_err().raw_os_error(),
+                Some(libc::EEXIST)
+            );
+            assert_eq!(
+                r[1].as_ref().unwrap_err().raw_os_error(),
+                Some(libc::ECANCELED)
+            );
+            assert_eq!(
+                r[2].as_ref().unwrap_err().raw_os_error(),
+                Some(libc::ECANCELED)
+            );
             assert_eq!(std::fs::read(d.join("a")).unwrap(), b"body");
             assert_eq!(chains.inner.state.borrow().free.len(), MAX_FILE_CHAINS);
             assert_eq!(open_slots(&chains), 0);
@@ -837,7 +858,12 @@ mod tests {
             .lines()
             .skip(1)
             .take_while(|l| l.starts_with(' ') || l.starts_with('\t'))
-            .filter(|l| l.trim_start().split(':').next().is_some_and(|n| n.parse::<u32>().is_ok()))
+            .filter(|l| {
+                l.trim_start()
+                    .split(':')
+                    .next()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
             .count()
     }
 
