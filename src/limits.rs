@@ -68,3 +68,12 @@ pub const MAX_HOOK_UPLOAD_ID_BYTES: usize = 128;
 /// (`storage::file::chain`). More wait for none: they take the one-operation-at-a-time
 /// path. 64 is far above what one core has in flight at once.
 pub const MAX_FILE_CHAINS: usize = 64;
+
+/// A submit of linked file operations the kernel refused (`EAGAIN`: short of memory) is
+/// tried again after this, then after twice as long each time, up to
+/// [`SUBMIT_RETRY_MAX`] (`storage::file::chain`): a chain waits at most that long after
+/// the kernel would take it again.
+pub const SUBMIT_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// See [`SUBMIT_RETRY_FIRST`].
+pub const SUBMIT_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(50);

@@ -5,7 +5,7 @@
 #
 #   scripts/bench/profile-small.sh [--server tusring|rustus] [--workers N] [--conns N]
 #                                  [--seconds S] [--size SIZE] [--data-dir DIR]
-#                                  [--no-trace] [--strace]
+#                                  [--no-trace] [--strace] [--pin SERVER:CLIENT]
 #
 #   --server   tusring (target/release/tusring, or $TUSRING_BIN) or rustus ($RUSTUS_BIN
 #              or rustus on PATH, started with -w 2 as bench.sh does); default tusring
@@ -18,6 +18,10 @@
 #   --no-trace skip the perf runs (only CPU and context switches from /proc)
 #   --strace   also count the system calls by name with `strace -f -c` (slows the
 #              server a lot: only its counts are meaningful)
+#   --pin S:C  run the server on the CPUs S and the load generator on the CPUs C
+#              (taskset -c lists, e.g. 1:0), so that they do not share a CPU: what
+#              bounds --workers 2 against 1 on a small machine. The server's threads,
+#              its io-wq workers included, are listed with the CPUs they may use.
 #
 # Runs, each with a freshly started server and `tusload small --warmup 0`; the uploads
 # are counted as the `.info` records the run left:
@@ -36,7 +40,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT="$PWD"
 
-SERVER=tusring WORKERS=1 CONNS=1 SECS=3 SIZE=4K DATA_PARENT="" TRACE=1 STRACE=0
+SERVER=tusring WORKERS=1 CONNS=1 SECS=3 SIZE=4K DATA_PARENT="" TRACE=1 STRACE=0 PIN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --server) SERVER="$2"; shift ;;
@@ -47,6 +51,7 @@ while [ $# -gt 0 ]; do
         --data-dir) DATA_PARENT="$2"; shift ;;
         --no-trace) TRACE=0 ;;
         --strace) STRACE=1 ;;
+        --pin) PIN="$2"; shift ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
         *) echo "profile-small.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -64,6 +69,15 @@ esac
     echo "profile-small.sh: missing $BIN or $TUSLOAD (cargo build --release)" >&2
     exit 1
 }
+SRV_PIN=() CLI_PIN=()
+if [ -n "$PIN" ]; then
+    case "$PIN" in
+        ?*:?*) ;;
+        *) echo "profile-small.sh: --pin SERVER_CPUS:CLIENT_CPUS, e.g. 1:0" >&2; exit 2 ;;
+    esac
+    command -v taskset >/dev/null || { echo "profile-small.sh: --pin needs taskset" >&2; exit 1; }
+    SRV_PIN=(taskset -c "${PIN%%:*}") CLI_PIN=(taskset -c "${PIN#*:}")
+fi
 [ -n "$DATA_PARENT" ] || DATA_PARENT=/dev/shm
 mkdir -p "$DATA_PARENT"
 DATA="$(mktemp -d "$DATA_PARENT/tusring-profile.XXXXXX")"
@@ -91,12 +105,12 @@ start_server() {
     PORT="$(free_port)"
     case "$SERVER" in
         tusring)
-            "$BIN" --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" --data-dir "$dir" \
-                --info-dir "$dir" --log-level ERROR >"$dir.log" 2>&1 &
+            "${SRV_PIN[@]}" "$BIN" --host 127.0.0.1 --port "$PORT" --workers "$WORKERS" \
+                --data-dir "$dir" --info-dir "$dir" --log-level ERROR >"$dir.log" 2>&1 &
             ;;
         rustus)
-            "$BIN" --host 127.0.0.1 --port "$PORT" --data-dir "$dir" --info-dir "$dir" \
-                -w 2 -m 2000000000 --log-level ERROR >"$dir.log" 2>&1 &
+            "${SRV_PIN[@]}" "$BIN" --host 127.0.0.1 --port "$PORT" --data-dir "$dir" \
+                --info-dir "$dir" -w 2 -m 2000000000 --log-level ERROR >"$dir.log" 2>&1 &
             ;;
     esac
     SRV_PID=$!
@@ -142,12 +156,13 @@ ctxsw() {
 uploads_in() { find "$1" -name '*.info' | wc -l; }
 
 load() {
-    "$TUSLOAD" small --url "http://127.0.0.1:$PORT/files" --size "$SIZE" --conns "$CONNS" \
+    "${CLI_PIN[@]}" "$TUSLOAD" small --url "http://127.0.0.1:$PORT/files" --size "$SIZE" --conns "$CONNS" \
         --duration "${SECS}s" --warmup 0s --csv
 }
 
 echo "# $SERVER$([ "$SERVER" = tusring ] && echo " --workers $WORKERS"), $SIZE creation-with-upload, $CONNS connection(s), ${SECS} s per run"
 echo "# load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -z "$PIN" ] || echo "# pinned: server on CPUs ${PIN%%:*}, load generator on CPUs ${PIN#*:}"
 
 # 1. plain
 dir="$DATA/plain"
@@ -159,6 +174,13 @@ load >"$WORK/plain.out"
 t1="$(date +%s.%N)"
 s1="$(proc_cpu "$SRV_PID")" c1="$(children_cpu)" b1="$(machine_busy)" x1="$(ctxsw "$SRV_PID")"
 read -r tcore tiowq tfiles tother < <(threads_cpu "$SRV_PID")
+if [ -n "$PIN" ]; then
+    echo "server threads and the CPUs they may use:"
+    for t in /proc/"$SRV_PID"/task/*; do
+        printf '  %-16s %s\n' "$(cat "$t/comm" 2>/dev/null)" \
+            "$(awk '/^Cpus_allowed_list/ {print $2}' "$t/status" 2>/dev/null)"
+    done | sort | uniq -c
+fi
 stop_server
 n="$(uploads_in "$dir")"
 awk -v n="$n" -v s="$((s1 - s0))" -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v x="$((x1 - x0))" \

@@ -288,8 +288,8 @@ pub async fn create_final(
         // rustus-compat §3.1: a final's creation fires post-finish instead of post-create
         // (after pre-finish, when listed).
         let from = || origin(core, ctx, "POST", None);
-        let finish = super::handler::pre_finish(core, &info, from()).await;
-        super::handler::finished(core, info, from()).await;
+        let finish = super::handler::pre_finish(core, &info, from).await;
+        super::handler::finished(core, info, from).await;
         let mut resp = match finish.refusal() {
             Some(err) => error_response(err),
             None => Response::new(201),
@@ -416,7 +416,7 @@ async fn assemble_waiting(core: &Rc<Core>, id: UploadId, from: Origin) -> Result
         remove_parts(core, &ids, &id).await;
     }
     finals.forget(&id);
-    super::handler::finished(core, upload.info, from).await;
+    super::handler::finished(core, upload.info, move || from).await;
     Ok(true)
 }
 

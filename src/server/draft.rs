@@ -399,7 +399,7 @@ async fn create(
     let exp = super::expire::state_after_write(cfg, &info, true, None);
     // pre-finish before the answer, as for tus.
     let finish = if info.is_complete() {
-        handler::pre_finish(core, &info, origin(core, ctx, "POST", None)).await
+        handler::pre_finish(core, &info, || origin(core, ctx, "POST", None)).await
     } else {
         Finish::None
     };
@@ -415,7 +415,7 @@ async fn create(
     finish.merge_into(&mut resp);
     // post-finish once the data is where it stays (hybrid-s3: in S3), as for tus.
     if info.is_complete() {
-        super::handler::finished(core, info, origin(core, ctx, "POST", None)).await;
+        super::handler::finished(core, info, || origin(core, ctx, "POST", None)).await;
     } else if hooks.wants(Event::PostCreate) {
         hooks
             .post(Event::PostCreate, info, origin(core, ctx, "POST", None))
@@ -554,8 +554,7 @@ async fn append(
         upload.modified,
     );
     let finish = if now_complete {
-        let from = origin(core, ctx, "PATCH", Some(id));
-        handler::pre_finish(core, &upload.info, from).await
+        handler::pre_finish(core, &upload.info, || origin(core, ctx, "PATCH", Some(id))).await
     } else {
         Finish::None
     };
@@ -571,7 +570,7 @@ async fn append(
     finish.merge_into(&mut resp);
     let hooks = &core.shared.hooks;
     if now_complete {
-        let from = origin(core, ctx, "PATCH", Some(id));
+        let from = || origin(core, ctx, "PATCH", Some(id));
         super::handler::finished(core, upload.info, from).await;
     } else if got.end_offset != start && hooks.wants(Event::PostReceive) {
         let from = origin(core, ctx, "PATCH", Some(id));

@@ -476,7 +476,7 @@ async fn create(
     // pre-finish when this POST completed the upload (creation-with-upload of
     // everything, an empty upload), before it is answered.
     let finish = if info.is_complete() {
-        pre_finish(core, &info, origin(core, ctx, "POST", None)).await
+        pre_finish(core, &info, || origin(core, ctx, "POST", None)).await
     } else {
         Finish::None
     };
@@ -497,7 +497,7 @@ async fn create(
     // The upload exists (even if its body was cut short): post-finish when this POST
     // completed it, once its data is where it stays; else post-create.
     if info.is_complete() {
-        finished(core, info, origin(core, ctx, "POST", None)).await;
+        finished(core, info, || origin(core, ctx, "POST", None)).await;
     } else if hooks.wants(Event::PostCreate) {
         hooks
             .post(Event::PostCreate, info, origin(core, ctx, "POST", None))
@@ -749,8 +749,8 @@ async fn patch(
     let mut finish = Finish::None;
     if upload.info.is_complete() {
         let from = || origin(core, ctx, "PATCH", Some(id));
-        finish = pre_finish(core, &upload.info, from()).await;
-        finished(core, upload.info, from()).await;
+        finish = pre_finish(core, &upload.info, from).await;
+        finished(core, upload.info, from).await;
     } else if got.end_offset != start && hooks.wants(Event::PostReceive) {
         let from = origin(core, ctx, "PATCH", Some(id));
         hooks.post(Event::PostReceive, upload.info, from).await;
@@ -877,12 +877,16 @@ impl Finish {
 /// an upload that just became complete, before the request that completed it is
 /// answered. Awaits the verdict without blocking the core. Whatever it says, the upload
 /// stays complete and `post-finish` follows (the caller's `finished`).
-pub(super) async fn pre_finish(core: &Rc<Core>, info: &UploadInfo, from: Origin) -> Finish {
+pub(super) async fn pre_finish(
+    core: &Rc<Core>,
+    info: &UploadInfo,
+    from: impl FnOnce() -> Origin,
+) -> Finish {
     let hooks = &core.shared.hooks;
     if !hooks.wants(Event::PreFinish) {
         return Finish::None;
     }
-    match hooks.pre(Event::PreFinish, info, from).await {
+    match hooks.pre(Event::PreFinish, info, from()).await {
         Ok(Answer::Proceed { response, .. }) if !response.is_empty() => Finish::Answered(response),
         Ok(_) => Finish::None,
         Err(e) => Finish::Refused(Error::Hook(e)),
@@ -891,12 +895,14 @@ pub(super) async fn pre_finish(core: &Rc<Core>, info: &UploadInfo, from: Origin)
 
 /// An upload just became complete (its record says so): `post-finish` now, or, when
 /// the data store moves the data on first (hybrid-s3), once it is where it stays
-/// (`DataStore::settle`).
-pub(super) async fn finished(core: &Rc<Core>, info: UploadInfo, from: Origin) {
+/// (`DataStore::settle`). `from` (the event's origin, which copies the request's
+/// headers) is only made when a hook wants the event.
+pub(super) async fn finished(core: &Rc<Core>, info: UploadInfo, from: impl FnOnce() -> Origin) {
     let shared = core.shared.clone();
+    let from = shared.hooks.wants(Event::PostFinish).then(from);
     let announce: Announce = Box::new(move |info: UploadInfo| {
         Box::pin(async move {
-            if shared.hooks.wants(Event::PostFinish) {
+            if let Some(from) = from {
                 shared.hooks.post(Event::PostFinish, info, from).await;
             }
         })

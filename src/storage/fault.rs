@@ -18,6 +18,9 @@
 //!   with `EIO` (as the temporary file is written, before the rename). Once.
 //! * `assemble_eio_after=K`: the first `K` assemblies of a final succeed; the next one
 //!   fails with `EIO` before it copies anything. Once.
+//! * `chain_submit_eagain=N`: the first `N` submits of linked file operations
+//!   (`storage::file::chain`, the small upload's data file and the info records) fail
+//!   with `EAGAIN`, as from a kernel short of memory, leaving the operations queued.
 //! * `trace_durability=1`: each durability step is logged when it completes, as a line
 //!   with `durability:` (a directory fsynced, a record renamed into place), so a test can
 //!   check their order ([`trace`]). What a test cannot see this way is whether the disk
@@ -46,6 +49,7 @@ mod armed {
         pub write_eio_after: Option<u64>,
         pub info_eio_after: Option<u64>,
         pub assemble_eio_after: Option<u64>,
+        pub chain_submit_eagain: u64,
         pub trace_durability: bool,
     }
 
@@ -64,6 +68,7 @@ mod armed {
                 "write_eio_after" => plan.write_eio_after = Some(n),
                 "info_eio_after" => plan.info_eio_after = Some(n),
                 "assemble_eio_after" => plan.assemble_eio_after = Some(n),
+                "chain_submit_eagain" => plan.chain_submit_eagain = n,
                 "trace_durability" => plan.trace_durability = n != 0,
                 other => return Err(format!("unknown fault {other:?}")),
             }
@@ -78,6 +83,8 @@ mod armed {
     static INFOS: AtomicU64 = AtomicU64::new(0);
     /// Assemblies started so far.
     static ASSEMBLIES: AtomicU64 = AtomicU64::new(0);
+    /// Chain submits refused so far.
+    static CHAIN_SUBMITS: AtomicU64 = AtomicU64::new(0);
     /// Each fault fires once.
     static WRITE_FIRED: AtomicBool = AtomicBool::new(false);
     static INFO_FIRED: AtomicBool = AtomicBool::new(false);
@@ -119,6 +126,13 @@ mod armed {
         };
         let n = ASSEMBLIES.fetch_add(1, Ordering::Relaxed);
         n >= k && !ASSEMBLE_FIRED.swap(true, Ordering::Relaxed)
+    }
+
+    pub fn chain_submit() -> bool {
+        let Some(n) = plan().as_ref().ok().map(|p| p.chain_submit_eagain) else {
+            return false;
+        };
+        n > 0 && CHAIN_SUBMITS.fetch_add(1, Ordering::Relaxed) < n
     }
 
     pub fn tracing() -> bool {
@@ -184,6 +198,20 @@ pub fn assemble() -> bool {
     }
 }
 
+/// Linked file operations are about to be submitted: `true` means refuse the submit
+/// with `EAGAIN`, leaving them queued.
+#[inline]
+pub fn chain_submit() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        armed::chain_submit()
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
 /// A durability step completed (`what()` says which, e.g. `fsync dir <path>`): logged as
 /// `durability: <what>` when `trace_durability` is armed, else nothing (`what` is not
 /// called).
@@ -221,6 +249,13 @@ mod tests {
                 Plan {
                     write_eio_after: Some(5),
                     info_eio_after: Some(1),
+                    ..Plan::default()
+                },
+            ),
+            (
+                "chain_submit_eagain=3",
+                Plan {
+                    chain_submit_eagain: 3,
                     ..Plan::default()
                 },
             ),

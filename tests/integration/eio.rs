@@ -28,6 +28,30 @@ fn faulty(tmp: &TempDir, plan: &str, extra: &[&str]) -> Daemon {
     d
 }
 
+/// Three small creations-with-upload of `body`, each answered 201.
+fn small_creations_succeed(d: &Daemon, body: &[u8]) {
+    for i in 0..3 {
+        let r = d.send(
+            &Req::new("POST", "/files")
+                .tus()
+                .h("Upload-Length", &body.len().to_string())
+                .h("Content-Type", "application/offset+octet-stream")
+                .body(body),
+        );
+        assert_eq!(r.status, 201, "{i}: {r:?}");
+    }
+}
+
+/// The upload ID of a creation's `Location`.
+fn location_id(r: &Response) -> String {
+    r.header("location")
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 #[test]
 fn data_write_eio_gives_500_keeps_the_bytes_written_and_resumes() {
     for (path, extra) in [("splice", &[][..]), ("buffered", &["--disable-splice"][..])] {
@@ -100,31 +124,55 @@ fn small_creation_with_upload_write_eio_keeps_the_bytes_written_and_resumes() {
         "{r:?}"
     );
     assert_eq!(r.upload_offset(), K as u64, "{r:?}");
-    let id = r
-        .header("location")
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = location_id(&r);
     assert_eq!(d.offset(&id), K as u64, "HEAD");
     assert_bytes_eq(&d.read_data(&id), &data[..K], "stored");
     let info = read_info(&d.info_path(&id));
     assert_eq!(info["offset"].as_u64(), Some(K as u64), "{info}");
     // The next small creations take the same path and succeed (the fault fired once).
-    for i in 0..3 {
-        let r = d.send(
-            &Req::new("POST", "/files")
-                .tus()
-                .h("Upload-Length", "100")
-                .h("Content-Type", "application/offset+octet-stream")
-                .body(&data[..100]),
-        );
-        assert_eq!(r.status, 201, "{i}: {r:?}");
-    }
+    small_creations_succeed(&d, &data[..100]);
     let r = d.patch(&id, K as u64, &data[K..]);
     assert_eq!(r.status, 204, "resume: {r:?}");
     assert_bytes_eq(&d.read_data(&id), &data, "resumed");
+}
+
+/// A submit of the linked file operations that the kernel refuses (`EAGAIN`: short of
+/// memory) leaves them queued: it is tried again on a timer, so a lone small upload is
+/// answered without waiting for another upload to submit (it used to wait for that,
+/// here forever).
+#[test]
+fn a_refused_chain_submit_is_retried_for_a_lone_upload() {
+    let tmp = TempDir::new("eio-submit");
+    // Both chains of the creation (data file, record) and the first retry are refused.
+    let d = faulty(&tmp, "chain_submit_eagain=3", &["--workers", "1"]);
+    let data = random_bytes(911, 4096);
+    let started = std::time::Instant::now();
+    let r = d.send(
+        &Req::new("POST", "/files")
+            .tus()
+            .h("Upload-Length", "4096")
+            .h("Content-Type", "application/offset+octet-stream")
+            .body(&data),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.upload_offset(), 4096, "{r:?}");
+    let id = location_id(&r);
+    assert_bytes_eq(&d.read_data(&id), &data, "stored");
+    let info = read_info(&d.info_path(&id));
+    assert_eq!(info["offset"].as_u64(), Some(4096), "{info}");
+    assert!(
+        d.wait_log_line(&["linked file operations submitted again"])
+            .is_some(),
+        "{}",
+        d.stderr_text()
+    );
+    // And the next ones go through as usual.
+    small_creations_succeed(&d, &data[..100]);
 }
 
 #[test]

@@ -15,13 +15,28 @@
 //! write came short. Each chain owns the memory its operations point into (paths,
 //! bytes) until its last completion has arrived, also if its caller stopped waiting.
 //!
+//! Where the kernel has `IOSQE_CQE_SKIP_SUCCESS` (`IORING_FEAT_CQE_SKIP`, Linux 5.17),
+//! every step but the last is marked with it, so a chain that succeeds posts one
+//! completion, not one per step. A step so marked still posts when it fails (a short
+//! write included), and then the steps its failure cancels post nothing; so a chain is
+//! over at its last step's completion, or at the completion of a failed step whose
+//! failure cancels the rest (one linked with [`Link::Soft`]); a step that posted
+//! nothing succeeded, with the result its [`Step`] names. Without the feature every
+//! step posts and the chain is over when all have.
+//!
+//! A submit the kernel refuses (`EAGAIN` when it is short of memory) or takes only part
+//! of leaves the rest in the queue: it is tried again on a timer (from
+//! [`SUBMIT_RETRY_FIRST`] doubling up to [`SUBMIT_RETRY_MAX`]) until the kernel takes
+//! it, so a lone chain never waits for another chain's submit; meanwhile new chains
+//! are refused (their callers take the one-operation-at-a-time path).
+//!
 //! Every chain has its own slot, and its operations name it: [`MAX_FILE_CHAINS`] chains
 //! run at once on a runtime; when all slots are busy (or the ring could not be made)
 //! [`Chains::run`] says so and the caller takes the one-operation-at-a-time path.
 
-use crate::limits::MAX_FILE_CHAINS;
+use crate::limits::{MAX_FILE_CHAINS, SUBMIT_RETRY_FIRST, SUBMIT_RETRY_MAX};
 use io_uring06::{opcode, squeue, types, IoUring};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 use std::future::Future;
 use std::io;
@@ -34,8 +49,31 @@ use tokio::io::unix::AsyncFd;
 /// Most operations in one chain (open, write, close, rename).
 pub(super) const MAX_CHAIN_OPS: usize = 4;
 
-/// `user_data` of the operations nobody waits for (a close after a broken chain).
+/// `user_data` of the operations nobody waits for (a close after a broken chain). The
+/// others' is `generation << 16 | slot << 8 | step` (see [`user_data`]), always smaller.
 const UNWATCHED: u64 = u64::MAX;
+
+/// How a chain's step is tied to the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Link {
+    /// The next step runs only if this one succeeds (`IOSQE_IO_LINK`): its failure
+    /// cancels the rest of the chain.
+    Soft,
+    /// The next step runs whatever this one's result (`IOSQE_IO_HARDLINK`).
+    Hard,
+    /// The chain's last step.
+    End,
+}
+
+/// One step of a chain.
+pub(super) struct Step {
+    /// The operation, without link flags ([`Chains::run`] sets them from `link`).
+    pub op: squeue::Entry,
+    /// The result the step gives when it succeeds: a write's length, 0 for an open into
+    /// a slot, a close, a rename. Reported for a step whose success posted nothing.
+    pub ok: i32,
+    pub link: Link,
+}
 
 /// What a chain's operations point into: kept alive until the kernel is done with it.
 #[derive(Default)]
@@ -58,6 +96,14 @@ struct Inner {
     ready: AsyncFd<RingFd>,
     ring: RefCell<IoUring>,
     state: RefCell<State>,
+    /// The kernel has `IOSQE_CQE_SKIP_SUCCESS`: steps before a chain's last post only
+    /// when they fail (see the module docs).
+    skips: bool,
+    /// A retry of a refused submit is scheduled (see [`Inner::submit`]).
+    retrying: Cell<bool>,
+    /// Completions of chains' steps taken (unit tests count them).
+    #[cfg(test)]
+    posted: Cell<u64>,
 }
 
 struct State {
@@ -66,19 +112,61 @@ struct State {
     /// file except a close queued before any later open of the slot.
     chains: Vec<Option<Pending>>,
     free: Vec<u32>,
+    /// Tells the chains that used a slot apart (in their `user_data`): a completion of
+    /// an earlier chain in the slot is never taken for one of the current chain's.
+    generation: u32,
 }
 
 /// A chain in flight.
 struct Pending {
-    /// Each operation's result (a count, or `-errno`), as the completions arrive.
+    /// Each step's result (a count, or `-errno`): its [`Step::ok`] until its completion
+    /// arrives, `-ECANCELED` for the steps a failure cancelled without a completion.
     results: [i32; MAX_CHAIN_OPS],
+    links: [Link; MAX_CHAIN_OPS],
     ops: usize,
+    /// Completions taken.
     done: usize,
+    /// Every completion the chain will post has arrived: the kernel is done with it.
+    over: bool,
+    /// Its steps before the last post only when they fail.
+    skips: bool,
+    /// In its `user_data`.
+    generation: u32,
     waker: Option<Waker>,
     /// The caller stopped waiting: the slot is freed when the last completion arrives.
     abandoned: bool,
     /// Memory the operations point into.
     _keep: Keep,
+}
+
+impl Pending {
+    /// Takes step `op`'s completion; true when the chain is over.
+    fn complete(&mut self, op: usize, res: i32) -> bool {
+        self.results[op] = res;
+        self.done += 1;
+        if !self.skips {
+            return self.done >= self.ops;
+        }
+        // A step before the last posted: it failed. If its failure cancels the rest,
+        // they post nothing: the chain is over. After a hard link the next step runs.
+        if op + 1 >= self.ops {
+            return true;
+        }
+        match self.links[op] {
+            Link::Hard => false,
+            Link::Soft | Link::End => {
+                for r in &mut self.results[op + 1..self.ops] {
+                    *r = -libc::ECANCELED;
+                }
+                true
+            }
+        }
+    }
+}
+
+/// The `user_data` of step `op` of the chain of `generation` in `slot`.
+fn user_data(generation: u32, slot: u32, op: usize) -> u64 {
+    u64::from(generation) << 16 | u64::from(slot) << 8 | op as u64
 }
 
 struct RingFd(RawFd);
@@ -94,7 +182,22 @@ thread_local! {
     /// (its driving task holds it), so a later runtime on the thread makes its own.
     static CURRENT: RefCell<std::rc::Weak<Inner>> = const { RefCell::new(std::rc::Weak::new()) };
     /// The kernel gave no ring: not asked again on this thread.
-    static REFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static REFUSED: Cell<bool> = const { Cell::new(false) };
+    /// Unit tests make rings without `IOSQE_CQE_SKIP_SUCCESS`, as an older kernel does.
+    #[cfg(test)]
+    static NO_SKIP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread's rings go without `IOSQE_CQE_SKIP_SUCCESS` (unit tests only).
+fn skips_refused() -> bool {
+    #[cfg(test)]
+    {
+        NO_SKIP.get()
+    }
+    #[cfg(not(test))]
+    {
+        false
+    }
 }
 
 impl Chains {
@@ -125,6 +228,7 @@ impl Chains {
         let slots = MAX_FILE_CHAINS as u32;
         let ring = IoUring::builder().build(slots * MAX_CHAIN_OPS as u32)?;
         ring.submitter().register_files_sparse(slots)?;
+        let skips = ring.params().is_feature_skip_cqe_on_success() && !skips_refused();
         // SAFETY: the descriptor is the ring's, which `Inner` keeps open for as long as
         // it holds this registration (its `ready` field is dropped before its `ring`).
         let ready = unsafe {
@@ -136,7 +240,12 @@ impl Chains {
             state: RefCell::new(State {
                 chains: (0..slots).map(|_| None).collect(),
                 free: (0..slots).rev().collect(),
+                generation: 0,
             }),
+            skips,
+            retrying: Cell::new(false),
+            #[cfg(test)]
+            posted: Cell::new(0),
         });
         tokio_uring::spawn(drive(inner.clone()));
         Ok(Chains { inner })
@@ -144,52 +253,86 @@ impl Chains {
 
     /// Runs one chain: `build` gets the chain's file slot and `keep` (moved into the
     /// chain afterwards: what the operations point into must live in it) and returns
-    /// the operations, linked by their flags; the results come back in order. By
-    /// convention operation 0 opens the file into the slot and operation 2 closes it;
-    /// when the chain broke between the two, the slot's file is closed here. `None`
-    /// (and nothing submitted) when every slot is busy.
+    /// the steps; the results come back in order. By convention step 0 opens the file
+    /// into the slot and step 2 closes it; when the chain broke between the two, the
+    /// slot's file is closed here. `None` (and nothing submitted) when every slot is
+    /// busy, or a refused submit waits for its retry.
     pub(super) async fn run(
         &self,
         keep: Keep,
-        build: impl FnOnce(types::Fixed, &Keep) -> Vec<squeue::Entry>,
+        build: impl FnOnce(types::Fixed, &Keep) -> Vec<Step>,
     ) -> Option<Vec<io::Result<u32>>> {
         {
-            // Room for a whole chain, or none of it is queued (the queue is emptied by
-            // every submit, unless the kernel refused one: then the steps wait there).
+            // Room for a whole chain, or none of it is queued. The queue is emptied by
+            // every submit the kernel takes; one it refused waits for its retry, and
+            // nothing is queued behind it meanwhile.
             let mut ring = self.inner.ring.borrow_mut();
             let sq = ring.submission();
-            if sq.capacity() - sq.len() < MAX_CHAIN_OPS {
+            if !sq.is_empty() || sq.capacity() < MAX_CHAIN_OPS {
                 return None;
             }
         }
         let slot = self.inner.state.borrow_mut().free.pop()?;
-        let ops = build(types::Fixed(slot), &keep);
+        let steps = build(types::Fixed(slot), &keep);
+        let n = steps.len();
         assert!(
-            ops.len() <= MAX_CHAIN_OPS,
-            "a chain has at most {MAX_CHAIN_OPS} operations"
+            (1..=MAX_CHAIN_OPS).contains(&n)
+                && steps
+                    .iter()
+                    .enumerate()
+                    .all(|(i, s)| (s.link == Link::End) == (i + 1 == n)),
+            "a chain has 1 to {MAX_CHAIN_OPS} steps, only its last one the end"
         );
-        let n = ops.len();
-        self.inner.state.borrow_mut().chains[slot as usize] = Some(Pending {
+        let skips = self.inner.skips;
+        let mut pending = Pending {
             results: [0; MAX_CHAIN_OPS],
+            links: [Link::End; MAX_CHAIN_OPS],
             ops: n,
             done: 0,
+            over: false,
+            skips,
+            generation: 0,
             waker: None,
             abandoned: false,
             _keep: keep,
-        });
+        };
+        let generation = {
+            let mut state = self.inner.state.borrow_mut();
+            state.generation = state.generation.wrapping_add(1);
+            state.generation
+        };
+        pending.generation = generation;
+        let mut ops = Vec::with_capacity(n);
+        for (i, step) in steps.into_iter().enumerate() {
+            pending.results[i] = step.ok;
+            pending.links[i] = step.link;
+            let mut flags = match step.link {
+                Link::Soft => squeue::Flags::IO_LINK,
+                Link::Hard => squeue::Flags::IO_HARDLINK,
+                Link::End => squeue::Flags::empty(),
+            };
+            if skips && step.link != Link::End {
+                flags |= squeue::Flags::SKIP_SUCCESS;
+            }
+            ops.push(
+                step.op
+                    .flags(flags)
+                    .user_data(user_data(generation, slot, i)),
+            );
+        }
+        self.inner.state.borrow_mut().chains[slot as usize] = Some(pending);
         {
             let mut ring = self.inner.ring.borrow_mut();
             let mut sq = ring.submission();
-            for (i, op) in ops.into_iter().enumerate() {
-                let op = op.user_data(u64::from(slot) << 8 | i as u64);
+            for op in &ops {
                 // SAFETY: what the operation points into lives in the chain's `Keep`,
-                // which the state holds until the operation's completion has arrived
-                // (or, if the ring is dropped first, is leaked: see `Inner::drop`). The
-                // queue has room for the whole chain (checked above, nothing ran since).
-                unsafe { sq.push(&op) }.expect("the chain ring's queue has room");
+                // which the state holds until the chain is over (or, if the ring is
+                // dropped first, is leaked: see `Inner::drop`). The queue has room for
+                // the whole chain (checked above, nothing ran since).
+                unsafe { sq.push(op) }.expect("the chain ring's queue has room");
             }
         }
-        self.inner.submit();
+        Inner::submit(&self.inner);
         let results = Wait {
             inner: &self.inner,
             slot,
@@ -222,27 +365,51 @@ impl Chains {
         let pushed = unsafe { ring.submission().push(&op) };
         drop(ring);
         if pushed.is_ok() {
-            self.inner.submit();
+            Inner::submit(&self.inner);
         }
     }
 }
 
 impl Inner {
-    /// Hands what is queued to the kernel (never waits for a completion).
-    fn submit(&self) {
+    /// Hands what is queued to the kernel (never waits for a completion). What the
+    /// kernel did not take stays queued, and a retry is scheduled (see the module docs).
+    fn submit(inner: &Rc<Inner>) {
+        let Err(e) = inner.try_submit() else {
+            return;
+        };
+        if !inner.retrying.replace(true) {
+            crate::error!("submitting linked file operations: {e} (retrying)");
+            tokio_uring::spawn(retry(inner.clone()));
+        }
+    }
+
+    /// Submits what is queued; `Err` when some of it is left in the queue.
+    fn try_submit(&self) -> io::Result<()> {
         loop {
-            let res = self.ring.borrow().submit();
+            let res = if crate::storage::fault::chain_submit() {
+                Err(io::Error::from_raw_os_error(libc::EAGAIN))
+            } else {
+                self.ring.borrow().submit()
+            };
             match res {
-                Ok(_) => return,
+                Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // Completions are backed up: take them, then submit again.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.complete(),
-                Err(e) => {
-                    // Left queued: the next submit hands them over.
-                    crate::error!("submitting linked file operations: {e}");
-                    return;
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    self.complete();
+                    continue;
                 }
+                Err(e) => return Err(e),
             }
+            // The kernel may take only part of the queue (short of memory).
+            let left = self.ring.borrow_mut().submission().len();
+            return match left {
+                0 => Ok(()),
+                n => Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("the kernel took all but {n} operations"),
+                )),
+            };
         }
     }
 
@@ -256,15 +423,23 @@ impl Inner {
             if data == UNWATCHED {
                 continue;
             }
-            let (slot, op) = ((data >> 8) as usize, (data & 0xff) as usize);
+            #[cfg(test)]
+            self.posted.set(self.posted.get() + 1);
+            let (generation, slot, op) = (
+                (data >> 16) as u32,
+                ((data >> 8) & 0xff) as usize,
+                (data & 0xff) as usize,
+            );
             let Some(p) = state.chains.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            p.results[op] = cqe.result();
-            p.done += 1;
-            if p.done < p.ops {
+            if p.generation != generation || p.over || op >= p.ops {
                 continue;
             }
+            if !p.complete(op, cqe.result()) {
+                continue;
+            }
+            p.over = true;
             if p.abandoned {
                 freed.push(slot);
             } else if let Some(w) = p.waker.take() {
@@ -283,11 +458,25 @@ impl Drop for Inner {
         // The ring is going away with operations possibly still in the kernel: their
         // memory must outlive them, so it is leaked.
         for p in self.state.get_mut().chains.drain(..).flatten() {
-            if p.done < p.ops {
+            if !p.over {
                 std::mem::forget(p);
             }
         }
     }
+}
+
+/// Submits what a refused submit left queued, on a timer, until the kernel takes it.
+async fn retry(inner: Rc<Inner>) {
+    let mut wait = SUBMIT_RETRY_FIRST;
+    loop {
+        tokio::time::sleep(wait).await;
+        if inner.try_submit().is_ok() {
+            break;
+        }
+        wait = (wait * 2).min(SUBMIT_RETRY_MAX);
+    }
+    inner.retrying.set(false);
+    crate::info!("linked file operations submitted again");
 }
 
 /// Drains the ring whenever the reactor says completions wait. Runs as long as the
@@ -318,7 +507,7 @@ impl Future for Wait<'_> {
         let Some(p) = state.chains[slot].as_mut() else {
             unreachable!("a waited chain keeps its slot");
         };
-        if p.done < p.ops {
+        if !p.over {
             p.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
@@ -339,7 +528,7 @@ impl Drop for Wait<'_> {
         let mut state = self.inner.state.borrow_mut();
         let slot = self.slot as usize;
         match state.chains[slot].as_mut() {
-            Some(p) if p.done < p.ops => p.abandoned = true,
+            Some(p) if !p.over => p.abandoned = true,
             _ => {
                 state.chains[slot] = None;
                 state.free.push(self.slot);
@@ -372,30 +561,40 @@ pub(super) fn open_into(
         .build()
 }
 
-/// The operations that write `keep.bytes` to a new file at `keep.paths[0]` (opened with
+/// The steps that write `keep.bytes` to a new file at `keep.paths[0]` (opened with
 /// `flags` and `mode`) and rename it over `keep.paths[1]`: open into `slot`, write,
 /// close, rename, linked, so the rename runs only after a write that stored every byte.
-pub(super) fn publish_ops(
-    slot: types::Fixed,
-    keep: &Keep,
-    flags: i32,
-    mode: u32,
-) -> Vec<squeue::Entry> {
-    let link = squeue::Flags::IO_LINK;
+pub(super) fn publish_ops(slot: types::Fixed, keep: &Keep, flags: i32, mode: u32) -> Vec<Step> {
+    let len = keep.bytes.len() as u32;
     vec![
-        open_into(slot, &keep.paths[0], flags, mode).flags(link),
-        opcode::Write::new(slot, keep.bytes.as_ptr(), keep.bytes.len() as u32)
-            .offset(0)
-            .build()
-            .flags(link),
-        opcode::Close::new(slot).build().flags(link),
-        opcode::RenameAt::new(
-            types::Fd(libc::AT_FDCWD),
-            keep.paths[0].as_ptr(),
-            types::Fd(libc::AT_FDCWD),
-            keep.paths[1].as_ptr(),
-        )
-        .build(),
+        Step {
+            op: open_into(slot, &keep.paths[0], flags, mode),
+            ok: 0,
+            link: Link::Soft,
+        },
+        Step {
+            op: opcode::Write::new(slot, keep.bytes.as_ptr(), len)
+                .offset(0)
+                .build(),
+            ok: len as i32,
+            link: Link::Soft,
+        },
+        Step {
+            op: opcode::Close::new(slot).build(),
+            ok: 0,
+            link: Link::Soft,
+        },
+        Step {
+            op: opcode::RenameAt::new(
+                types::Fd(libc::AT_FDCWD),
+                keep.paths[0].as_ptr(),
+                types::Fd(libc::AT_FDCWD),
+                keep.paths[1].as_ptr(),
+            )
+            .build(),
+            ok: 0,
+            link: Link::End,
+        },
     ]
 }
 
@@ -445,9 +644,20 @@ mod tests {
 
     #[test]
     fn a_chain_runs_its_steps_in_order_and_frees_its_slot() {
+        runs_in_order(true);
+    }
+
+    #[test]
+    fn a_chain_runs_its_steps_in_order_without_skipped_completions() {
+        runs_in_order(false);
+    }
+
+    fn runs_in_order(skips: bool) {
         let d = dir();
+        NO_SKIP.set(!skips);
         tokio_uring::start(async {
             let chains = Chains::current().expect("this kernel has linked operations");
+            assert_eq!(chains.inner.skips, skips, "this kernel has CQE skipping");
             // Many more chains than slots, one after another: each frees its slot and
             // closes its file.
             for i in 0..3 * MAX_FILE_CHAINS {
@@ -457,6 +667,14 @@ mod tests {
                 assert_eq!(std::fs::read_to_string(d.join("r")).unwrap(), body);
                 assert!(!d.join("r.tmp").exists());
             }
+            // One completion per chain that succeeds when the steps before the last
+            // skip theirs, else one per step.
+            let per_chain = if skips { 1 } else { 4 };
+            assert_eq!(
+                chains.inner.posted.get(),
+                per_chain * 3 * MAX_FILE_CHAINS as u64
+            );
+            assert_eq!(open_slots(&chains), 0);
             // The same ring serves the runtime's later callers.
             assert!(Rc::ptr_eq(&chains.inner, &Chains::current().unwrap().inner));
             // Chains at once, all in flight together.
@@ -474,18 +692,30 @@ mod tests {
                     vec![i as u8; 100]
                 );
             }
-            // Every slot is free again.
+            // Every slot is free again, and its file closed.
             assert_eq!(chains.inner.state.borrow().free.len(), MAX_FILE_CHAINS);
+            assert_eq!(open_slots(&chains), 0);
         });
         let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_failed_step_cancels_the_rest_of_its_chain() {
+        failed_step_cancels(true);
+    }
+
+    #[test]
+    fn a_failed_step_cancels_the_rest_of_its_chain_without_skipped_completions() {
+        failed_step_cancels(false);
+    }
+
+    fn failed_step_cancels(skips: bool) {
         let d = dir();
         std::fs::write(d.join("r"), b"old record").unwrap();
+        NO_SKIP.set(!skips);
         tokio_uring::start(async {
             let chains = Chains::current().unwrap();
+            assert_eq!(chains.inner.skips, skips);
             // The open fails (no such directory): nothing after it runs, the old record
             // stays whole.
             let r = publish(&chains, &d.join("missing/r.tmp"), &d.join("r"), b"new", W).await;
@@ -527,8 +757,114 @@ mod tests {
             );
             assert_eq!(std::fs::read(d.join("r")).unwrap(), b"old record");
             assert_eq!(chains.inner.state.borrow().free.len(), MAX_FILE_CHAINS);
+            assert_eq!(open_slots(&chains), 0);
         });
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_hard_linked_close_runs_after_a_failed_write() {
+        for skips in [true, false] {
+            hard_linked_close(skips);
+        }
+    }
+
+    /// The small upload's data chain: open, write hard-linked to the close.
+    fn hard_linked_close(skips: bool) {
+        let d = dir();
+        NO_SKIP.set(!skips);
+        tokio_uring::start(async {
+            let chains = Chains::current().unwrap();
+            assert_eq!(chains.inner.skips, skips);
+            let data_chain = |flags: i32, name: &str| {
+                let keep = Keep {
+                    paths: vec![c_path(&d.join(name)).unwrap()],
+                    bytes: b"body".to_vec(),
+                };
+                chains.run(keep, move |slot, k| {
+                    vec![
+                        Step {
+                            op: open_into(slot, &k.paths[0], flags, 0o600),
+                            ok: 0,
+                            link: Link::Soft,
+                        },
+                        Step {
+                            op: opcode::Write::new(slot, k.bytes.as_ptr(), 4)
+                                .offset(0)
+                                .build(),
+                            ok: 4,
+                            link: Link::Hard,
+                        },
+                        Step {
+                            op: opcode::Close::new(slot).build(),
+                            ok: 0,
+                            link: Link::End,
+                        },
+                    ]
+                })
+            };
+            let before = chains.inner.posted.get();
+            let r = data_chain(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, "a")
+                .await
+                .unwrap();
+            assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+            assert_eq!(r[1].as_ref().ok(), Some(&4));
+            assert_eq!(
+                chains.inner.posted.get() - before,
+                if skips { 1 } else { 3 }
+            );
+            assert_eq!(std::fs::read(d.join("a")).unwrap(), b"body");
+            // The write fails: the close runs all the same, and says so.
+            let r = data_chain(libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL, "b")
+                .await
+                .unwrap();
+            assert!(r[0].is_ok(), "{r:?}");
+            assert_eq!(r[1].as_ref().unwrap_err().raw_os_error(), Some(libc::EBADF));
+            assert!(r[2].is_ok(), "{r:?}");
+            assert_eq!(open_slots(&chains), 0);
+            // The open fails (the file exists): nothing else runs.
+            let r = data_chain(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, "a")
+                .await
+                .unwrap();
+            assert_eq!(
+                r[0].as_ref().unwrap_err().raw_os_error(),
+                Some(libc::EEXIST)
+            );
+            assert_eq!(
+                r[1].as_ref().unwrap_err().raw_os_error(),
+                Some(libc::ECANCELED)
+            );
+            assert_eq!(
+                r[2].as_ref().unwrap_err().raw_os_error(),
+                Some(libc::ECANCELED)
+            );
+            assert_eq!(std::fs::read(d.join("a")).unwrap(), b"body");
+            assert_eq!(chains.inner.state.borrow().free.len(), MAX_FILE_CHAINS);
+            assert_eq!(open_slots(&chains), 0);
+        });
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The files open in the ring's slots, as the kernel lists them (`UserFiles` in the
+    /// ring's fdinfo: one line per occupied slot).
+    fn open_slots(chains: &Chains) -> usize {
+        let fd = chains.inner.ring.borrow().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        let files = info
+            .split("UserFiles:")
+            .nth(1)
+            .expect("the ring's fdinfo lists its files");
+        files
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with(' ') || l.starts_with('\t'))
+            .filter(|l| {
+                l.trim_start()
+                    .split(':')
+                    .next()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .count()
     }
 
     /// Awaits every future, concurrently, on this runtime.

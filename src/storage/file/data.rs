@@ -3,7 +3,7 @@
 //! writes ([`super::write`]) and downloads ([`super::read`]) share.
 
 use super::assemble::{assemble_blocking, assembling_path, AssembleError, PartFile};
-use super::chain::{c_path, clone_err, open_into, Chains, Keep};
+use super::chain::{c_path, clone_err, open_into, Chains, Keep, Link, Step};
 use super::read::FileReader;
 use super::write::FileWriter;
 use super::{create_exclusive, is_not_found, probe, sync_entry_dirs, FileSettings};
@@ -16,7 +16,7 @@ use crate::storage::layout::staging_path;
 use crate::storage::{
     DataReader, DataStat, DataStore, DataWriter, StoreError, StoreFuture, Written,
 };
-use io_uring06::{opcode, squeue};
+use io_uring06::opcode;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
@@ -170,18 +170,29 @@ impl FileData {
                 fault.set(fault::data_write(n));
                 let len = fault.get().unwrap_or(n);
                 vec![
-                    open_into(
-                        slot,
-                        &k.paths[0],
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                        0o644,
-                    )
-                    .flags(squeue::Flags::IO_LINK),
-                    opcode::Write::new(slot, k.bytes.as_ptr(), len as u32)
-                        .offset(0)
-                        .build()
-                        .flags(squeue::Flags::IO_HARDLINK),
-                    opcode::Close::new(slot).build(),
+                    Step {
+                        op: open_into(
+                            slot,
+                            &k.paths[0],
+                            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                            0o644,
+                        ),
+                        ok: 0,
+                        link: Link::Soft,
+                    },
+                    // Hard-linked: the close runs even when the write fails.
+                    Step {
+                        op: opcode::Write::new(slot, k.bytes.as_ptr(), len as u32)
+                            .offset(0)
+                            .build(),
+                        ok: len as i32,
+                        link: Link::Hard,
+                    },
+                    Step {
+                        op: opcode::Close::new(slot).build(),
+                        ok: 0,
+                        link: Link::End,
+                    },
                 ]
             })
             .await;
