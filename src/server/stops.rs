@@ -32,6 +32,7 @@ use crate::hooks::answer::HttpAnswer;
 use crate::hooks::{Event, Origin, StopOrder};
 use crate::metrics;
 use crate::net::BodySource;
+use crate::storage::id::UploadId;
 use crate::storage::info::UploadInfo;
 use crate::storage::{Acquired, StoreError, Stores};
 use std::collections::BTreeMap;
@@ -39,7 +40,6 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use crate::storage::id::UploadId;
 
 /// How often a PATCH reports its progress to the hooks (`post-receive`) while its body
 /// arrives, when a hook can stop it ([`crate::hooks::Hooks::can_stop`]): tusd's
@@ -72,20 +72,20 @@ pub struct Stop {
 /// request or the applier carried the order out under the upload's lock (or found the
 /// upload gone or complete). Held for one map operation at a time, never across an
 /// `.await`.
-static TABLE: Mutex<BTreeMap<u128, Stop>> = Mutex::new(BTreeMap::new());
+static TABLE: Mutex<BTreeMap<UploadId, Stop>> = Mutex::new(BTreeMap::new());
 
 /// The number of entries in [`TABLE`], so that a PATCH looks at the table only when it
 /// holds something. Changed under the table's mutex; read without it (Relaxed: a PATCH
 /// that misses an order entered at this instant is cut by the applier's takeover).
 static WAITING: AtomicUsize = AtomicUsize::new(0);
 
-fn table() -> std::sync::MutexGuard<'static, BTreeMap<u128, Stop>> {
+fn table() -> std::sync::MutexGuard<'static, BTreeMap<UploadId, Stop>> {
     TABLE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn enter(id: UploadId, stop: Stop) {
     let mut t = table();
-    if t.insert(id.as_u128(), stop).is_none() {
+    if t.insert(id, stop).is_none() {
         WAITING.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -95,11 +95,11 @@ pub fn waiting(id: &UploadId) -> Option<Stop> {
     if WAITING.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    table().get(&id.as_u128()).cloned()
+    table().get(id).cloned()
 }
 
 fn forget(id: &UploadId) {
-    if table().remove(&id.as_u128()).is_some() {
+    if table().remove(id).is_some() {
         WAITING.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn the_table_holds_one_order_per_upload_until_forgotten() {
-        let (a, b) = (UploadId::new_v4(), UploadId::new_v4());
+        let (a, b) = (UploadId::random(), UploadId::random());
         assert!(waiting(&a).is_none());
         enter(a, stop(false));
         enter(a, stop(true));

@@ -215,7 +215,7 @@ async fn write_linked(
                 0o666,
             );
             if new {
-                ops[3] = opcode::RenameAt::new(
+                ops[3].op = opcode::RenameAt::new(
                     types::Fd(libc::AT_FDCWD),
                     k.paths[0].as_ptr(),
                     types::Fd(libc::AT_FDCWD),
