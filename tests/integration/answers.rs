@@ -550,3 +550,56 @@ echo '{"HTTPResponse": {"StatusCode": 200, "Body": "stored", "Header": {"X-Finis
     let r = p.patch(&id, 0, b"abc");
     assert_eq!(r.status, 204, "default --hooks: {r:?}");
 }
+
+/// The real clients read a pre-finish answer: tus-js-client's `onSuccess` payload and
+/// tuspy's last request both carry the status, a header and the body the hook gave to
+/// the PATCH that completed the upload, which is whole on disk.
+#[test]
+fn interop_clients_read_the_pre_finish_answer() {
+    use crate::interop::{interop_dir, missing, node, python, run_client};
+    let tmp = TempDir::new("answers-pre-finish-clients");
+    let hook = script(
+        &tmp.join("hook.sh"),
+        r#"[ "$1" = pre-finish ] || exit 0
+echo '{"HTTPResponse": {"StatusCode": 200, "Body": "{\"url\": \"/processed/report.pdf\"}", "Header": {"X-Finished-By": "file-hook", "Content-Type": "application/json"}}}'"#,
+    );
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--hooks-file",
+            hook.to_str().unwrap(),
+            "--hooks",
+            "pre-finish",
+            "--hooks-answers",
+        ],
+    );
+    let data = random_bytes(31, 300 * 1024);
+    let src = tmp.join("source.bin");
+    std::fs::write(&src, &data).unwrap();
+    let clients: [(&str, Option<PathBuf>, &str); 2] = [
+        ("tus-js-client", node(), "tusjs_pre_finish.mjs"),
+        ("tuspy", python(), "tuspy_pre_finish.py"),
+    ];
+    for (what, client, file) in clients {
+        let Some(client) = client else {
+            missing(what);
+            continue;
+        };
+        let mut cmd = Command::new(client);
+        cmd.arg(interop_dir().join(file))
+            .arg(d.endpoint())
+            .arg(&src);
+        let out = run_client(cmd, what);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines.contains(&"status=200"), "{what}: {out}");
+        assert!(lines.contains(&"header=file-hook"), "{what}: {out}");
+        assert!(
+            lines.contains(&r#"body={"url": "/processed/report.pdf"}"#),
+            "{what}: {out}"
+        );
+        let url = lines.last().unwrap_or_else(|| panic!("{what}: no output"));
+        let id = url.trim_end_matches('/').rsplit('/').next().unwrap();
+        assert_eq!(d.head(id).upload_offset(), data.len() as u64, "{what}");
+        assert_eq!(d.read_data(id), data, "{what}");
+    }
+}
