@@ -536,3 +536,50 @@ fn tuspy_resumes_at_the_chosen_url() {
     assert_eq!(d.offset(id), data.len() as u64);
     assert!(d.read_data(id) == data, "the data is not whole");
 }
+
+/// With `--force-fsync` a record takes the one-operation-at-a-time path, not the chain,
+/// so the claim's no-replace rename runs on its thread off the core: the chosen ID is
+/// taken, a second claim of it is 409 (also where only the record is there to refuse
+/// it), and the upload is served whole.
+#[test]
+fn with_force_fsync_the_claim_off_the_chain_holds() {
+    let tmp = TempDir::new("ids-force-fsync");
+    let hook = naming_hook(&tmp, "0");
+    let d = Daemon::start(
+        &tmp,
+        &[
+            "--force-fsync",
+            "--hooks-answers",
+            "--hooks-file",
+            hook.to_str().unwrap(),
+            "--hooks",
+            "pre-create",
+        ],
+    );
+    let r = named(&d, "fsynced", &[("Upload-Length", "4")]);
+    assert_eq!(r.status, 201, "{r:?}");
+    assert!(r.header("Location").unwrap().ends_with("/fsynced"), "{r:?}");
+    refused(
+        &named(&d, "fsynced", &[("Upload-Length", "4")]),
+        409,
+        "already in use",
+    );
+    // Only the record stands where the new upload's record would go.
+    let rec = complete_elsewhere(&d, "taken-f");
+    std::fs::write(d.info_path("taken-f"), &rec).unwrap();
+    refused(
+        &named(&d, "taken-f", &[("Upload-Length", "4")]),
+        409,
+        "already in use",
+    );
+    d.patch("fsynced", 0, b"abcd").assert_status(204, "patch");
+    assert_eq!(d.read_data("fsynced"), b"abcd");
+    assert_eq!(
+        std::fs::read_to_string(d.info_path("taken-f")).unwrap(),
+        rec
+    );
+    assert!(
+        !d.data_path("taken-f").exists(),
+        "the refused creation's data is removed"
+    );
+}

@@ -116,7 +116,7 @@ impl FileRecords {
             return Err(StoreError::io("write info record", e));
         }
         let renamed = if new {
-            publish_new(&tmp, &dest, None)
+            publish_new_off_core(&tmp, &dest, None).await
         } else {
             tokio_uring::fs::rename(&tmp, &dest)
                 .await
@@ -141,9 +141,42 @@ impl FileRecords {
 /// filesystem has no such rename (`EINVAL`), `link(2)` (which never replaces either)
 /// and the temporary name unlinked. `tried`: the result of a no-replace rename the chain
 /// already ran. [`StoreError::Exists`] when `dest` exists; `tmp` is left for the caller
-/// to remove on any error. These are synchronous metadata calls on the core, as the
-/// drop's close(2) is; they run only for the creation of an upload whose ID a hook chose
-/// and only off the chain's path or where the chain's rename was refused.
+/// to remove on any error. Blocking metadata calls: a core reaches them only through
+/// [`publish_new_off_core`].
+/// [`publish_new`] without blocking the core: when it has a syscall to make (no rename
+/// tried yet, or the filesystem refused `RENAME_NOREPLACE` and `link(2)` is next), that
+/// runs on a short-lived thread of its own, as the `ftruncate` fallback does, and the
+/// core awaits its result. Only the creation of an upload whose ID a hook chose gets
+/// here, and only off the chain's path (all slots busy, `--force-fsync`, a submit being
+/// retried) or where the chain's rename was refused.
+async fn publish_new_off_core(
+    tmp: &Path,
+    dest: &Path,
+    tried: Option<std::io::Error>,
+) -> Result<(), StoreError> {
+    let needs_call = match &tried {
+        None => true,
+        Some(e) => e.raw_os_error() == Some(libc::EINVAL),
+    };
+    if !needs_call {
+        return publish_new(tmp, dest, tried);
+    }
+    let (tmp, dest) = (tmp.to_path_buf(), dest.to_path_buf());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("tusring-claim".into())
+        .spawn(move || {
+            let _ = tx.send(publish_new(&tmp, &dest, tried));
+        })
+        .map_err(|e| StoreError::io("start the record claim thread", e))?;
+    rx.await.unwrap_or_else(|_| {
+        Err(StoreError::io(
+            "claim info record",
+            std::io::Error::other("the record claim thread ended early"),
+        ))
+    })
+}
+
 fn publish_new(tmp: &Path, dest: &Path, tried: Option<std::io::Error>) -> Result<(), StoreError> {
     let renamed = match tried {
         Some(e) => Err(e),
@@ -235,7 +268,7 @@ async fn write_linked(
         Ok(n) if n as usize != len => Err(StoreError::io("write info record", short_write())),
         Ok(_) => match step(3) {
             Ok(_) => Ok(()),
-            Err(e) if new => publish_new(tmp, dest, Some(e)),
+            Err(e) if new => publish_new_off_core(tmp, dest, Some(e)).await,
             Err(e) => Err(StoreError::io("rename info record", e)),
         },
         Err(e) => Err(StoreError::io("write info record", e)),
