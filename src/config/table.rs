@@ -551,9 +551,10 @@ const HOOKS: &[Flag] = &[
         .help("Read tusd v2 answers from blocking hooks")
         .doc(
             "read a tusd v2 answer from each blocking hook (an HTTP hook's 2xx body, an \
-             executable's stdout, a NATS reply): change a new upload's metadata, refuse with \
-             a response of its own (see [Hook answers](#hook-answers)); off, hooks only say \
-             yes or no, as in rustus",
+             executable's stdout, a NATS reply): choose a new upload's ID and metadata, \
+             refuse with a response of its own, answer the request that completes an upload \
+             (pre-finish), stop an upload from post-receive (see [Hook \
+             answers](#hook-answers)); off, hooks only say yes or no, as in rustus",
         )
         .env_note("Read tusd v2 answers from blocking hooks (off: yes or no only, as rustus).")
         .parse(|c, v| put(&mut c.hooks.answers, parse_bool(v))),
